@@ -1,0 +1,54 @@
+"""The ``saat`` command line. Each command lives in its own module with ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from . import evaluate_codes
+
+COMMANDS = (evaluate_codes,)
+
+
+class CommandError(Exception):
+    """An error caused by the user's input: printed as one clear line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saat",
+        description=(
+            "Semantic-Aware Adversarial Training (SAAT) for reliable deep hashing retrieval: train hashing "
+            "models, evaluate retrieval, attack them with mainstay codes and baselines, and defend them."
+        ),
+        epilog="Run 'saat COMMAND --help' for the options of a command. Set SAAT_DEBUG=1 for tracebacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"saat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except (CommandError, ValueError, FileNotFoundError, ImportError) as exc:
+        if os.environ.get("SAAT_DEBUG"):
+            raise
+        print(f"saat {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"saat {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

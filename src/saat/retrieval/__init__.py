@@ -1,0 +1,45 @@
+"""Exact, fast retrieval evaluation for hash codes (SPEC sections 5 and 10).
+
+>>> from saat.retrieval import mean_average_precision
+>>> mean_average_precision(query_codes, db_codes, query_labels, db_labels, topk=5000)  # doctest: +SKIP
+
+Codes are numpy arrays or torch tensors of +-1; labels are multi-hot 0/1 matrices or integer class vectors.
+Backends: ``"cpu"`` (bit-packed popcount, default for CPU data), ``"torch"`` (used automatically for
+CUDA/MPS tensors), ``"faiss"`` (optional, ``pip install 'saat[faiss]'``). All give identical results.
+"""
+
+from .metrics import (
+    DEFAULT_NS,
+    DEFAULT_RECALLS,
+    DEFAULT_TOPK,
+    RetrievalMetrics,
+    average_precision,
+    evaluate_retrieval,
+    hamming_ranking,
+    mean_average_precision,
+    pr_curve,
+    pr_curve_by_radius,
+    precision_at_n,
+    precision_within_radius,
+    random_ranking_map,
+    sign_codes,
+    targeted_mean_average_precision,
+)
+
+__all__ = [
+    "DEFAULT_NS",
+    "DEFAULT_RECALLS",
+    "DEFAULT_TOPK",
+    "RetrievalMetrics",
+    "average_precision",
+    "evaluate_retrieval",
+    "hamming_ranking",
+    "mean_average_precision",
+    "pr_curve",
+    "pr_curve_by_radius",
+    "precision_at_n",
+    "precision_within_radius",
+    "random_ranking_map",
+    "sign_codes",
+    "targeted_mean_average_precision",
+]
