@@ -1,3 +1,29 @@
-"""saat: Semantic-Aware Adversarial Training for reliable deep hashing retrieval."""
+"""saat: Semantic-Aware Adversarial Training for reliable deep hashing retrieval.
+
+The Python API mirrors the command line::
+
+    import saat
+    metrics = saat.train(dataset="fashion-mosaic", backbone="small_cnn", bits=32, out="runs/demo")
+    metrics = saat.evaluate("runs/demo", topk=1000)
+
+Sub-packages: :mod:`saat.retrieval` (metrics), :mod:`saat.data`, :mod:`saat.models`, :mod:`saat.hashing`.
+"""
 
 __version__ = "0.1.0"
+
+
+def train(*args, **kwargs):
+    """Train a hashing model and write a run directory; see :func:`saat.pipelines.train.train`."""
+    from .pipelines.train import train as _train
+
+    return _train(*args, **kwargs)
+
+
+def evaluate(*args, **kwargs):
+    """Clean retrieval metrics of a run; see :func:`saat.pipelines.evaluate.evaluate`."""
+    from .pipelines.evaluate import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
+__all__ = ["__version__", "evaluate", "train"]

@@ -7,12 +7,13 @@ import os
 import sys
 
 from .. import __version__
-from . import evaluate_codes
+from ..errors import SaatError
+from . import evaluate, evaluate_codes, list_cmd, train
 
-COMMANDS = (evaluate_codes,)
+COMMANDS = (train, evaluate, evaluate_codes, list_cmd)
 
 
-class CommandError(Exception):
+class CommandError(SaatError):
     """An error caused by the user's input: printed as one clear line, without a traceback."""
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.run(args) or 0)
-    except (CommandError, ValueError, FileNotFoundError, ImportError) as exc:
+    except (SaatError, ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
         if os.environ.get("SAAT_DEBUG"):
             raise
         print(f"saat {args.command}: error: {exc}", file=sys.stderr)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .common import parse_topk
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -24,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--db-codes", required=True, type=Path, metavar="D.npy", help="database codes (M, K)")
     p.add_argument("--query-labels", required=True, type=Path, metavar="QL.npy", help="query labels")
     p.add_argument("--db-labels", required=True, type=Path, metavar="DL.npy", help="database labels")
-    p.add_argument("--topk", default="5000", type=_topk, metavar="K",
+    p.add_argument("--topk", default="5000", type=parse_topk, metavar="K",
                    help="depth of mAP@k; 'all' for the whole database")
     p.add_argument("--target-labels", type=Path, metavar="TL.npy",
                    help="target labels of a targeted attack: also report t-MAP (mAP with these labels)")
@@ -34,18 +36,6 @@ def register(sub) -> None:
                    help="ranking backend (all give identical results)")
     p.add_argument("--out", type=Path, metavar="metrics.json", help="write the metrics as JSON here")
     p.set_defaults(run=run)
-
-
-def _topk(text: str) -> int | None:
-    if text.lower() in ("all", "none", "0"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
-    return value
 
 
 def load_npy(path: Path, option: str) -> np.ndarray:

@@ -1,0 +1,24 @@
+"""Argument helpers shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parse_topk(text: str) -> int | None:
+    """A positive integer, or 'all' (whole database)."""
+    if text.lower() in ("all", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return value
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
+    p.add_argument("--amp", action="store_true", default=None, help="bf16 mixed precision (autocast)")
+    p.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 0)")

@@ -1,0 +1,1 @@
+"""Pipelines: the plain functions behind the commands (train, evaluate, ...), over explicit objects."""

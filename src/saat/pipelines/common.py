@@ -1,0 +1,122 @@
+"""Pieces every pipeline shares: opening a run's dataset and model, encoding a split, caching codes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import build_model, file_hash, load_model_file
+from ..config import TrainConfig, config_from_dict
+from ..utils.device import autocast
+from ..utils.io import atomic_save_npy
+from .loop import to_device_batch
+
+MODEL_FILE = "model.pt"
+
+
+def resolve_image_size(backbone_native: int | None, requested: int | None) -> int | None:
+    """The side of images fed to the model: explicit request, else the backbone's (224), else the dataset's."""
+    return requested if requested is not None else backbone_native
+
+
+def open_dataset(cfg: TrainConfig, image_size: int | None, data_root: str | None = None):
+    from ..data import load_dataset
+
+    name = None if cfg.dataset_dir and not cfg.dataset else cfg.dataset
+    return load_dataset(name, data_root=data_root or cfg.data_root, dataset_dir=cfg.dataset_dir,
+                        image_root=cfg.image_root, image_size=image_size, seed=cfg.seed, download=cfg.download)
+
+
+@torch.no_grad()
+def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torch.device, amp: bool = False,
+                 progress: bool = True, desc: str = "encode", num_workers: int = 0) -> torch.Tensor:
+    """+-1 codes (int8, CPU) of every item of a split, in order, with the model in eval mode."""
+    from ..data import make_loader
+
+    was_training = model.training
+    model.eval()
+    channels_last = getattr(model, "channels_last", False)
+    out = []
+    loader = make_loader(split, batch_size, shuffle=False, num_workers=num_workers)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(split), desc=desc, unit="img", leave=False, dynamic_ncols=True)
+    for batch in loader:
+        x, _, _ = to_device_batch(batch, device, channels_last)
+        with autocast(device, amp):
+            out.append(model.encode(x).cpu())
+        if bar is not None:
+            bar.update(x.shape[0])
+    if bar is not None:
+        bar.close()
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty((0, model.bits), dtype=torch.int8)
+
+
+def cached_codes(run_dir: Path, key: str, compute: Callable[[], torch.Tensor]) -> np.ndarray:
+    """Codes cached at ``run_dir/cache/<key>.npy``; the key carries the checkpoint's content hash."""
+    path = Path(run_dir) / "cache" / f"{key}.npy"
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            pass  # a damaged cache file is recomputed
+    codes = compute()
+    codes = codes.numpy() if torch.is_tensor(codes) else np.asarray(codes)
+    atomic_save_npy(path, codes.astype(np.int8))
+    return codes.astype(np.int8)
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    ckpt: dict
+    model: torch.nn.Module
+    config: TrainConfig
+    checkpoint_hash: str
+
+    @property
+    def metadata(self) -> dict:
+        return self.ckpt["metadata"]
+
+    @property
+    def image_size(self) -> int | None:
+        return self.metadata.get("input_size")
+
+
+def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedRun:
+    """A finished run directory: its model (on ``device``, eval mode) and its training config."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    model_path = run_dir / MODEL_FILE
+    if not model_path.is_file():
+        hint = " (training has not finished: resume it with 'saat train --resume')" if (
+            run_dir / "checkpoint.pt").is_file() else ""
+        raise FileNotFoundError(f"{run_dir} has no {MODEL_FILE}{hint}")
+    ckpt = load_model_file(model_path)
+    model = build_model(ckpt)
+    if device is not None:
+        model.to(device)
+        if model.channels_last:
+            model.to(memory_format=torch.channels_last)
+    model.eval()
+    cfg = config_from_dict(TrainConfig, ckpt["metadata"]["training"])
+    return LoadedRun(run_dir, ckpt, model, cfg, file_hash(model_path))
+
+
+def codes_for(run: LoadedRun, split_name: str, split, *, device, batch_size: int, progress: bool = True,
+              amp: bool = False) -> tuple[np.ndarray, float]:
+    """Cached codes of one split of a run's dataset and the seconds it took (0 when cached)."""
+    t0 = time.perf_counter()
+    codes = cached_codes(run.run_dir, f"codes-{split_name}-{run.checkpoint_hash}",
+                         lambda: encode_split(run.model, split, batch_size=batch_size, device=device, amp=amp,
+                                              progress=progress, desc=f"encode {split_name}"))
+    return codes, time.perf_counter() - t0

@@ -1,0 +1,49 @@
+"""``saat evaluate``: clean retrieval metrics of a trained run (query split vs database)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..retrieval import evaluate_retrieval
+from ..utils.device import resolve_device
+from ..utils.dist import is_main_process
+from ..utils.io import atomic_write_json
+from .common import codes_for, load_run, open_dataset
+
+SPLITS = {"test": "query", "query": "query", "train": "train"}
+
+
+def evaluate(run_dir: str | Path, *, topk: int | None = None, split: str = "test", device: str = "auto",
+             batch_size: int | None = None, data_root: str | None = None, progress: bool = True,
+             write: bool = True, dataset=None) -> dict:
+    """Encode the queries (``split``: test = the query set, or train) and the database of a run's dataset, and
+    compute mAP@topk (default: the dataset's topK), PR curves, P@N, P@r<=2 and the random-ranking baseline.
+
+    Database codes are cached under ``run_dir/cache`` keyed by the checkpoint's content hash. Writes
+    ``metrics.json`` (or ``metrics-<split>.json`` for other splits) and returns the metrics dict.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    dev = resolve_device(device)
+    run = load_run(run_dir, dev)
+    cfg = run.config
+    ds = dataset if dataset is not None else open_dataset(cfg, run.image_size, data_root)
+    k = topk if topk is not None else (cfg.topk if cfg.topk is not None else ds.default_topk)
+    bs = batch_size or cfg.eval_batch_size
+    queries = getattr(ds, SPLITS[split])
+    q, tq = codes_for(run, SPLITS[split], queries, device=dev, batch_size=bs, progress=progress, amp=cfg.amp)
+    db, tdb = codes_for(run, "database", ds.database, device=dev, batch_size=bs, progress=progress, amp=cfg.amp)
+    t0 = time.perf_counter()
+    res = evaluate_retrieval(q, db, queries.labels.numpy(), ds.database.labels.numpy(), topk=k)
+    metrics = res.to_dict()
+    metrics.update({
+        "dataset": ds.name, "split": split, "method": run.metadata.get("method"),
+        "backbone": run.metadata["architecture"]["backbone"], "bits": run.metadata["architecture"]["bits"],
+        "checkpoint": run.checkpoint_hash, "defense": run.metadata.get("defense"),
+        "seconds": {"encode_queries": tq, "encode_database": tdb, "metrics": time.perf_counter() - t0},
+    })
+    if write and is_main_process():
+        name = "metrics.json" if split == "test" else f"metrics-{split}.json"
+        atomic_write_json(Path(run_dir) / name, metrics)
+    return metrics

@@ -1,0 +1,105 @@
+"""The one training loop: iterate a loader, call a step function, back-propagate, step the optimiser.
+
+Hashing training, SAAT and the other adversarial defenses differ only in their step function (what loss a batch
+gives) and in whether the learning rate is stepped per iteration; everything else lives here once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+
+from ..utils.device import autocast
+
+StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], dict]
+
+
+def to_device_batch(batch, device: torch.device, channels_last: bool = False):
+    """uint8 images -> float [0, 1] on the device (converted per batch), labels and indices alongside."""
+    x, y, idx = batch
+    x = x.to(device, non_blocking=True).float().div_(255.0)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True).float(), idx.to(device, non_blocking=True)
+
+
+def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimizer: torch.optim.Optimizer, *,
+              device: torch.device, epoch: int, step: int, log: list, log_every: int = 50,
+              iteration_scheduler=None, progress: bool = True, desc: str = "train",
+              channels_last: bool = False) -> tuple[dict, int]:
+    """Train for one pass over ``loader``. Returns (epoch summary, global step after the epoch).
+
+    ``step_fn(x, y, idx, step)`` returns a dict of loss terms whose ``"loss"`` entry is back-propagated; every
+    term is averaged into the summary and written to ``log`` every ``log_every`` steps.
+    """
+    model.train()
+    sums: dict[str, float] = {}
+    n_batches = n_images = 0
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(loader), desc=f"{desc} epoch {epoch + 1}", unit="batch", leave=False, dynamic_ncols=True)
+    for batch in loader:
+        x, y, idx = to_device_batch(batch, device, channels_last)
+        terms = step_fn(x, y, idx, step)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if iteration_scheduler is not None:
+            iteration_scheduler.step()
+        values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n_batches += 1
+        n_images += x.shape[0]
+        step += 1
+        if log_every and step % log_every == 0:
+            log.append({"kind": "step", "epoch": epoch + 1, "step": step, **values,
+                        "lr": optimizer.param_groups[0]["lr"]})
+        if bar is not None:
+            rate = n_images / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix({**{k: f"{v:.4f}" for k, v in values.items()}, "img/s": f"{rate:.0f}"}, refresh=False)
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    summary = {k: v / max(n_batches, 1) for k, v in sums.items()}
+    summary.update({"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": seconds,
+                    "images_per_s": n_images / max(seconds, 1e-9), "lr": optimizer.param_groups[0]["lr"]})
+    log.append(summary)
+    return summary, step
+
+
+def epoch_milestones(epochs: int, milestones: list[int] | None) -> list[int]:
+    """lr x gamma at epochs floor(E/3) and floor(2E/3) by default; milestones < 1 are dropped (SPEC 4 FIX: E < 3)."""
+    if milestones is None:
+        milestones = [epochs // 3, (2 * epochs) // 3]
+    return sorted({int(m) for m in milestones if 1 <= int(m) < max(epochs, 1)})
+
+
+def build_optimizer(name: str, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    name = name.lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+
+
+def hashing_step(model, method, device: torch.device, amp: bool) -> StepFn:
+    """Step function of plain hashing training: the method's loss on tanh(alpha * z)."""
+
+    def step_fn(x, y, idx, step):
+        with autocast(device, amp):
+            h = model(x, alpha=method.train_alpha(step))
+        return {"loss": method(h.float(), y, idx)}
+
+    return step_fn

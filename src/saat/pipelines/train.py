@@ -1,0 +1,188 @@
+"""``saat train``: train a deep hashing model on a dataset and write a run directory.
+
+A run directory holds ``config.yaml`` (the resolved config), ``checkpoint.pt`` (the training state after the last
+finished epoch: model, method memories, optimiser, scheduler, RNG), ``train_log.jsonl``, and when training is
+done ``model.pt`` (state_dict + metadata) and ``metrics.json`` (clean retrieval). ``resume=True`` continues from
+``checkpoint.pt`` and ends with the same weights as an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..checkpoint import load_file, save_file, save_model
+from ..config import TrainConfig, config_from_dict, resolve_config, save_config
+from ..utils.device import resolve_device
+from ..utils.dist import is_main_process
+from ..utils.io import atomic_write_text
+from .common import MODEL_FILE, open_dataset, resolve_image_size
+from .evaluate import evaluate
+from .loop import build_optimizer, epoch_milestones, hashing_step, run_epoch
+
+STATE_FILE = "checkpoint.pt"
+LOG_FILE = "train_log.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    name = (cfg.dataset or Path(cfg.dataset_dir).name).lower()
+    return Path("runs") / f"{name}-{cfg.method}-{cfg.backbone}-{cfg.bits}b-s{cfg.seed}"
+
+
+def write_log(path: Path, records: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(config: TrainConfig | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
+          config_file: str | Path | None = None, progress: bool = True, **overrides) -> dict:
+    """Train a hashing model; returns the final clean metrics (also in ``<run>/metrics.json``).
+
+    Either pass a :class:`~saat.config.TrainConfig`, or keyword overrides of its fields (``dataset=...,
+    method=..., bits=...``) resolved over the presets, or ``resume=RUN_DIR`` to continue an interrupted run.
+
+    Example::
+
+        import saat
+        metrics = saat.train(dataset="fashion-mosaic", method="dph", backbone="small_cnn", bits=32,
+                             out="runs/demo-dph")
+        print(metrics["mAP"], metrics["random_ranking_mAP"])
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg_path = run_dir / CONFIG_FILE
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"--resume: {run_dir} has no {CONFIG_FILE}; is it a saat run directory?")
+        import yaml
+
+        cfg = config_from_dict(TrainConfig, yaml.safe_load(cfg_path.read_text()))
+    else:
+        cfg = config if config is not None else resolve_config(TrainConfig, overrides, config_file)
+        run_dir = Path(out) if out is not None else default_run_dir(cfg)
+        if (run_dir / STATE_FILE).exists() or (run_dir / MODEL_FILE).exists():
+            raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                                  "or choose another --out")
+    return _fit(cfg, run_dir, resume=resume is not None, progress=progress)
+
+
+def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
+    from ..data import make_loader
+    from ..hashing import METHODS, create_method
+    from ..models import HashModel
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = HashModel(cfg.backbone, cfg.bits, pretrained=cfg.pretrained, backbone_weights=cfg.backbone_weights,
+                      head_norm=METHODS.get(cfg.method).head_norm)
+    image_size = resolve_image_size(model.native_input_size, cfg.image_size)
+    ds = open_dataset(cfg, image_size)
+    method = create_method(cfg.method, bits=cfg.bits, n_classes=ds.n_classes, n_train=len(ds.train), seed=cfg.seed,
+                           **cfg.method_hparams)
+    model.to(device)
+    if model.channels_last:
+        model.to(memory_format=torch.channels_last)
+    method.to(device)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, epoch_milestones(cfg.epochs, cfg.lr_milestones),
+                                                     gamma=cfg.lr_gamma)
+    writer = is_main_process()
+    log: list[dict] = []
+    start_epoch = step = 0
+    if resume and (run_dir / STATE_FILE).is_file():
+        state = load_file(run_dir / STATE_FILE, "training checkpoint")
+        model.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        # Keep the log consistent with the checkpoint: drop records of the epoch that was interrupted.
+        log = [r for r in read_log(run_dir / LOG_FILE) if r.get("epoch", 0) <= start_epoch]
+        if progress:
+            print(f"resuming {run_dir} after epoch {start_epoch}/{cfg.epochs}")
+    elif writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / CONFIG_FILE)
+    if progress:
+        print(f"training {cfg.method} / {cfg.backbone} / {cfg.bits} bits on {ds.name} "
+              f"({len(ds.train):,} training images, {image_size or ds.image_size}px) on {device}")
+
+    step_fn = hashing_step(model, method, device, cfg.amp)
+    t_train = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        loader = make_loader(ds.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                             num_workers=cfg.num_workers, drop_last=len(ds.train) > cfg.batch_size)
+        summary, step = run_epoch(model, loader, step_fn, optimizer, device=device, epoch=epoch, step=step, log=log,
+                                  log_every=cfg.log_every, progress=progress, channels_last=model.channels_last)
+        scheduler.step()
+        if progress:
+            print(f"epoch {epoch + 1}/{cfg.epochs}: loss {summary['loss']:.4f}, "
+                  f"{summary['images_per_s']:.0f} img/s, {summary['seconds']:.1f} s")
+        if writer:
+            save_file({"epoch": epoch + 1, "step": step, "model": model.state_dict(), "method": method.state_dict(),
+                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "rng": rng_state()}, run_dir / STATE_FILE)
+            write_log(run_dir / LOG_FILE, log)
+    train_seconds = time.perf_counter() - t_train
+
+    metadata = {
+        "architecture": model.architecture(),
+        "method": method.name,
+        "method_hparams": method.hparams,
+        "dataset": ds.name,
+        "n_classes": ds.n_classes,
+        "n_train": len(ds.train),
+        "input_size": image_size,
+        "training": asdict(cfg),
+        "saat_version": __version__,
+        "origin": None,
+        "defense": None,
+    }
+    if writer:
+        save_model(run_dir / MODEL_FILE, model, metadata, method.state_dict())
+    if not cfg.evaluate:
+        if progress:
+            print(f"wrote {run_dir} (no evaluation: run 'saat evaluate {run_dir}')")
+        return {"training_seconds_this_session": train_seconds, "epochs": cfg.epochs}
+    metrics = evaluate(run_dir, device=str(device), progress=progress, dataset=ds, write=False)
+    metrics["training_seconds_this_session"] = train_seconds
+    metrics["epochs"] = cfg.epochs
+    if writer:
+        from ..utils.io import atomic_write_json
+
+        atomic_write_json(run_dir / "metrics.json", metrics)
+    if progress:
+        k = "all" if metrics["topk"] is None else metrics["topk"]
+        print(f"clean mAP@{k}: {metrics['mAP']:.4f} (random ranking {metrics['random_ranking_mAP']:.4f}); "
+              f"wrote {run_dir}")
+    return metrics
