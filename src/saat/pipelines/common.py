@@ -60,6 +60,11 @@ def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torc
     return torch.cat(out) if out else torch.empty((0, model.bits), dtype=torch.int8)
 
 
+def encode_batch_size(requested: int | None, device: torch.device) -> int:
+    """Encoding batch size: small CNNs encode fastest on CPU in batches of 64 (cache-friendly), GPUs like 256."""
+    return requested or (64 if device.type == "cpu" else 256)
+
+
 def cached_codes(run_dir: Path, key: str, compute: Callable[[], torch.Tensor]) -> np.ndarray:
     """Codes cached at ``run_dir/cache/<key>.npy``; the key carries the checkpoint's content hash."""
     path = Path(run_dir) / "cache" / f"{key}.npy"

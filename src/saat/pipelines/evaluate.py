@@ -9,7 +9,7 @@ from ..retrieval import evaluate_retrieval
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_json
-from .common import codes_for, load_run, open_dataset
+from .common import codes_for, encode_batch_size, load_run, open_dataset
 
 SPLITS = {"test": "query", "query": "query", "train": "train"}
 
@@ -30,7 +30,7 @@ def evaluate(run_dir: str | Path, *, topk: int | None = None, split: str = "test
     cfg = run.config
     ds = dataset if dataset is not None else open_dataset(cfg, run.image_size, data_root)
     k = topk if topk is not None else (cfg.topk if cfg.topk is not None else ds.default_topk)
-    bs = batch_size or cfg.eval_batch_size
+    bs = encode_batch_size(batch_size or cfg.eval_batch_size, dev)
     queries = getattr(ds, SPLITS[split])
     q, tq = codes_for(run, SPLITS[split], queries, device=dev, batch_size=bs, progress=progress, amp=cfg.amp)
     db, tdb = codes_for(run, "database", ds.database, device=dev, batch_size=bs, progress=progress, amp=cfg.amp)

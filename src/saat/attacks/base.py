@@ -1,0 +1,128 @@
+"""The attack base: what every L-infinity attack on a hashing model shares (STYLE: torchattacks' Attack).
+
+- the model runs in **eval** mode with parameter gradients **off** during the attack; both are restored afterwards,
+  and gradients are taken with respect to the input only, so parameter ``.grad`` is never touched (SPEC 7 FIX);
+- projection onto the eps-ball around the benign images and onto [0, 1];
+- the tanh continuation schedule: at iteration i of T the model runs with
+  ``alpha = [0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0][floor(10 i / T)]``;
+- seeded randomness (random starts, input diversity, neighbour sampling) from the attack's own generator, drawn
+  on the CPU and moved to the device, so a seed gives the same perturbation on any device;
+- an optional progress bar over iterations.
+
+An *objective* is a callable ``objective(h, x_adv) -> scalar`` that the attack minimises (e.g. the mainstay
+loss with the batch's mainstay codes bound in). Subclasses implement :meth:`perturb`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+ALPHA_SCHEDULE = (0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def continuation_alpha(i: int, steps: int) -> float:
+    """tanh scale at iteration ``i`` of ``steps`` (SPEC 7.1)."""
+    return ALPHA_SCHEDULE[min(len(ALPHA_SCHEDULE) - 1, (len(ALPHA_SCHEDULE) * i) // max(steps, 1))]
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and ``requires_grad=False`` on every parameter inside the block; both restored afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+class Attack:
+    """Base class of the L-infinity attacks.
+
+    Args:
+        model: a hashing model with ``forward(x, alpha)`` on [0, 1] images.
+        eps: L-infinity budget in [0, 1] pixel units (8/255 = 8 grey levels).
+        step: step size per iteration.
+        steps: number of iterations T.
+        alpha_schedule: use the tanh continuation schedule (else alpha = 1 throughout).
+        random_start: start from x + U(-eps, eps) (projected to [0, 1]).
+        seed: seeds every random choice of the attack.
+        progress: show a progress bar over iterations.
+    """
+
+    name = "attack"
+    default_random_start = True
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, step: float = 1 / 255, steps: int = 100, *,
+                 alpha_schedule: bool = True, random_start: bool | None = None, seed: int = 0,
+                 progress: bool = False):
+        if eps < 0 or step < 0 or steps < 0:
+            raise ValueError(f"eps, step and steps must be non-negative, got {eps}, {step}, {steps}")
+        self.model = model
+        self.eps = float(eps)
+        self.step = float(step)
+        self.steps = int(steps)
+        self.alpha_schedule = alpha_schedule
+        self.random_start = self.default_random_start if random_start is None else bool(random_start)
+        self.seed = int(seed)
+        self.progress = progress
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def __call__(self, images: torch.Tensor, objective: Objective) -> torch.Tensor:
+        """Adversarial versions of ``images`` (B, 3, H, W) in [0, 1] that minimise ``objective``."""
+        with frozen_eval(self.model):
+            adv = self.perturb(images.detach(), objective)
+        return adv.detach()
+
+    def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        return {"generator": self.name, "eps": self.eps, "step": self.step, "steps": self.steps,
+                "alpha_schedule": self.alpha_schedule, "random_start": self.random_start, "seed": self.seed}
+
+    # ---------------------------------------------------------------------------------------------- helpers
+
+    def alpha(self, i: int) -> float:
+        return continuation_alpha(i, self.steps) if self.alpha_schedule else 1.0
+
+    def uniform(self, like: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        """U(low, high) noise shaped like ``like``, drawn from the attack's generator on the CPU."""
+        noise = torch.rand(like.shape, generator=self.generator, dtype=torch.float32)
+        return (noise * (high - low) + low).to(device=like.device, dtype=like.dtype)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Into the eps-ball around x, then into [0, 1]."""
+        return torch.clamp(torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps), 0.0, 1.0)
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        if self.random_start and self.eps > 0:
+            return self.project(x + self.uniform(x, -self.eps, self.eps), x)
+        return x.clone()
+
+    def gradient(self, x_adv: torch.Tensor, objective: Objective, i: int,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """d objective / d x_adv, with the model at the continuation alpha of iteration i."""
+        x_var = x_adv.detach().requires_grad_(True)
+        inputs = transform(x_var) if transform is not None else x_var
+        loss = objective(self.model(inputs, alpha=self.alpha(i)), x_var)
+        (grad,) = torch.autograd.grad(loss, x_var)
+        return grad
+
+    def iterations(self) -> Iterator[int]:
+        if not self.progress:
+            return iter(range(self.steps))
+        from tqdm.auto import tqdm
+
+        return iter(tqdm(range(self.steps), desc=self.name, unit="it", leave=False))

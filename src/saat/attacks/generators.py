@@ -1,0 +1,176 @@
+"""The six perturbation generators of SPEC 7.1, one class each, all on the :class:`~saat.attacks.base.Attack` base.
+
+Each minimises an objective ``objective(h, x_adv)`` inside the eps-ball (the mainstay loss for the SAAT attack).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..utils.registry import Registry
+from .base import Attack, Objective
+
+GENERATORS = Registry("generator")
+
+
+def _unit_mean_abs(g: torch.Tensor) -> torch.Tensor:
+    """g divided by its mean absolute value, per sample (as in MI/NI/VMI-FGSM)."""
+    scale = g.abs().mean(dim=tuple(range(1, g.ndim)), keepdim=True)
+    return g / torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+@GENERATORS.register("pgd")
+class PGD(Attack):
+    """Projected gradient descent (Madry et al., ICLR 2018): random start in the eps-ball, then
+    ``x <- proj(x - step * sign(grad))`` for T iterations (SPEC 7.1: T = 100, step 1/255, eps 8/255).
+
+    Example::
+
+        adv = PGD(model, eps=8/255, step=1/255, steps=100)(images, lambda h, x: mainstay_loss(h, m))
+    """
+
+    name = "pgd"
+
+    def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
+        x_adv = self.start(x)
+        for i in self.iterations():
+            g = self.gradient(x_adv, objective, i)
+            x_adv = self.project(x_adv - self.step * g.sign(), x)
+        return x_adv
+
+
+@GENERATORS.register("bim")
+class BIM(PGD):
+    """Basic iterative method (Kurakin et al., 2017): PGD without the random start."""
+
+    name = "bim"
+    default_random_start = False
+
+
+@GENERATORS.register("di-fgsm", "difgsm", "di")
+class DIFGSM(PGD):
+    """DI-FGSM (Xie et al., CVPR 2019): sign steps on the gradient through a random input-diversity transform,
+    applied with probability 0.5: resize to a random side in [0.9 H, H) and zero-pad back to H at a random offset.
+    No random start, no momentum."""
+
+    name = "di-fgsm"
+    default_random_start = False
+
+    def __init__(self, *args, diversity_prob: float = 0.5, resize_rate: float = 0.9, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.diversity_prob = diversity_prob
+        self.resize_rate = resize_rate
+
+    def settings(self) -> dict:
+        return {**super().settings(), "diversity_prob": self.diversity_prob, "resize_rate": self.resize_rate}
+
+    def _randint(self, low: int, high: int) -> int:
+        return int(torch.randint(low, high, (1,), generator=self.generator))
+
+    def diversity(self, x: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(1, generator=self.generator)) >= self.diversity_prob:
+            return x
+        h, w = x.shape[-2:]
+        side = self._randint(int(self.resize_rate * min(h, w)), min(h, w))
+        resized = F.interpolate(x, size=(side, side), mode="nearest")
+        top, left = self._randint(0, h - side + 1), self._randint(0, w - side + 1)
+        return F.pad(resized, (left, w - side - left, top, h - side - top), value=0.0)
+
+    def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
+        x_adv = self.start(x)
+        for i in self.iterations():
+            g = self.gradient(x_adv, objective, i, transform=self.diversity)
+            x_adv = self.project(x_adv - self.step * g.sign(), x)
+        return x_adv
+
+
+@GENERATORS.register("ni-fgsm", "nifgsm", "ni")
+class NIFGSM(Attack):
+    """NI-FGSM (Lin et al., ICLR 2020): Nesterov look-ahead ``x - step * decay * momentum``, gradient normalised
+    by its mean absolute value, momentum accumulation with decay 1.0, sign steps. No random start."""
+
+    name = "ni-fgsm"
+    default_random_start = False
+
+    def __init__(self, *args, decay: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decay = decay
+
+    def settings(self) -> dict:
+        return {**super().settings(), "decay": self.decay}
+
+    def look_ahead_gradient(self, x_nes: torch.Tensor, objective: Objective, i: int) -> torch.Tensor:
+        return self.gradient(x_nes, objective, i)
+
+    def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
+        x_adv = self.start(x)
+        momentum = torch.zeros_like(x)
+        for i in self.iterations():
+            x_nes = x_adv - self.step * self.decay * momentum
+            g = _unit_mean_abs(self.look_ahead_gradient(x_nes, objective, i))
+            momentum = self.decay * momentum + g
+            x_adv = self.project(x_adv - self.step * momentum.sign(), x)
+        return x_adv
+
+
+@GENERATORS.register("si-ni-fgsm", "sinifgsm", "si-ni")
+class SINIFGSM(NIFGSM):
+    """SI-NI-FGSM (Lin et al., ICLR 2020): NI-FGSM whose look-ahead gradient is the average over the scale copies
+    ``x_nes / 2^i``, i = 0..4 (scale invariance)."""
+
+    name = "si-ni-fgsm"
+
+    def __init__(self, *args, n_scales: int = 5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n_scales = n_scales
+
+    def settings(self) -> dict:
+        return {**super().settings(), "n_scales": self.n_scales}
+
+    def look_ahead_gradient(self, x_nes: torch.Tensor, objective: Objective, i: int) -> torch.Tensor:
+        total = torch.zeros_like(x_nes)
+        for s in range(self.n_scales):
+            total += self.gradient(x_nes, objective, i, transform=lambda z, f=2.0 ** s: z / f)
+        return total / self.n_scales
+
+
+@GENERATORS.register("vmi-fgsm", "vmifgsm", "vmi")
+class VMIFGSM(Attack):
+    """VMI-FGSM (Wang & He, CVPR 2021): momentum iterations whose gradient is corrected by the variance term
+    ``v = mean of the gradients at N = 5 neighbours x + U(-beta eps, beta eps) (beta = 1.5) - the gradient at x``
+    of the previous iteration; decay 1.0, sign steps, no random start."""
+
+    name = "vmi-fgsm"
+    default_random_start = False
+
+    def __init__(self, *args, decay: float = 1.0, n_neighbours: int = 5, beta: float = 1.5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decay, self.n_neighbours, self.beta = decay, n_neighbours, beta
+
+    def settings(self) -> dict:
+        return {**super().settings(), "decay": self.decay, "n_neighbours": self.n_neighbours, "beta": self.beta}
+
+    def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
+        x_adv = self.start(x)
+        momentum = torch.zeros_like(x)
+        variance = torch.zeros_like(x)
+        radius = self.beta * self.eps
+        for i in self.iterations():
+            g_adv = self.gradient(x_adv, objective, i)
+            g = _unit_mean_abs(g_adv + variance) + self.decay * momentum
+            momentum = g
+            neighbours = torch.zeros_like(x)
+            for _ in range(self.n_neighbours):
+                neighbours += self.gradient(x_adv + self.uniform(x, -radius, radius), objective, i)
+            variance = neighbours / self.n_neighbours - g_adv
+            x_adv = self.project(x_adv - self.step * g.sign(), x)
+        return x_adv
+
+
+def create_generator(name: str, model, **kwargs) -> Attack:
+    return GENERATORS.get(name)(model, **kwargs)
+
+
+def list_generators() -> list[str]:
+    return sorted({cls.name for cls in (GENERATORS.get(n) for n in GENERATORS.names())})

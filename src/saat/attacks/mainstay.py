@@ -1,0 +1,105 @@
+"""Mainstay codes (SPEC section 6, "DMFL") and CgAT's center codes.
+
+For query (or target) labels ``y`` (B, C), training codes ``U`` (N, K) of +-1 and training labels ``Y`` (N, C):
+
+    s_ij  = y_i . Y_j / (|y_i| |Y_j| + 1e-8)          label cosine similarity
+    Wp_ij = s_ij / sum_j s_ij                          (a zero row when no training item shares a label)
+    Wn_ij = 1[s_ij = 0] / sum_j 1[s_ij = 0]            (a zero row when there are no negatives)
+    m_i   = sign(sum_j Wp_ij U_j - sum_j Wn_ij U_j),   sign(0) = +1
+
+``m_i`` maximises ``b . (sum Wp U - sum Wn U)`` over b in {-1, +1}^K: the code closest, weighted by semantic
+similarity, to the positives and farthest from the negatives. The sums run over chunks of the training set so
+memory stays bounded for any N.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_CHUNK_ELEMENTS = 1 << 22  # B x chunk similarities held at once
+
+
+def _as_tensor(x, name: str, device=None) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"{name} could not be converted to a tensor: {exc}") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must be numeric, got dtype {t.dtype}")
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
+    return t if device is None else t.to(device)
+
+
+def _validate(labels, train_codes, train_labels):
+    device = next((t.device for t in (labels, train_codes, train_labels) if isinstance(t, torch.Tensor)), None)
+    y = _as_tensor(labels, "labels", device)
+    u = _as_tensor(train_codes, "train_codes", y.device)
+    ty = _as_tensor(train_labels, "train_labels", y.device)
+    if not bool(((u == 1) | (u == -1)).all()):
+        raise ValueError("train_codes must contain only +1 and -1 (the attacked model's sign codes)")
+    for t, name in ((y, "labels"), (ty, "train_labels")):
+        if not bool(((t == 0) | (t == 1)).all()):
+            raise ValueError(f"{name} must contain only 0 and 1 (multi-hot labels)")
+    if u.shape[0] != ty.shape[0]:
+        raise ValueError(f"train_codes has {u.shape[0]} rows but train_labels has {ty.shape[0]}")
+    if y.shape[1] != ty.shape[1]:
+        raise ValueError(f"labels has {y.shape[1]} classes but train_labels has {ty.shape[1]}")
+    if u.shape[0] == 0:
+        raise ValueError("train_codes is empty")
+    return y, u, ty
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    # float64 keeps exact ties (an argument of exactly 0) exact; MPS has no float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _side_means(y: torch.Tensor, u: torch.Tensor, ty: torch.Tensor, weighted: bool):
+    """(positive-side weighted sum, positive weight), (negative-side sum, negative count), accumulated in chunks."""
+    dt = _work_dtype(y.device)
+    y, u, ty = y.to(dt), u.to(dt), ty.to(dt)
+    y_norm = y.norm(dim=1, keepdim=True)
+    b, k = y.shape[0], u.shape[1]
+    pos = torch.zeros(b, k, dtype=dt, device=y.device)
+    neg = torch.zeros_like(pos)
+    pos_w = torch.zeros(b, 1, dtype=dt, device=y.device)
+    neg_n = torch.zeros_like(pos_w)
+    chunk = max(1, _CHUNK_ELEMENTS // max(b, 1))
+    for start in range(0, u.shape[0], chunk):
+        yc, uc = ty[start:start + chunk], u[start:start + chunk]
+        s = (y @ yc.T) / (y_norm * yc.norm(dim=1)[None, :] + 1e-8)
+        w = s if weighted else (s > 0).to(dt)
+        n = (s == 0).to(dt)
+        pos += w @ uc
+        neg += n @ uc
+        pos_w += w.sum(dim=1, keepdim=True)
+        neg_n += n.sum(dim=1, keepdim=True)
+    pos = pos / torch.where(pos_w > 0, pos_w, 1)  # a zero row stays zero
+    neg = neg / torch.where(neg_n > 0, neg_n, 1)
+    return pos - neg
+
+
+def _sign(a: torch.Tensor) -> torch.Tensor:
+    return torch.where(a >= 0, 1.0, -1.0).to(torch.float32)
+
+
+def mainstay_codes(labels, train_codes, train_labels) -> torch.Tensor:
+    """Mainstay codes (B, K) of +-1 (float32) for a batch of label vectors; see the module docstring.
+
+    Inputs may be numpy arrays or torch tensors; the result lives on the device of the torch inputs (CPU for
+    numpy). Raises ``ValueError`` naming the argument for non +-1 codes, non 0/1 labels or shape mismatches.
+    """
+    y, u, ty = _validate(labels, train_codes, train_labels)
+    return _sign(_side_means(y, u, ty, weighted=True))
+
+
+def center_codes(labels, train_codes, train_labels) -> torch.Tensor:
+    """CgAT's center codes: ``sign(mean of positives' codes - mean of negatives' codes)``, all positives weighing
+    equally. An empty side is dropped (the authors return an all-zero code there) and sign(0) = +1."""
+    y, u, ty = _validate(labels, train_codes, train_labels)
+    return _sign(_side_means(y, u, ty, weighted=False))

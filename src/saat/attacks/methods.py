@@ -1,0 +1,113 @@
+"""Attack methods by name (``saat attack --method NAME``): what each one aims at and how it perturbs a batch.
+
+An attack method binds the attacked model's knowledge (its training codes and labels, the database) to a
+perturbation procedure. ``attack(x, y, target)`` returns adversarial images; ``theory_codes(labels)`` the ideal codes
+the method aims at (for the "theory MAP" bound), or None where none exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..utils.registry import Registry
+from .generators import create_generator
+from .losses import mainstay_loss
+from .mainstay import center_codes, mainstay_codes
+
+ATTACKS = Registry("attack")
+
+
+@dataclass
+class AttackContext:
+    """What an attacker of a hashing model knows: the model, its training codes/labels, the database."""
+
+    model: torch.nn.Module
+    device: torch.device
+    train_codes: torch.Tensor  # (N, K) +-1 float, on device
+    train_labels: torch.Tensor  # (N, C) 0/1 float, on device
+    db_codes: torch.Tensor  # (M, K) +-1 float, on device
+    db_labels: torch.Tensor  # (M, C) 0/1 float, on device
+    seed: int = 0
+    progress: bool = False
+
+
+class AttackMethod:
+    """Base of the attack methods. Subclasses set ``name`` and implement :meth:`attack`."""
+
+    name = "attack"
+    untargeted = True
+    targeted = True
+    uses_generator = False  # True: --generator chooses the perturbation procedure
+
+    def __init__(self, ctx: AttackContext, *, targeted: bool = False, **settings):
+        if targeted and not self.targeted:
+            raise ValueError(f"attack {self.name!r} is untargeted only; drop --targeted")
+        if not targeted and not self.untargeted:
+            raise ValueError(f"attack {self.name!r} is targeted only; add --targeted")
+        self.ctx = ctx
+        self.is_targeted = targeted
+
+    def settings(self) -> dict:
+        return {}
+
+    def theory_codes(self, labels: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def attack(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _CodeGuidedPGD(AttackMethod):
+    """Sign-gradient attacks guided by a code derived from labels (mainstay or CgAT center)."""
+
+    uses_generator = True
+
+    def __init__(self, ctx: AttackContext, *, targeted: bool = False, generator: str = "pgd", eps: float = 8 / 255,
+                 step: float = 1 / 255, steps: int = 100, parity: bool = False, **generator_kwargs):
+        super().__init__(ctx, targeted=targeted)
+        self.parity = parity
+        self.generator = create_generator(generator, ctx.model, eps=eps, step=step, steps=steps, seed=ctx.seed,
+                                          progress=ctx.progress, **generator_kwargs)
+
+    def settings(self) -> dict:
+        return {**self.generator.settings(), "parity": self.parity}
+
+    def guide(self, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def theory_codes(self, labels: torch.Tensor) -> torch.Tensor:
+        m = self.guide(labels)
+        return m if self.is_targeted else -m
+
+    def attack(self, x, y, target):
+        m = self.guide(target if self.is_targeted else y)
+        return self.generator(x, lambda h, _x: mainstay_loss(h, m, targeted=self.is_targeted, parity=self.parity))
+
+
+@ATTACKS.register("mainstay", "saat")
+class MainstayAttack(_CodeGuidedPGD):
+    """The SAAT attack (SPEC 7.1): push h(x + delta) away from the query's mainstay code (untargeted) or pull it
+    toward the target label's mainstay code (targeted), with PGD (or another generator), T = 100, step 1/255,
+    eps 8/255, the tanh continuation schedule. Theory codes: -mainstay (untargeted), +mainstay (targeted)."""
+
+    name = "mainstay"
+
+    def guide(self, labels):
+        return mainstay_codes(labels, self.ctx.train_codes, self.ctx.train_labels)
+
+
+@ATTACKS.register("cgat")
+class CenterAttack(_CodeGuidedPGD):
+    """CgAT's attack (Wang et al., CgAT, 2023): PGD away from (toward) the center code — the sign of the mean
+    positive training code minus the mean negative one, all positives weighing equally (SPEC 6)."""
+
+    name = "cgat"
+
+    def guide(self, labels):
+        return center_codes(labels, self.ctx.train_codes, self.ctx.train_labels)
+
+
+def list_attacks() -> list[str]:
+    return sorted({ATTACKS.get(n).name for n in ATTACKS.names()})
