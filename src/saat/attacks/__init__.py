@@ -5,7 +5,8 @@
 >>> adv = PGD(model, eps=8/255, step=1/255, steps=100)(x, lambda h, _: mainstay_loss(h, m))  # doctest: +SKIP
 """
 
-from .base import ALPHA_SCHEDULE, Attack, continuation_alpha, frozen_eval
+from . import dhta, hag, sdha, tha  # noqa: F401  (importing registers the baseline attacks)
+from .base import ALPHA_SCHEDULE, Attack, OptimizerAttack, continuation_alpha, frozen_eval
 from .generators import BIM, DIFGSM, GENERATORS, NIFGSM, PGD, SINIFGSM, VMIFGSM, create_generator, list_generators
 from .losses import mainstay_loss, simple_loss
 from .mainstay import center_codes, mainstay_codes
@@ -14,9 +15,32 @@ from .perceptibility import Perceptibility
 from .targets import load_or_create_targets, query_subset, select_target_labels
 
 __all__ = [
-    "ALPHA_SCHEDULE", "ATTACKS", "Attack", "AttackContext", "AttackMethod", "BIM", "CenterAttack", "DIFGSM",
-    "GENERATORS", "MainstayAttack", "NIFGSM", "PGD", "Perceptibility", "SINIFGSM", "VMIFGSM", "center_codes",
-    "continuation_alpha", "create_generator", "frozen_eval", "list_attacks", "list_generators",
-    "load_or_create_targets", "mainstay_codes", "mainstay_loss", "query_subset", "select_target_labels",
+    "ALPHA_SCHEDULE",
+    "ATTACKS",
+    "Attack",
+    "AttackContext",
+    "AttackMethod",
+    "BIM",
+    "CenterAttack",
+    "DIFGSM",
+    "GENERATORS",
+    "MainstayAttack",
+    "NIFGSM",
+    "OptimizerAttack",
+    "PGD",
+    "Perceptibility",
+    "SINIFGSM",
+    "VMIFGSM",
+    "center_codes",
+    "continuation_alpha",
+    "create_generator",
+    "frozen_eval",
+    "list_attacks",
+    "list_generators",
+    "load_or_create_targets",
+    "mainstay_codes",
+    "mainstay_loss",
+    "query_subset",
+    "select_target_labels",
     "simple_loss",
 ]

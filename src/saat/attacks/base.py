@@ -126,3 +126,38 @@ class Attack:
         from tqdm.auto import tqdm
 
         return iter(tqdm(range(self.steps), desc=self.name, unit="it", leave=False))
+
+
+class OptimizerAttack(Attack):
+    """Optimise the adversarial image itself with a torch optimiser (SGD or Adam), projecting onto the eps-ball
+    and [0, 1] after every step — the procedure of HAG (SGD lr 100, momentum 0.9) and SDHA (Adam lr 0.01).
+
+    The objective receives ``(h, x_adv)`` and may use the image (SDHA's MSE term). No random start.
+    """
+
+    name = "optimizer"
+    default_random_start = False
+
+    def __init__(self, *args, optimizer: str = "sgd", lr: float = 100.0, momentum: float = 0.9, **kwargs):
+        super().__init__(*args, **kwargs)
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        self.optimizer, self.lr, self.momentum = optimizer, float(lr), float(momentum)
+
+    def settings(self) -> dict:
+        return {**super().settings(), "optimizer": self.optimizer, "lr": self.lr, "momentum": self.momentum}
+
+    def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
+        x_adv = self.start(x).requires_grad_(True)
+        if self.optimizer == "sgd":
+            opt = torch.optim.SGD([x_adv], lr=self.lr, momentum=self.momentum)
+        else:
+            opt = torch.optim.Adam([x_adv], lr=self.lr)
+        for i in self.iterations():
+            loss = objective(self.model(x_adv, alpha=self.alpha(i)), x_adv)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                x_adv.copy_(self.project(x_adv, x))
+        return x_adv.detach()

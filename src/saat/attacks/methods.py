@@ -1,13 +1,16 @@
 """Attack methods by name (``saat attack --method NAME``): what each one aims at and how it perturbs a batch.
 
 An attack method binds the attacked model's knowledge (its training codes and labels, the database) to a
-perturbation procedure. ``attack(x, y, target)`` returns adversarial images; ``theory_codes(labels)`` the ideal codes
-the method aims at (for the "theory MAP" bound), or None where none exists.
+perturbation procedure. ``attack(x, y, target)`` returns adversarial images; ``theory_codes(x, labels)`` the
+ideal codes the method aims at for those images (``labels``: the query labels, or the target labels of a targeted
+attack) — the "theory MAP" bound —, or None where none exists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
@@ -31,28 +34,43 @@ class AttackContext:
     db_labels: torch.Tensor  # (M, C) 0/1 float, on device
     seed: int = 0
     progress: bool = False
+    train_split: Any = None  # the training split (images) for attacks that train a network of their own
+    cache_dir: Path | None = None  # where trained attack networks are cached (RUN/cache)
+    checkpoint_hash: str = ""  # content hash of the attacked checkpoint: the cache key
 
 
 class AttackMethod:
-    """Base of the attack methods. Subclasses set ``name`` and implement :meth:`attack`."""
+    """Base of the attack methods.
+
+    Subclasses set ``name``, whether they run ``untargeted`` / ``targeted``, ``defaults`` (the paper's settings,
+    every key overridable) and ``demo_defaults`` (what the demo preset changes besides the shared demo eps), and
+    implement :meth:`attack`. Settings are available as ``self.opts``.
+    """
 
     name = "attack"
     untargeted = True
     targeted = True
-    uses_generator = False  # True: --generator chooses the perturbation procedure
+    uses_generator = False  # True: the "generator" setting chooses the perturbation procedure
+    defaults: ClassVar[dict[str, Any]] = {}
+    demo_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, ctx: AttackContext, *, targeted: bool = False, **settings):
         if targeted and not self.targeted:
             raise ValueError(f"attack {self.name!r} is untargeted only; drop --targeted")
         if not targeted and not self.untargeted:
             raise ValueError(f"attack {self.name!r} is targeted only; add --targeted")
+        unknown = sorted(set(settings) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"attack {self.name!r} has no setting(s) {', '.join(unknown)}; "
+                             f"its settings: {', '.join(sorted(self.defaults))}")
         self.ctx = ctx
         self.is_targeted = targeted
+        self.opts: dict[str, Any] = {**self.defaults, **settings}
 
     def settings(self) -> dict:
-        return {}
+        return dict(self.opts)
 
-    def theory_codes(self, labels: torch.Tensor) -> torch.Tensor | None:
+    def theory_codes(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         return None
 
     def attack(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -63,27 +81,29 @@ class _CodeGuidedPGD(AttackMethod):
     """Sign-gradient attacks guided by a code derived from labels (mainstay or CgAT center)."""
 
     uses_generator = True
+    defaults: ClassVar[dict[str, Any]] = {"generator": "pgd", "eps": 8 / 255, "step": 1 / 255, "steps": 100,
+                                          "parity": False}
 
-    def __init__(self, ctx: AttackContext, *, targeted: bool = False, generator: str = "pgd", eps: float = 8 / 255,
-                 step: float = 1 / 255, steps: int = 100, parity: bool = False, **generator_kwargs):
-        super().__init__(ctx, targeted=targeted)
-        self.parity = parity
-        self.generator = create_generator(generator, ctx.model, eps=eps, step=step, steps=steps, seed=ctx.seed,
-                                          progress=ctx.progress, **generator_kwargs)
+    def __init__(self, ctx: AttackContext, *, targeted: bool = False, **settings):
+        super().__init__(ctx, targeted=targeted, **settings)
+        o = self.opts
+        self.generator = create_generator(o["generator"], ctx.model, eps=o["eps"], step=o["step"],
+                                          steps=o["steps"], seed=ctx.seed)
 
     def settings(self) -> dict:
-        return {**self.generator.settings(), "parity": self.parity}
+        return {**self.generator.settings(), "parity": self.opts["parity"]}
 
     def guide(self, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def theory_codes(self, labels: torch.Tensor) -> torch.Tensor:
+    def theory_codes(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         m = self.guide(labels)
         return m if self.is_targeted else -m
 
     def attack(self, x, y, target):
         m = self.guide(target if self.is_targeted else y)
-        return self.generator(x, lambda h, _x: mainstay_loss(h, m, targeted=self.is_targeted, parity=self.parity))
+        parity = self.opts["parity"]
+        return self.generator(x, lambda h, _x: mainstay_loss(h, m, targeted=self.is_targeted, parity=parity))
 
 
 @ATTACKS.register("mainstay", "saat")

@@ -17,6 +17,23 @@ def parse_budget(text: str) -> float:
     return value
 
 
+def parse_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as YAML (numbers, booleans, fractions like 8/255 as numbers)."""
+    import yaml
+
+    from . import CommandError
+
+    if "=" not in text:
+        raise CommandError(f"--option expects KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    if "/" in raw:
+        try:
+            return key.strip(), float(Fraction(raw))
+        except (ValueError, ZeroDivisionError):
+            pass
+    return key.strip(), yaml.safe_load(raw)
+
+
 def register(sub) -> None:
     from ..attacks import list_attacks, list_generators
 
@@ -28,15 +45,17 @@ def register(sub) -> None:
             "adversarial mAP (untargeted) or benign vs adversarial t-MAP (targeted, with seeded target labels "
             "saved in RUN_DIR/attacks and shared by every targeted method), the theory MAP of the attack's ideal "
             "codes, perceptibility (L-inf, L2, MSE, PSNR) and speed. Results go to RUN_DIR/attacks/<name>/. "
-            "Defaults: the paper's eps 8/255, step 1/255, 100 iterations for real datasets; the demo preset "
-            "(larger eps, fewer iterations) for the demo datasets."),
+            "Defaults are each method's paper settings for real datasets (SAAT: eps 8/255, step 1/255, 100 "
+            "iterations) and the demo preset (a shared larger eps, fewer iterations) for the demo datasets."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--method", default="mainstay", choices=list_attacks(), help="attack method")
+    p.add_argument("--method", default="mainstay", choices=[*list_attacks(), "all"],
+                   help="attack method; 'all' runs the paper's Table I family (untargeted: hag, sdha, mainstay; "
+                        "targeted: p2p, dhta, tha, prosgan, mainstay) on the same queries and writes a summary table")
     p.add_argument("--targeted", action="store_true", help="targeted attack (t-MAP)")
-    p.add_argument("--generator", default="pgd", choices=list_generators(),
-                   help="perturbation generator of code-guided attacks")
+    p.add_argument("--generator", choices=list_generators(),
+                   help="perturbation generator of the code-guided attacks (mainstay, cgat; default pgd)")
     p.add_argument("--eps", type=parse_budget, help="L-inf budget, e.g. 8/255 (default: preset)")
     p.add_argument("--step", type=parse_budget, help="step size, e.g. 1/255 (default: preset)")
     p.add_argument("--steps", type=int, help="iterations (default: preset)")
@@ -44,8 +63,10 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="seeds the query subset, targets and random starts")
     p.add_argument("--topk", type=int, help="mAP@k depth (default: the dataset's)")
-    p.add_argument("--parity", action="store_true", help="normalise the loss over the whole batch like the "
-                                                          "authors' code (default: per sample)")
+    p.add_argument("--parity", action="store_true", default=None,
+                   help="normalise the loss over the whole batch like the authors' code (default: per sample)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting of the method (see the method's defaults in metrics.json), repeatable")
     p.add_argument("--name", help="result folder name under RUN_DIR/attacks (default: from the settings)")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=run)
@@ -53,10 +74,20 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipelines.attack import AttackConfig, run_attack
+    from . import CommandError
 
     cfg = AttackConfig(method=args.method, targeted=args.targeted, generator=args.generator, eps=args.eps,
                        step=args.step, steps=args.steps, num_queries=args.num_queries, batch_size=args.batch_size,
-                       seed=args.seed, topk=args.topk, parity=args.parity, name=args.name)
+                       seed=args.seed, topk=args.topk, parity=args.parity, name=args.name,
+                       options=dict(parse_option(o) for o in args.option))
+    if args.method == "all":
+        from ..pipelines.attack import format_family_table, run_attack_family
+
+        if args.name:
+            raise CommandError("--name names one attack's folder; it cannot be used with --method all")
+        summary = run_attack_family(args.run_dir, cfg, device=args.device)
+        print(format_family_table(summary), end="")
+        return 0
     m = run_attack(args.run_dir, cfg, device=args.device)
     print(format_attack_summary(m))
     return 0

@@ -55,10 +55,14 @@ class RetrievalDataset:
         return random_ranking_map(self.query.labels.numpy(), self.database.labels.numpy(), k)
 
     def summary(self) -> str:
-        """One line: ``NAME: train 5,000 · query 1,700 · database 23,300 · 38 classes``."""
+        """One line: ``NAME: train 5,000 · query 1,700 · database 23,300 · 38 classes · random mAP@5000 0.xxx``.
+
+        The random-ranking mAP says what a number on this dataset must beat to mean anything.
+        """
         s = self.sizes()
+        k = "all" if self.default_topk is None else self.default_topk
         return (f"{self.name}: train {s['train']:,} · query {s['query']:,} · database {s['database']:,} · "
-                f"{self.n_classes} classes")
+                f"{self.n_classes} classes · random-ranking mAP@{k} {self.random_baseline():.3f}")
 
     def __repr__(self) -> str:
         return (f"RetrievalDataset({self.summary()}, image_size={self.image_size}, multi_label={self.multi_label}, "

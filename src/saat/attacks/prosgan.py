@@ -1,0 +1,415 @@
+"""ProS-GAN (Wang et al., "Prototype-supervised Adversarial Network for Targeted Attack of Deep Hashing",
+CVPR 2021), SPEC 7.2: a generative targeted attack, one generator forward pass per query.
+
+Training, once per attacked checkpoint and settings (cached and resumable, see :mod:`saat.attacks.cache`):
+
+1. **PrototypeNet** (label -> feature f, prototype p = tanh(.), label reconstruction), trained alone on batches of
+   label vectors drawn (seeded) from the distinct non-zero database label vectors, with
+   ``mean_pairs(softplus(theta) - S theta) + MSE(y_hat, y) + mean_i ||sign(p_i) - p_i||^2 / 1e4``,
+   ``theta = p b^T / 2`` against the attacked model's training codes b and ``S = 1[y . y_train > 0]`` (the DPSH
+   likelihood); Adam (0.5, 0.999), lr x0.1 at 50 % and 75 % of the steps. Then frozen.
+2. **Generator and discriminator** (:mod:`saat.attacks._prosgan_nets`) on the attacked model's training images,
+   each paired with a target label drawn (seeded) from the same distinct database label vectors. Generator loss
+   ``beta MSE(x', x) + 5 (1 - mean(b_t * h(x'))) + 1 L_adv`` with ``b_t = sign(p(y_t))``; the MSE is taken on
+   [-1, 1] images (the authors' scale, so beta keeps its meaning: it is 4x the MSE of [0, 1] images) and h is the
+   frozen attacked model (eval mode, parameter gradients off: gradients reach x' only). One discriminator step
+   every ``d_every`` = 3 generator steps (before that step's generator update, on the same batch); Adam 1e-4
+   (0.5, 0.999) for both.
+
+Least squares GAN losses (the authors' formulation, StarGAN-style auxiliary labels regressed, not classified):
+the discriminator's C + 1 outputs are regressed onto ``[y, 1]`` for a real image with its label ``y`` and onto
+``[y_t, 0]`` for a generated image with its target ``y_t``, ``L_D = (MSE_real + MSE_fake) / 2``; the generator's
+``L_adv = MSE(D(x'), [y_t, 1])``. (The authors' code names the flags the other way round, real 0 / fake 1 — the
+same objective.) All MSEs average over the C + 1 outputs.
+
+Learning-rate decay: the authors keep lr for the first half of the epochs and decay it linearly to 0 over the
+second half, once per epoch; here the same rule is applied per iteration (``lr * min(1, 2 (1 - step/steps))``) so
+that short demo runs decay smoothly too.
+
+Output modes (**FIX**, SPEC 7.2): ``bounded=True`` (default): ``x' = clip(x + eps tanh(G_raw), 0, 1)``, so
+``||x' - x||_inf <= eps``; ``bounded=False``: the authors' unbounded image ``x' = (tanh(G_raw) + 1) / 2`` (the
+pipeline reports its L_inf / L2 / PSNR). Targets are the shared seeded target labels the pipeline passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import EpochShuffleSampler
+from ._prosgan_nets import PrototypeNet, ProSDiscriminator, ProSGenerator
+from .base import frozen_eval
+from .cache import CachedTraining
+from .methods import ATTACKS, AttackContext, AttackMethod
+
+ADAM_BETAS = (0.5, 0.999)
+QUANTISATION_SCALE = 1e-4  # ||sign(p) - p||^2 / 1e4 (authors' PrototypeNet regulariser)
+PROTO_LR_MILESTONES = (0.5, 0.75)  # lr x0.1 at each fraction of the PrototypeNet steps
+PROTO_LR_GAMMA = 0.1
+CACHE_VERSION = 1  # bump when a change invalidates cached networks
+
+# Independent random streams derived from the run seed.
+_INIT_PROTOTYPE, _DRAW_PROTOTYPE, _INIT_GAN, _DRAW_TARGETS, _DATA_ORDER = range(5)
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _num(t: torch.Tensor) -> float:
+    return float(t.detach())
+
+
+def sign_codes(t: torch.Tensor) -> torch.Tensor:
+    """+-1 float codes; sign(0) = +1 (SPEC 1)."""
+    return torch.where(t >= 0, 1.0, -1.0).to(t.dtype)
+
+
+def distinct_label_rows(labels: torch.Tensor) -> torch.Tensor:
+    """The distinct non-zero label vectors (sorted rows): where ProS-GAN's training labels and targets come from."""
+    rows = torch.unique(labels[labels.sum(1) > 0], dim=0)
+    if rows.shape[0] == 0:
+        raise ValueError("db_labels has no labelled item: ProS-GAN has no label to train its prototypes on")
+    return rows
+
+
+def prototype_loss(net: PrototypeNet, labels: torch.Tensor, train_codes: torch.Tensor,
+                   train_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """DPSH pairwise likelihood of the prototypes against the training codes + label MSE + quantisation."""
+    _, p, y_hat = net(labels)
+    similar = (labels @ train_labels.T > 0).to(p.dtype)
+    theta = 0.5 * p @ train_codes.T
+    likelihood = (F.softplus(theta) - similar * theta).mean()
+    label_mse = F.mse_loss(y_hat, labels)
+    quantisation = (sign_codes(p.detach()) - p).pow(2).sum(1).mean() * QUANTISATION_SCALE
+    loss = likelihood + label_mse + quantisation
+    return loss, {"likelihood": _num(likelihood), "label_mse": _num(label_mse), "quantisation": _num(quantisation)}
+
+
+def prototype_lr_factor(step: int, steps: int) -> float:
+    return PROTO_LR_GAMMA ** sum(step >= m * steps for m in PROTO_LR_MILESTONES)
+
+
+def gan_lr_factor(step: int, steps: int) -> float:
+    """Constant for the first half, then linear to 0 (per iteration)."""
+    return min(1.0, 2.0 * (1.0 - step / max(steps, 1)))
+
+
+def adversarial_images(raw: torch.Tensor, x: torch.Tensor, eps: float, bounded: bool) -> torch.Tensor:
+    """[0, 1] adversarial images from the generator's pre-tanh output ``raw`` and the benign ``x`` in [0, 1]."""
+    if bounded:
+        return torch.clamp(x + eps * torch.tanh(raw), 0.0, 1.0)
+    return (torch.tanh(raw) + 1.0) / 2.0
+
+
+def lsgan_loss(scores: torch.Tensor, labels: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least squares loss of the discriminator's (B, C + 1) outputs against ``[labels, 1 if real else 0]``."""
+    flag = torch.full((labels.shape[0], 1), 1.0 if real else 0.0, dtype=scores.dtype, device=scores.device)
+    return F.mse_loss(scores, torch.cat([labels.to(scores.dtype), flag], dim=1))
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+
+def prototype_step(net: PrototypeNet, opt: torch.optim.Optimizer, labels: torch.Tensor, train_codes: torch.Tensor,
+                   train_labels: torch.Tensor) -> dict[str, float]:
+    loss, terms = prototype_loss(net, labels, train_codes, train_labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"loss": _num(loss), **terms}
+
+
+def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache: CachedTraining) -> dict:
+    """Train ``net`` (resuming ``cache``'s partial checkpoint if any); returns the final cache entry."""
+    steps, batch, lr = int(opts["proto_steps"]), int(opts["proto_batch"]), float(opts["proto_lr"])
+    pool = distinct_label_rows(ctx.db_labels)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=ADAM_BETAS)
+    rng = torch.Generator().manual_seed(stream_seed(ctx.seed, _DRAW_PROTOTYPE))
+    start, seconds, log = 0, 0.0, []
+    partial = cache.load_partial()
+    if partial is not None:
+        net.load_state_dict(partial["prototype_net"])
+        opt.load_state_dict(partial["optimizer"])
+        rng.set_state(partial["rng"])
+        start, seconds, log = int(partial["step"]), float(partial["seconds"]), list(partial["log"])
+    bar = _progress_bar(ctx.progress, steps, start, "ProS-GAN prototype net")
+    every = int(opts["proto_checkpoint_every"])
+    t0 = time.perf_counter()
+    net.train()
+    for step in range(start, steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * prototype_lr_factor(step, steps)
+        pick = torch.randint(pool.shape[0], (batch,), generator=rng).to(pool.device)
+        terms = prototype_step(net, opt, pool[pick], ctx.train_codes, ctx.train_labels)
+        if (step + 1) % every == 0 or step + 1 == steps:
+            log.append({"step": step + 1, **terms})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['loss']:.4f}", refresh=False)
+        if (step + 1) % every == 0 and step + 1 < steps:
+            cache.save_partial({"prototype_net": net.state_dict(), "optimizer": opt.state_dict(),
+                                "rng": rng.get_state(), "step": step + 1,
+                                "seconds": seconds + time.perf_counter() - t0, "log": log})
+    if bar is not None:
+        bar.close()
+    net.eval()
+    return {"prototype_net": net.state_dict(), "seconds": seconds + time.perf_counter() - t0, "log": log}
+
+
+def gan_step(nets: dict, opts: dict, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
+             step: int) -> dict[str, float]:
+    """One generator step (and a discriminator step first when ``step % d_every == 0``) on a batch."""
+    generator, discriminator, prototype_net, model = (nets["generator"], nets["discriminator"],
+                                                      nets["prototype_net"], nets["model"])
+    with torch.no_grad():
+        feature, p, _ = prototype_net(target)
+        target_codes = sign_codes(p)
+    x_pm = 2.0 * x - 1.0
+    x_adv = adversarial_images(generator(x_pm, feature), x, float(opts["eps"]), bool(opts["bounded"]))
+    fake_pm = 2.0 * x_adv - 1.0
+    terms: dict[str, float] = {}
+    if step % int(opts["d_every"]) == 0:
+        discriminator.requires_grad_(True)
+        d_loss = 0.5 * (lsgan_loss(discriminator(x_pm), y, real=True)
+                        + lsgan_loss(discriminator(fake_pm.detach()), target, real=False))
+        nets["opt_d"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        nets["opt_d"].step()
+        terms["d_loss"] = _num(d_loss)
+    discriminator.requires_grad_(False)  # the generator's step leaves the discriminator's .grad alone
+    adv = lsgan_loss(discriminator(fake_pm), target, real=True)
+    reconstruction = F.mse_loss(fake_pm, x_pm)
+    hash_loss = 1.0 - (model(x_adv) * target_codes).mean()
+    g_loss = float(opts["beta"]) * reconstruction + float(opts["hash_weight"]) * hash_loss \
+        + float(opts["adv_weight"]) * adv
+    nets["opt_g"].zero_grad(set_to_none=True)
+    g_loss.backward()
+    nets["opt_g"].step()
+    terms.update(g_loss=_num(g_loss), hash_loss=_num(hash_loss), reconstruction=_num(reconstruction),
+                 adv_loss=_num(adv))
+    return terms
+
+
+def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, prototype_net: PrototypeNet,
+              ctx: AttackContext, opts: dict, cache: CachedTraining) -> dict:
+    """Train the generator against the frozen attacked model (resuming ``cache``'s partial checkpoint if any);
+    returns the final cache entry (the generator's weights, time, a per-epoch loss log)."""
+    split, device = ctx.train_split, ctx.device
+    n, batch = len(split), int(opts["gan_batch"])
+    per_epoch = math.ceil(n / batch)
+    if opts["gan_steps_per_epoch"] is not None:
+        per_epoch = min(per_epoch, int(opts["gan_steps_per_epoch"]))
+    steps = int(opts["gan_epochs"]) * per_epoch
+    lr = float(opts["gan_lr"])
+    pool = distinct_label_rows(ctx.db_labels)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=ADAM_BETAS)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=ADAM_BETAS)
+    rng = torch.Generator().manual_seed(stream_seed(ctx.seed, _DRAW_TARGETS))
+    start, seconds, log, sums = 0, 0.0, [], {}
+    partial = cache.load_partial()
+    if partial is not None:
+        generator.load_state_dict(partial["generator"])
+        discriminator.load_state_dict(partial["discriminator"])
+        opt_g.load_state_dict(partial["opt_g"])
+        opt_d.load_state_dict(partial["opt_d"])
+        rng.set_state(partial["rng"])
+        start, seconds = int(partial["step"]), float(partial["seconds"])
+        log, sums = list(partial["log"]), dict(partial["sums"])
+    nets = {"generator": generator, "discriminator": discriminator, "prototype_net": prototype_net,
+            "model": ctx.model, "opt_g": opt_g, "opt_d": opt_d}
+    sampler = EpochShuffleSampler(n, stream_seed(ctx.seed, _DATA_ORDER))
+    order, order_epoch = None, -1
+    bar = _progress_bar(ctx.progress, steps, start, "ProS-GAN generator")
+    every = int(opts["gan_checkpoint_every"])
+    t0 = time.perf_counter()
+    generator.train()
+    discriminator.train()
+    with frozen_eval(ctx.model):
+        for step in range(start, steps):
+            epoch, b = divmod(step, per_epoch)
+            if epoch != order_epoch:
+                sampler.set_epoch(epoch)
+                order, order_epoch = list(sampler), epoch
+            x, y, _ = split.__getitems__(order[b * batch:(b + 1) * batch])
+            x = x.to(device).float().div_(255.0)
+            y = y.to(device).float()
+            target = pool[torch.randint(pool.shape[0], (x.shape[0],), generator=rng).to(pool.device)]
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = lr * gan_lr_factor(step, steps)
+            terms = gan_step(nets, opts, x, y, target, step)
+            for key, value in terms.items():
+                total, count = sums.get(key, (0.0, 0))
+                sums[key] = (total + value, count + 1)
+            if b + 1 == per_epoch:
+                log.append({"epoch": epoch + 1, **{k: t / c for k, (t, c) in sums.items()}})
+                sums = {}
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(hash=f"{terms['hash_loss']:.3f}", rec=f"{terms['reconstruction']:.4f}",
+                                refresh=False)
+            if (step + 1) % every == 0 and step + 1 < steps:
+                cache.save_partial({"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                                    "rng": rng.get_state(), "step": step + 1,
+                                    "seconds": seconds + time.perf_counter() - t0, "log": log, "sums": sums})
+    if bar is not None:
+        bar.close()
+    generator.eval()
+    return {"generator": generator.state_dict(), "seconds": seconds + time.perf_counter() - t0, "log": log}
+
+
+def _labels_fingerprint(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+_POSITIVE_INTS = ("proto_steps", "proto_batch", "gan_epochs", "gan_batch", "d_every", "proto_checkpoint_every",
+                  "gan_checkpoint_every")
+_NON_NEGATIVE = ("eps", "beta", "hash_weight", "adv_weight", "proto_lr", "gan_lr")
+_PROTOTYPE_KEYS = ("proto_steps", "proto_batch", "proto_lr")
+_GAN_KEYS = ("bounded", "beta", "hash_weight", "adv_weight", "gan_epochs", "gan_steps_per_epoch", "gan_batch",
+             "gan_lr", "d_every")
+
+
+@ATTACKS.register("prosgan", "pros-gan")
+class ProSGANAttack(AttackMethod):
+    """ProS-GAN (Wang et al., CVPR 2021): a generator trained once per attacked model turns (image, target label)
+    into an adversarial image in one forward pass. Targeted only. Theory codes: ``sign(p(target))``, the
+    PrototypeNet's prototype codes.
+
+    Settings (``defaults`` = the paper's, all overridable):
+
+    - ``eps`` 8/255 and ``bounded`` True: ``x' = clip(x + eps tanh(G_raw), 0, 1)`` (SPEC FIX); ``bounded=False``
+      is the authors' unbounded generator, ``x' = (tanh(G_raw) + 1) / 2``, eps unused.
+    - ``beta`` 50: weight of the reconstruction MSE (on [-1, 1] images). The paper uses 100 on FLICKR-25K and 50 on
+      NUS-WIDE and MS-COCO; 50 is the default (two of the three), set ``beta=100`` for FLICKR-25K.
+    - ``hash_weight`` 5, ``adv_weight`` 1: the other generator-loss weights.
+    - ``proto_steps`` 30,000, ``proto_batch`` 64, ``proto_lr`` 1e-4: PrototypeNet training.
+    - ``gan_epochs`` 100, ``gan_batch`` 24, ``gan_lr`` 1e-4, ``d_every`` 3 (one discriminator step per three
+      generator steps), ``gan_steps_per_epoch`` None (a full pass over the training split; a number caps each
+      epoch to that many batches, taken from that epoch's shuffled order).
+    - ``proto_checkpoint_every`` 1,000 / ``gan_checkpoint_every`` 200 steps: how often an interrupted training
+      leaves a resumable partial checkpoint (not part of the cache key: results do not depend on it).
+
+    ``demo_defaults`` (fashion-mosaic / fashion-mnist; with the shared demo eps): same architecture, fewer and
+    larger steps. Measured on 2 CPU cores (fashion-mosaic, 3,000 training images of 56 px, small_cnn, 32 bits):
+    FILLED IN BELOW.
+
+    Example::
+
+        attack = ProSGANAttack(ctx, targeted=True)          # trains (or loads from RUN/cache) the networks
+        x_adv = attack.attack(x, y, target_labels)           # one generator pass per batch
+    """
+
+    name = "prosgan"
+    untargeted = False
+    defaults: ClassVar[dict[str, Any]] = {
+        "eps": 8 / 255, "bounded": True, "beta": 50.0, "hash_weight": 5.0, "adv_weight": 1.0,
+        "proto_steps": 30000, "proto_batch": 64, "proto_lr": 1e-4,
+        "gan_epochs": 100, "gan_steps_per_epoch": None, "gan_batch": 24, "gan_lr": 1e-4, "d_every": 3,
+        "proto_checkpoint_every": 1000, "gan_checkpoint_every": 200,
+    }
+    demo_defaults: ClassVar[dict[str, Any]] = {
+        "proto_steps": 2000, "proto_lr": 1e-3,
+        "gan_epochs": 4, "gan_steps_per_epoch": 10, "gan_lr": 1e-3,
+        "proto_checkpoint_every": 500, "gan_checkpoint_every": 20,
+    }
+
+    def __init__(self, ctx: AttackContext, *, targeted: bool = True, **settings):
+        super().__init__(ctx, targeted=targeted, **settings)
+        o = self.opts
+        for key in _POSITIVE_INTS:
+            if isinstance(o[key], bool) or int(o[key]) != o[key] or int(o[key]) < (0 if key == "gan_epochs" else 1):
+                raise ValueError(f"ProS-GAN setting {key} must be a positive integer, got {o[key]!r}")
+        if o["gan_steps_per_epoch"] is not None and int(o["gan_steps_per_epoch"]) < 1:
+            raise ValueError(f"ProS-GAN setting gan_steps_per_epoch must be None or positive, "
+                             f"got {o['gan_steps_per_epoch']!r}")
+        for key in _NON_NEGATIVE:
+            if float(o[key]) < 0:
+                raise ValueError(f"ProS-GAN setting {key} must be non-negative, got {o[key]!r}")
+        if ctx.train_split is None or len(ctx.train_split) == 0:
+            raise ValueError("ProS-GAN trains its generator on the attacked model's training images: "
+                             "the AttackContext needs a non-empty train_split")
+        self.image_size = tuple(int(s) for s in ctx.train_split.__getitems__([0])[0].shape[-2:])
+        self.training_seconds = {"prototype_net": 0.0, "generator": 0.0}  # 0: loaded from the cache
+        self.training_log: dict[str, list] = {}
+        self.prototype_net = self._fit_prototype_net()
+        self.generator = self._fit_generator()
+
+    # ---------------------------------------------------------------------------------------------- training
+
+    def _prototype_key(self) -> dict:
+        ctx = self.ctx
+        return {"version": CACHE_VERSION, "seed": int(self.ctx.seed), **{k: self.opts[k] for k in _PROTOTYPE_KEYS},
+                "labels": _labels_fingerprint(distinct_label_rows(ctx.db_labels), ctx.train_labels)}
+
+    def _fit_prototype_net(self) -> PrototypeNet:
+        ctx = self.ctx
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left as it was
+            torch.manual_seed(stream_seed(ctx.seed, _INIT_PROTOTYPE))
+            net = PrototypeNet(ctx.db_labels.shape[1], ctx.train_codes.shape[1])
+        net.to(ctx.device)
+        cache = CachedTraining(ctx.cache_dir, "prosgan-prototype", ctx.checkpoint_hash, self._prototype_key())
+        state = cache.load_final()
+        if state is None:
+            state = train_prototype_net(net, ctx, self.opts, cache)
+            cache.save_final(state)
+            self.training_seconds["prototype_net"] = float(state["seconds"])
+        net.load_state_dict(state["prototype_net"])
+        self.training_log["prototype_net"] = list(state["log"])
+        return net.eval().requires_grad_(False)
+
+    def _fit_generator(self) -> ProSGenerator:
+        ctx, o = self.ctx, self.opts
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stream_seed(ctx.seed, _INIT_GAN))
+            generator = ProSGenerator(self.image_size)
+            discriminator = ProSDiscriminator(ctx.db_labels.shape[1], self.image_size)
+        generator.to(ctx.device)
+        key = {**self._prototype_key(), **{k: o[k] for k in _GAN_KEYS}, "image_size": list(self.image_size),
+               "train_items": len(ctx.train_split)}
+        if o["bounded"]:
+            key["eps"] = float(o["eps"])
+        cache = CachedTraining(ctx.cache_dir, "prosgan-generator", ctx.checkpoint_hash, key)
+        state = cache.load_final()
+        if state is None:
+            discriminator.to(ctx.device)
+            state = train_gan(generator, discriminator, self.prototype_net, ctx, o, cache)
+            cache.save_final(state)
+            self.training_seconds["generator"] = float(state["seconds"])
+        generator.load_state_dict(state["generator"])
+        self.training_log["generator"] = list(state["log"])
+        return generator.eval().requires_grad_(False)
+
+    # ---------------------------------------------------------------------------------------------- attack
+
+    def settings(self) -> dict:
+        return {k: (float(v) if isinstance(v, float) else v) for k, v in self.opts.items()}
+
+    def theory_codes(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return sign_codes(self.prototype_net(labels.to(self.ctx.device).float())[1])
+
+    def attack(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        if target is None:
+            raise ValueError("ProS-GAN is a targeted attack: pass target labels")
+        with torch.no_grad():
+            feature = self.prototype_net(target.to(x.device).float())[0]
+            raw = self.generator(2.0 * x - 1.0, feature)
+            return adversarial_images(raw, x, float(self.opts["eps"]), bool(self.opts["bounded"]))

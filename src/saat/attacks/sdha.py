@@ -1,0 +1,67 @@
+"""SDHA (Lu et al., "Smart Adversarial Attack on Deep Hashing Based Image Retrieval", ICMR 2021), SPEC 7.2."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from .base import OptimizerAttack
+from .methods import ATTACKS, AttackMethod
+
+
+def _positives(labels: torch.Tensor, train_labels: torch.Tensor) -> torch.Tensor:
+    """(B, N) 0/1: training items sharing at least one label with each row of ``labels``."""
+    return ((labels @ train_labels.T) > 0).to(labels.dtype)
+
+
+def sdha_surrogate(q: torch.Tensor, codes: torch.Tensor, positive: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """SDHA's weighted distance between outputs q (B, K) and the positives' codes (N, K), averaged over each row's
+    positives (rows without positives give 0), then over the batch.
+
+    untargeted: ``D = 1/2 sum_k |q - r| sigmoid(5 q r) + sum_k (1 - sigmoid(5 q r))``, weight
+    ``(d_H(sign q, r) + 1e-8)^-0.5`` (to be maximised); targeted: ``D = 1/2 sum_k |q - r| sigmoid(-10 q r)``,
+    weight ``d_H^0.3`` (to be minimised). Weights carry no gradient. All pairs of a batch at once.
+    """
+    qr = q[:, None, :] * codes[None, :, :]  # (B, N, K)
+    diff = (q[:, None, :] - codes[None, :, :]).abs()
+    if targeted:
+        dist = 0.5 * (diff * torch.sigmoid(-10 * qr)).sum(-1)
+    else:
+        dist = 0.5 * (diff * torch.sigmoid(5 * qr)).sum(-1) + (1 - torch.sigmoid(5 * qr)).sum(-1)
+    with torch.no_grad():
+        sign_q = torch.where(q >= 0, 1.0, -1.0)
+        hamming = 0.5 * (q.shape[1] - sign_q @ codes.T)
+        weight = hamming.pow(0.3) if targeted else (hamming + 1e-8).pow(-0.5)
+    per_row = (positive * weight * dist).sum(1) / positive.sum(1).clamp_min(1)
+    return per_row.mean()
+
+
+@ATTACKS.register("sdha")
+class SDHAAttack(AttackMethod):
+    """Optimise x̂ (from x) with Adam lr 0.01 for 1,500 iterations, projecting onto the eps-ball and [0, 1]:
+    ``MSE(x̂, x) -/+ (25/K) surrogate`` with the training codes sharing a label with the query (untargeted,
+    surrogate maximised) or the target (targeted, minimised). No theory codes."""
+
+    name = "sdha"
+    defaults: ClassVar[dict[str, Any]] = {"eps": 8 / 255, "steps": 1500, "lr": 0.01, "weight": 25.0,
+                                          "alpha_schedule": False}
+    demo_defaults: ClassVar[dict[str, Any]] = {"steps": 300}
+
+    def __init__(self, ctx, *, targeted: bool = False, **settings):
+        super().__init__(ctx, targeted=targeted, **settings)
+        o = self.opts
+        self.procedure = OptimizerAttack(ctx.model, eps=o["eps"], steps=o["steps"], optimizer="adam", lr=o["lr"],
+                                         alpha_schedule=o["alpha_schedule"], seed=ctx.seed)
+
+    def attack(self, x, y, target):
+        labels = target if self.is_targeted else y
+        positive = _positives(labels, self.ctx.train_labels)
+        codes = self.ctx.train_codes
+        scale = self.opts["weight"] / codes.shape[1]
+        sign = 1.0 if self.is_targeted else -1.0
+
+        def objective(h, x_adv):
+            return torch.mean((x_adv - x) ** 2) + sign * scale * sdha_surrogate(h, codes, positive, self.is_targeted)
+
+        return self.procedure(x, objective)
