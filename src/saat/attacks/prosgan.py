@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import EpochShuffleSampler
-from ._prosgan_nets import PrototypeNet, ProSDiscriminator, ProSGenerator
+from ._prosgan_nets import ProSDiscriminator, ProSGenerator, PrototypeNet
 from .base import frozen_eval
 from .cache import CachedTraining
 from .methods import ATTACKS, AttackContext, AttackMethod
