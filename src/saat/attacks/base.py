@@ -32,11 +32,13 @@ def continuation_alpha(i: int, steps: int) -> float:
 
 
 @contextlib.contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and ``requires_grad=False`` on every parameter inside the block; both restored afterwards."""
+def frozen_eval(model: nn.Module, eval_mode: bool = True) -> Iterator[nn.Module]:
+    """Eval mode and ``requires_grad=False`` on every parameter inside the block; both restored afterwards.
+    ``eval_mode=False`` only freezes the parameters and leaves the mode as it is."""
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
+    if eval_mode:
+        model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
     try:
@@ -59,6 +61,8 @@ class Attack:
         random_start: start from x + U(-eps, eps) (projected to [0, 1]).
         seed: seeds every random choice of the attack.
         progress: show a progress bar over iterations.
+        eval_mode: run the model in eval mode while attacking (default). ``False`` keeps the model's current
+            mode — SAAT's parity mode crafts in train mode, as the authors' code does.
     """
 
     name = "attack"
@@ -66,7 +70,7 @@ class Attack:
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, step: float = 1 / 255, steps: int = 100, *,
                  alpha_schedule: bool = True, random_start: bool | None = None, seed: int = 0,
-                 progress: bool = False):
+                 progress: bool = False, eval_mode: bool = True):
         if eps < 0 or step < 0 or steps < 0:
             raise ValueError(f"eps, step and steps must be non-negative, got {eps}, {step}, {steps}")
         self.model = model
@@ -77,11 +81,12 @@ class Attack:
         self.random_start = self.default_random_start if random_start is None else bool(random_start)
         self.seed = int(seed)
         self.progress = progress
+        self.eval_mode = eval_mode
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def __call__(self, images: torch.Tensor, objective: Objective) -> torch.Tensor:
         """Adversarial versions of ``images`` (B, 3, H, W) in [0, 1] that minimise ``objective``."""
-        with frozen_eval(self.model):
+        with frozen_eval(self.model, eval_mode=self.eval_mode):
             adv = self.perturb(images.detach(), objective)
         return adv.detach()
 

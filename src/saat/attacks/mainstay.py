@@ -103,3 +103,17 @@ def center_codes(labels, train_codes, train_labels) -> torch.Tensor:
     equally. An empty side is dropped (the authors return an all-zero code there) and sign(0) = +1."""
     y, u, ty = _validate(labels, train_codes, train_labels)
     return _sign(_side_means(y, u, ty, weighted=False))
+
+
+def mainstay_from_memory(labels: torch.Tensor, memory: torch.Tensor, memory_labels: torch.Tensor) -> torch.Tensor:
+    """Mainstay codes from a training-set memory without input validation (inside training loops, every batch).
+
+    ``memory`` may hold continuous values (SAAT's parity mode reproduces the authors' code, whose memory is
+    overwritten with tanh outputs); the formula is the same.
+    """
+    return _sign(_side_means(labels, memory, memory_labels, weighted=True))
+
+
+def center_from_memory(labels: torch.Tensor, memory: torch.Tensor, memory_labels: torch.Tensor) -> torch.Tensor:
+    """CgAT center codes from a training-set memory, without input validation."""
+    return _sign(_side_means(labels, memory, memory_labels, weighted=False))

@@ -34,8 +34,10 @@ def open_dataset(cfg: TrainConfig, image_size: int | None, data_root: str | None
 
 @torch.no_grad()
 def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torch.device, amp: bool = False,
-                 progress: bool = True, desc: str = "encode", num_workers: int = 0) -> torch.Tensor:
-    """+-1 codes (int8, CPU) of every item of a split, in order, with the model in eval mode."""
+                 progress: bool = True, desc: str = "encode", num_workers: int = 0,
+                 continuous: bool = False) -> torch.Tensor:
+    """+-1 codes (int8, CPU) of every item of a split, in order, with the model in eval mode; with
+    ``continuous=True`` the tanh outputs (float32, CPU) instead."""
     from ..data import make_loader
 
     was_training = model.training
@@ -51,7 +53,7 @@ def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torc
     for batch in loader:
         x, _, _ = to_device_batch(batch, device, channels_last)
         with autocast(device, amp):
-            out.append(model.encode(x).cpu())
+            out.append(model(x).float().cpu() if continuous else model.encode(x).cpu())
         if bar is not None:
             bar.update(x.shape[0])
     if bar is not None:

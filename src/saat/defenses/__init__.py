@@ -1,0 +1,16 @@
+"""Defenses (SPEC 8): SAAT and the baselines ATRDH and CgAT on one adversarial-training loop, found by name.
+
+>>> from saat.defenses import DEFENSES, list_defenses
+>>> list_defenses()
+['atrdh', 'cgat', 'saat']
+"""
+
+from . import atrdh, cgat, saat  # noqa: F401  (importing registers the defenses)
+from .base import DEFENSES, Defense, DefenseContext
+
+
+def list_defenses() -> list[str]:
+    return DEFENSES.names()
+
+
+__all__ = ["DEFENSES", "Defense", "DefenseContext", "list_defenses"]

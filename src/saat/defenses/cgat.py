@@ -1,0 +1,81 @@
+"""CgAT (Wang et al., "CgAT: Center-Guided Adversarial Training for Deep Hashing-Based Retrieval", WWW 2023),
+SPEC 8.2: the SAAT loop shape with center codes instead of mainstay codes."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..attacks.generators import PGD
+from ..attacks.losses import simple_loss
+from ..attacks.mainstay import center_from_memory
+from ..utils.device import autocast
+from .base import DEFENSES, Defense, DefenseContext
+
+
+@DEFENSES.register("cgat")
+class CgATDefense(Defense):
+    """Per batch: center codes c from the +-1 memory before the batch drive PGD (7 steps, 2/255, random start,
+    eps 8/255) maximising the distance to c; after refreshing the memory with the batch's benign codes, c is
+    recomputed and the loss is ``L_hash(h_ben) - mean(h_adv * c)`` (no quantisation term). SGD lr 0.01, momentum
+    0.9, weight decay 5e-4, 30 epochs, lr x0.1 at 50 % and 75 % of iterations. Training images get a random crop
+    (zero padding of 1/8 of the side, then a crop back to the side) and a random horizontal flip, seeded."""
+
+    name = "cgat"
+    defaults: ClassVar[dict[str, Any]] = {
+        "eps": 8 / 255, "step": 2 / 255, "steps": 7, "epochs": 30, "batch_size": 32, "optimizer": "sgd",
+        "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "lr_milestones": (0.5, 0.75), "augment": True,
+    }
+    demo_defaults: ClassVar[dict[str, Any]] = {"step": 8 / 255, "epochs": 3}
+
+    def __init__(self, ctx: DefenseContext, **settings):
+        super().__init__(ctx, **settings)
+        o = self.opts
+        self.memory = ctx.train_codes.clone()
+        self.crafter = PGD(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"], alpha_schedule=False,
+                           random_start=True, seed=ctx.seed)
+        self.aug_generator = torch.Generator().manual_seed(ctx.seed + 1)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.opts["augment"]:
+            return x
+        b, _, h, w = x.shape
+        pad = max(1, h // 8)
+        padded = F.pad(x, (pad, pad, pad, pad))
+        tops = torch.randint(0, 2 * pad + 1, (b,), generator=self.aug_generator).tolist()
+        lefts = torch.randint(0, 2 * pad + 1, (b,), generator=self.aug_generator).tolist()
+        flips = (torch.rand(b, generator=self.aug_generator) < 0.5).tolist()
+        out = torch.stack([padded[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops, lefts))])
+        flip_idx = [i for i, f in enumerate(flips) if f]
+        if flip_idx:
+            out[flip_idx] = out[flip_idx].flip(-1)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+    def center(self, y: torch.Tensor) -> torch.Tensor:
+        return center_from_memory(y, self.memory, self.ctx.train_labels)
+
+    def step(self, x, y, idx, it):
+        model = self.ctx.model
+        c = self.center(y)
+        x_adv = self.crafter(x, lambda h, _x: simple_loss(h, c))
+        with autocast(self.ctx.device, self.ctx.amp):
+            h_ben = model(x).float()
+            h_adv = model(x_adv).float()
+        with torch.no_grad():
+            self.memory[idx] = torch.where(h_ben >= 0, 1.0, -1.0)
+        c = self.center(y)
+        hash_term = self.ctx.method(h_ben, y, idx)
+        adv_term = -(h_adv * c).mean()
+        return {"loss": hash_term + adv_term, "hash": hash_term, "adv": adv_term}
+
+    def state_dict(self) -> dict:
+        return {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.generator.get_state(),
+                "aug_generator": self.aug_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.memory.copy_(state["memory"].to(self.memory.device))
+        self.crafter.generator.set_state(state["crafter_generator"])
+        self.aug_generator.set_state(state["aug_generator"])

@@ -1,0 +1,204 @@
+"""``saat defend``: adversarial training of a trained run (SAAT, ATRDH, CgAT) on one minimax loop.
+
+Writes a new run directory (default ``<RUN>-<defense>``) shaped like a training run — ``config.yaml`` (the defense
+config), ``checkpoint.pt`` (per epoch, for ``--resume``), ``train_log.jsonl`` (every loss term), ``model.pt``
+(whose metadata records the origin run and the defense settings) and ``metrics.json`` — so that ``saat
+evaluate`` and ``saat attack`` work on it unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..checkpoint import load_file, save_file, save_model
+from ..config import DEMO_DATASETS
+from ..defenses import DEFENSES, DefenseContext
+from ..utils.device import resolve_device
+from ..utils.dist import is_main_process
+from ..utils.io import atomic_write_json, atomic_write_text
+from .common import MODEL_FILE, encode_batch_size, encode_split, load_run, open_dataset
+from .evaluate import evaluate
+from .loop import run_epoch
+from .train import LOG_FILE, STATE_FILE, read_log, rng_state, set_rng_state, write_log
+
+CONFIG_FILE = "defense.yaml"
+
+
+@dataclass
+class DefenseConfig:
+    """Settings left at None take the defense's defaults (the paper's; the demo preset's on demo datasets)."""
+
+    method: str = "saat"
+    eps: float | None = None
+    step: float | None = None
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    lambda_: float | None = None
+    mu: float | None = None
+    parity: bool | None = None
+    options: dict = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    num_workers: int = 0
+    evaluate: bool = True
+
+
+DEMO_EPS = 32 / 255  # the demo datasets' attack budget (see saat.pipelines.attack.DEMO_EPS)
+
+
+def resolve_defense_settings(cls, cfg: DefenseConfig, demo: bool) -> dict:
+    settings = dict(cls.defaults)
+    if demo:
+        settings["eps"] = DEMO_EPS
+        settings.update(cls.demo_defaults)
+    explicit = {k: getattr(cfg, k) for k in ("eps", "step", "steps", "epochs", "batch_size", "lr", "lambda_", "mu",
+                                             "parity") if getattr(cfg, k) is not None}
+    explicit.update(cfg.options)
+    for key in explicit:
+        if key not in settings:
+            raise ValueError(f"--{key.rstrip('_').replace('_', '-')} does not apply to defense {cls.name!r}; its "
+                             f"settings: {', '.join(sorted(settings))}")
+    settings.update(explicit)
+    return settings
+
+
+def defend(run_dir: str | Path | None = None, config: DefenseConfig | None = None, *, out: str | Path | None = None,
+           resume: str | Path | None = None, progress: bool = True, **overrides) -> dict:
+    """Adversarially train the model of ``run_dir`` with a defense; returns the clean metrics of the result.
+
+    Example::
+
+        import saat
+        saat.defend("runs/demo", method="saat", out="runs/demo-saat")  # then saat.attack("runs/demo-saat", ...)
+    """
+    if resume is not None:
+        out_dir = Path(resume)
+        if not (out_dir / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"--resume: {out_dir} has no {CONFIG_FILE}; is it a defense run directory?")
+        saved = yaml.safe_load((out_dir / CONFIG_FILE).read_text())
+        cfg = DefenseConfig(**saved["config"])
+        run_dir = Path(saved["source_run"])
+        return _defend(run_dir, cfg, out_dir, resume=True, progress=progress)
+    if run_dir is None:
+        raise ValueError("give the run directory of the model to defend (or --resume)")
+    cfg = config or DefenseConfig(**{k: v for k, v in overrides.items() if v is not None})
+    DEFENSES.get(cfg.method)  # an unknown name fails before anything is loaded
+    out_dir = Path(out) if out is not None else Path(f"{Path(run_dir).as_posix().rstrip('/')}-{cfg.method}")
+    if (out_dir / STATE_FILE).exists() or (out_dir / MODEL_FILE).exists():
+        raise FileExistsError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
+                              "or choose another --out")
+    return _defend(Path(run_dir), cfg, out_dir, resume=False, progress=progress)
+
+
+def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, progress: bool) -> dict:
+    from ..data import make_loader
+    from ..hashing import create_method
+
+    defense_cls = DEFENSES.get(cfg.method)
+    device = resolve_device(cfg.device)
+    source = load_run(run_dir, device)
+    model, meta = source.model, source.metadata
+    ds = open_dataset(source.config, source.image_size)
+    settings = resolve_defense_settings(defense_cls, cfg, demo=ds.name.lower() in DEMO_DATASETS)
+    torch.manual_seed(cfg.seed)
+
+    method = create_method(meta["method"], bits=model.bits, n_classes=ds.n_classes, n_train=len(ds.train),
+                           seed=source.config.seed, **meta.get("method_hparams", {}))
+    method.load_state_dict(source.ckpt["method_state"])
+    method.to(device)
+    # Encode the whole training set in eval mode before training (SPEC 8.1).
+    outputs = encode_split(model, ds.train, batch_size=encode_batch_size(None, device), device=device,
+                           progress=progress, desc="encode train", continuous=True).to(device)
+    codes = torch.where(outputs >= 0, 1.0, -1.0)
+    labels = ds.train.labels.to(device)
+    method.init_memory(codes, labels)
+    ctx = DefenseContext(model, method, device, codes, outputs, labels, seed=cfg.seed, amp=cfg.amp)
+    defense = defense_cls(ctx, **settings)
+
+    batch_size, epochs = int(settings["batch_size"]), int(settings["epochs"])
+    per_epoch = len(ds.train) // batch_size if len(ds.train) > batch_size else 1
+    optimizer = defense.build_optimizer(model.parameters())
+    total = per_epoch * epochs
+    milestones = sorted({max(1, int(f * total)) for f in defense.lr_milestone_fractions()})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+
+    writer = is_main_process()
+    log: list[dict] = []
+    start_epoch = step = 0
+    if resume and (out_dir / STATE_FILE).is_file():
+        state = load_file(out_dir / STATE_FILE, "defense checkpoint")
+        model.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
+        defense.load_state_dict(state["defense"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        log = [r for r in read_log(out_dir / LOG_FILE) if r.get("epoch", 0) <= start_epoch]
+        if progress:
+            print(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
+    elif writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(
+            {"source_run": str(run_dir), "source_checkpoint": source.checkpoint_hash, "config": asdict(cfg),
+             "settings": _plain(settings)}, sort_keys=False))
+    if progress:
+        mode = "parity" if settings.get("parity") else "default"
+        print(f"defending {run_dir} with {defense.name} ({mode} mode): {epochs} epochs of {per_epoch} batches, "
+              f"eps {settings['eps'] * 255:g}/255, on {device}")
+
+    def step_fn(x, y, idx, it):
+        return defense.step(defense.augment(x), y, idx, it)
+
+    model.train()
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, epochs):
+        loader = make_loader(ds.train, batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                             num_workers=cfg.num_workers, drop_last=len(ds.train) > batch_size)
+        summary, step = run_epoch(model, loader, step_fn, optimizer, device=device, epoch=epoch, step=step, log=log,
+                                  iteration_scheduler=scheduler, progress=progress, desc=defense.name,
+                                  channels_last=model.channels_last)
+        if progress:
+            terms = ", ".join(f"{k} {summary[k]:.4f}" for k in summary
+                              if k not in ("kind", "epoch", "step", "seconds", "images_per_s", "lr"))
+            print(f"epoch {epoch + 1}/{epochs}: {terms}; {summary['seconds']:.1f} s")
+        if writer:
+            save_file({"epoch": epoch + 1, "step": step, "model": model.state_dict(), "method": method.state_dict(),
+                       "defense": defense.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "rng": rng_state()}, out_dir / STATE_FILE)
+            write_log(out_dir / LOG_FILE, log)
+    seconds = time.perf_counter() - t0
+
+    metadata = {**meta, "origin": {"run": str(run_dir), "checkpoint": source.checkpoint_hash},
+                "defense": {"method": defense.name, "mode": "parity" if settings.get("parity") else "default",
+                            **_plain(defense.settings())}}
+    if writer:
+        save_model(out_dir / MODEL_FILE, model, metadata, method.state_dict())
+    epoch_times = [r["seconds"] for r in log if r.get("kind") == "epoch"]
+    result = {"defense": metadata["defense"], "epochs": epochs, "training_seconds_this_session": seconds,
+              "seconds_per_epoch": sum(epoch_times) / max(len(epoch_times), 1)}
+    plain = [r["seconds"] for r in read_log(run_dir / LOG_FILE) if r.get("kind") == "epoch"]
+    if plain:
+        result["plain_training_seconds_per_epoch"] = sum(plain) / len(plain)
+        result["epoch_time_ratio_to_plain_training"] = result["seconds_per_epoch"] / result[
+            "plain_training_seconds_per_epoch"]
+    if cfg.evaluate:
+        result.update(evaluate(out_dir, device=str(device), progress=progress, dataset=ds, write=False))
+    if writer:
+        atomic_write_json(out_dir / "metrics.json", result)
+    if progress and "mAP" in result:
+        print(f"clean mAP of the defended model: {result['mAP']:.4f}; wrote {out_dir}")
+    return result
+
+
+def _plain(settings: dict) -> dict:
+    """YAML/JSON-friendly copy (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
