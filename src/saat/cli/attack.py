@@ -67,6 +67,11 @@ def register(sub) -> None:
                    help="normalise the loss over the whole batch like the authors' code (default: per sample)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of the method (see the method's defaults in metrics.json), repeatable")
+    p.add_argument("--defense", choices=("comdefend",),
+                   help="evaluate with an input purifier in front of the model (train it first with 'saat defend "
+                        "RUN_DIR --method comdefend'); the attacker sees the model only unless --adaptive")
+    p.add_argument("--adaptive", action="store_true",
+                   help="with --defense: the attacker differentiates through the purifier (straight-through)")
     p.add_argument("--name", help="result folder name under RUN_DIR/attacks (default: from the settings)")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=run)
@@ -79,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = AttackConfig(method=args.method, targeted=args.targeted, generator=args.generator, eps=args.eps,
                        step=args.step, steps=args.steps, num_queries=args.num_queries, batch_size=args.batch_size,
                        seed=args.seed, topk=args.topk, parity=args.parity, name=args.name,
-                       options=dict(parse_option(o) for o in args.option))
+                       options=dict(parse_option(o) for o in args.option), defense=args.defense,
+                       adaptive=args.adaptive)
     if args.method == "all":
         from ..pipelines.attack import format_family_table, run_attack_family
 

@@ -22,7 +22,9 @@ def register(sub) -> None:
             "0.05, 20 epochs, batch 32) or, on the demo datasets, the demo preset (eps 32/255, 3 epochs)."),
     )
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="the trained run to defend")
-    p.add_argument("--method", default="saat", choices=[*list_defenses()], help="defense")
+    p.add_argument("--method", default="saat", choices=[*list_defenses(), "comdefend"],
+                   help="defense; 'comdefend' trains an input purifier stored in RUN_DIR/purifiers (use it with "
+                        "'saat attack RUN_DIR --defense comdefend')")
     p.add_argument("--lambda", dest="lambda_", type=float, help="SAAT: weight of the adversarial term (1.0)")
     p.add_argument("--mu", type=float, help="SAAT: weight of the quantisation term (1e-4)")
     p.add_argument("--epochs", type=int)
@@ -50,6 +52,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume is not None:
         defend(resume=args.resume)
+        return 0
+    if args.method == "comdefend":
+        from ..defenses.comdefend import train_comdefend
+
+        if args.run_dir is None:
+            raise ValueError("give the run directory whose model the purifier will protect")
+        opts = dict(parse_option(o) for o in args.option)
+        out = train_comdefend(args.run_dir, epochs=args.epochs, lr=args.lr or 1e-4, batch_size=args.batch_size or 32,
+                              seed=args.seed, device=args.device, width=opts.pop("width", None),
+                              limit=opts.pop("limit", None))
+        if opts:
+            raise ValueError(f"comdefend has no setting(s) {', '.join(opts)}; its options: width, limit")
+        print(f"wrote {out['purifier']}")
         return 0
     cfg = DefenseConfig(method=args.method, eps=args.eps, step=args.step, steps=args.steps, epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr, lambda_=args.lambda_, mu=args.mu,

@@ -42,6 +42,8 @@ class AttackConfig:
     seed: int = 0
     topk: int | None = None
     name: str | None = None
+    defense: str | None = None  # "comdefend": a purifier in front of the model at evaluation
+    adaptive: bool = False  # with a purifier: the attacker differentiates through it (straight-through binarisation)
 
 
 # Demo datasets: 8/255 barely moves these grayscale models (SPEC 2.4), so every attack on them uses this larger
@@ -79,6 +81,8 @@ def attack_name(cfg: AttackConfig, settings: dict) -> str:
     if "steps" in settings:
         parts.append(f"steps{settings['steps']}")
     parts.append(f"q{cfg.num_queries or 'all'}")
+    if cfg.defense:
+        parts.append(cfg.defense + ("-adaptive" if cfg.adaptive else ""))
     return "-".join(parts)
 
 
@@ -96,9 +100,13 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     k = cfg.topk if cfg.topk is not None else (run.config.topk if run.config.topk is not None else ds.default_topk)
     bs_enc = encode_batch_size(run.config.eval_batch_size, dev)
 
-    train_codes, _ = codes_for(run, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress)
-    db_codes, _ = codes_for(run, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress)
-    query_codes, _ = codes_for(run, "query", ds.query, device=dev, batch_size=bs_enc, progress=progress)
+    system, attacker, tag, attacker_tag = _systems(run, cfg, dev)
+    train_codes, _ = codes_for(run, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress,
+                               model=attacker, tag=attacker_tag)
+    db_codes, _ = codes_for(run, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress,
+                            model=system, tag=tag)
+    query_codes, _ = codes_for(run, "query", ds.query, device=dev, batch_size=bs_enc, progress=progress,
+                               model=system, tag=tag)
     db_labels = ds.database.labels.numpy()
     picked = query_subset(len(ds.query), cfg.num_queries, cfg.seed)
     query_labels = ds.query.labels.numpy()[picked]
@@ -111,7 +119,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     def on_dev(a):
         return torch.as_tensor(np.asarray(a), dtype=torch.float32, device=dev)
 
-    ctx = AttackContext(run.model, dev, on_dev(train_codes), ds.train.labels.to(dev), on_dev(db_codes),
+    ctx = AttackContext(attacker, dev, on_dev(train_codes), ds.train.labels.to(dev), on_dev(db_codes),
                         ds.database.labels.to(dev), seed=cfg.seed, progress=progress, train_split=ds.train,
                         cache_dir=Path(run_dir) / "cache", checkpoint_hash=run.checkpoint_hash)
     method = method_cls(ctx, targeted=cfg.targeted, **settings)
@@ -133,7 +141,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
         t = on_dev(targets[start:start + len(rows)]) if targets is not None else None
         x_adv = method.attack(x, y, t)
         with torch.no_grad():
-            adv_codes[start:start + len(rows)] = run.model.encode(x_adv).cpu().numpy()
+            adv_codes[start:start + len(rows)] = system.encode(x_adv).cpu().numpy()
         ideal = method.theory_codes(x, t if cfg.targeted else y)
         if ideal is None:
             theory = None
@@ -178,6 +186,26 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
         if shown:
             save_example_grid(out / "examples.png", shown, settings.get("eps") or 8 / 255)
     return metrics
+
+
+def _systems(run, cfg: AttackConfig, dev):
+    """(evaluated system, attacker's model, cache tag of the system, cache tag of the attacker's model)."""
+    if cfg.defense is None:
+        if cfg.adaptive:
+            raise ValueError("--adaptive needs --defense (the attack adapts to an input purifier)")
+        return run.model, run.model, "", ""
+    if cfg.defense != "comdefend":
+        raise ValueError(f"--defense must be 'comdefend' (input purification), got {cfg.defense!r}; adversarially "
+                         "trained models are attacked directly: 'saat attack RUN-saat ...'")
+    from ..checkpoint import file_hash
+    from ..defenses.comdefend import PurifiedModel, load_purifier, purifier_path
+
+    purifier, _ = load_purifier(run.run_dir, dev)
+    tag = "-comdefend-" + file_hash(purifier_path(run.run_dir), 8)
+    system = PurifiedModel(purifier, run.model).eval()
+    if cfg.adaptive:
+        return system, PurifiedModel(purifier, run.model, straight_through=True).eval(), tag, tag
+    return system, run.model, tag, ""
 
 
 # The attack families of the paper's Table I, in its column order.

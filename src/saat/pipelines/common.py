@@ -120,10 +120,14 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedR
 
 
 def codes_for(run: LoadedRun, split_name: str, split, *, device, batch_size: int, progress: bool = True,
-              amp: bool = False) -> tuple[np.ndarray, float]:
-    """Cached codes of one split of a run's dataset and the seconds it took (0 when cached)."""
+              amp: bool = False, model: torch.nn.Module | None = None, tag: str = "") -> tuple[np.ndarray, float]:
+    """Cached codes of one split of a run's dataset and the seconds it took (~0 when cached).
+
+    ``model`` replaces the run's model (e.g. a purifier in front of it); ``tag`` then names it in the cache key.
+    """
     t0 = time.perf_counter()
-    codes = cached_codes(run.run_dir, f"codes-{split_name}-{run.checkpoint_hash}",
-                         lambda: encode_split(run.model, split, batch_size=batch_size, device=device, amp=amp,
+    encoder = model if model is not None else run.model
+    codes = cached_codes(run.run_dir, f"codes-{split_name}-{run.checkpoint_hash}{tag}",
+                         lambda: encode_split(encoder, split, batch_size=batch_size, device=device, amp=amp,
                                               progress=progress, desc=f"encode {split_name}"))
     return codes, time.perf_counter() - t0
