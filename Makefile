@@ -15,14 +15,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	@echo "saat demo is not available yet."
-	@echo "When it lands it will: train a DPH hashing model (small_cnn, 32 bits) on the shipped fashion-mosaic"
-	@echo "images, evaluate clean retrieval, run the mainstay attack and the baseline attacks, train SAAT and"
-	@echo "ATRDH robust models, attack them again and write a report. Today only 'saat evaluate-codes' works."
-	@exit 1
+	$(VENV)/bin/saat demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_retrieval.py
+	$(PY) benchmarks/bench_attack.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -14,7 +14,7 @@ def test_network_shapes_binarisation_and_straight_through_gradients():
     x = torch.rand(2, 3, 20, 20, requires_grad=True)
     rec, z = net(x)
     assert rec.shape == x.shape and z.shape == (2, 12, 20, 20)
-    assert float(rec.min()) >= 0 and float(rec.max()) <= 1
+    assert rec.min().item() >= 0 and rec.max().item() <= 1
     hard = net.binarise(z)
     assert set(hard.unique().tolist()) <= {0.0, 1.0}
     noisy = net.binarise(z, noise=torch.randn_like(z) * 20)

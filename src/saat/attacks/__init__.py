@@ -5,7 +5,7 @@
 >>> adv = PGD(model, eps=8/255, step=1/255, steps=100)(x, lambda h, _: mainstay_loss(h, m))  # doctest: +SKIP
 """
 
-from . import dhta, hag, sdha, tha  # noqa: F401  (importing registers the baseline attacks)
+from . import dhta, hag, prosgan, sdha, tha  # noqa: F401  (importing registers the baseline attacks)
 from .base import ALPHA_SCHEDULE, Attack, OptimizerAttack, continuation_alpha, frozen_eval
 from .generators import BIM, DIFGSM, GENERATORS, NIFGSM, PGD, SINIFGSM, VMIFGSM, create_generator, list_generators
 from .losses import mainstay_loss, simple_loss

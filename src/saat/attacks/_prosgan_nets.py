@@ -111,10 +111,11 @@ class ProSGenerator(nn.Module):
     two stride-2 transposed convs (128, 64) -> concat with the image -> conv 3x3 (3).
     """
 
-    def __init__(self, image_size, feature_dim: int = FEATURE_DIM, width: int = 64):
+    def __init__(self, image_size, feature_dim: int = FEATURE_DIM, width: int = 64,
+                 label_channels: int = LABEL_CHANNELS):
         super().__init__()
         self.height, self.width = _pair(image_size)
-        self.label_encoder = LabelEncoder((self.height, self.width), feature_dim)
+        self.label_encoder = LabelEncoder((self.height, self.width), feature_dim, label_channels)
         layers: list[nn.Module] = [nn.Conv2d(6, width, 7, padding=3), *_norm_relu(width)]
         c = width
         for _ in range(GENERATOR_DOWNSAMPLINGS):

@@ -8,9 +8,9 @@ import sys
 
 from .. import __version__
 from ..errors import SaatError
-from . import attack, defend, evaluate, evaluate_codes, list_cmd, train
+from . import attack, defend, demo, evaluate, evaluate_codes, list_cmd, report, train
 
-COMMANDS = (train, evaluate, attack, defend, evaluate_codes, list_cmd)
+COMMANDS = (demo, train, evaluate, attack, defend, report, evaluate_codes, list_cmd)
 
 
 class CommandError(SaatError):

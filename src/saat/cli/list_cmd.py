@@ -6,18 +6,22 @@ import argparse
 
 
 def _registries() -> dict:
+    from ..attacks import list_attacks, list_generators
     from ..data import list_datasets
+    from ..defenses import list_defenses
     from ..hashing import list_methods
     from ..models import list_backbones
 
-    return {"datasets": list_datasets, "methods": list_methods, "backbones": list_backbones}
+    return {"datasets": list_datasets, "methods": list_methods, "backbones": list_backbones,
+            "attacks": list_attacks, "generators": list_generators,
+            "defenses": lambda: [*list_defenses(), "comdefend"]}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("list", help="list datasets, hashing methods and backbones",
+    p = sub.add_parser("list", help="list datasets, hashing methods, backbones, attacks, generators, defenses",
                        description="List what can be named on the command line.")
-    p.add_argument("what", nargs="?", choices=("datasets", "methods", "backbones"),
-                   help="one registry (default: all)")
+    p.add_argument("what", nargs="?", choices=("datasets", "methods", "backbones", "attacks", "generators",
+                                                "defenses"), help="one registry (default: all)")
     p.set_defaults(run=run)
 
 

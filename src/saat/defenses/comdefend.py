@@ -111,7 +111,7 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
     from .._torch_utils import generator_normal
     from ..config import DEMO_DATASETS
     from ..data import make_loader
-    from ..pipelines.common import load_run, open_dataset
+    from ..pipelines.common import FirstItems, load_run, open_dataset
     from ..pipelines.loop import to_device_batch
     from ..utils.device import resolve_device
     from ..utils.dist import is_main_process
@@ -127,7 +127,7 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
     final, partial = purifier_path(run_dir), purifier_path(run_dir).with_suffix(".partial.pt")
     torch.manual_seed(seed)
     net = ComDefend(12, width).to(dev)
-    train_split = ds.train if limit is None else _Subset(ds.train, limit)
+    train_split = ds.train if limit is None else FirstItems(ds.train, limit)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     noise_gen = torch.Generator().manual_seed(seed)
     start, log = 0, []
@@ -175,15 +175,3 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
         partial.unlink(missing_ok=True)
     return {"purifier": str(final), "settings": settings, "log": log}
 
-
-class _Subset(torch.utils.data.Dataset):
-    """The first ``n`` items of a split, with the split's batched fetch."""
-
-    def __init__(self, split, n: int):
-        self.split, self.n = split, min(int(n), len(split))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitems__(self, indices):
-        return self.split.__getitems__(indices)

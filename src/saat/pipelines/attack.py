@@ -80,6 +80,8 @@ def attack_name(cfg: AttackConfig, settings: dict) -> str:
         parts.append(f"eps{settings['eps'] * 255:g}")
     if "steps" in settings:
         parts.append(f"steps{settings['steps']}")
+    if settings.get("bounded") is False:
+        parts.append("unbounded")
     parts.append(f"q{cfg.num_queries or 'all'}")
     if cfg.defense:
         parts.append(cfg.defense + ("-adaptive" if cfg.adaptive else ""))
@@ -171,6 +173,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
         "random_ranking_mAP": adv_eval.extra["random_ranking_mAP"],
         "perceptibility": percept.result(),
         "seconds": seconds, "images_per_s": len(picked) / max(seconds, 1e-9),
+        "network_training_seconds": getattr(method, "training_seconds", None),
         "settings": {**{k: v for k, v in asdict(cfg).items() if k not in settings and k != "options"},
                      **method.settings()},
         "pr_curve": adv_eval.to_dict()["pr_curve"], "precision_at_n": adv_eval.to_dict()["precision_at_n"],
@@ -185,6 +188,18 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
         atomic_save_npy(out / "query_indices.npy", picked)
         if shown:
             save_example_grid(out / "examples.png", shown, settings.get("eps") or 8 / 255)
+            # The same examples as uint8 arrays, for the report's retrieval figure.
+            import io
+
+            from ..utils.io import atomic_write_bytes
+
+            def to_u8(images):
+                return (torch.stack(images).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+            buf = io.BytesIO()
+            np.savez_compressed(buf, query_indices=picked[:len(shown)], benign=to_u8([b for b, _ in shown]),
+                                adversarial=to_u8([a for _, a in shown]))
+            atomic_write_bytes(out / "examples.npz", buf.getvalue())
     return metrics
 
 

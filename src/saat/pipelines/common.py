@@ -131,3 +131,16 @@ def codes_for(run: LoadedRun, split_name: str, split, *, device, batch_size: int
                          lambda: encode_split(encoder, split, batch_size=batch_size, device=device, amp=amp,
                                               progress=progress, desc=f"encode {split_name}"))
     return codes, time.perf_counter() - t0
+
+
+class FirstItems(torch.utils.data.Dataset):
+    """The first ``n`` items of a split (indices unchanged, so memories stay aligned), with its batched fetch."""
+
+    def __init__(self, split, n: int):
+        self.split, self.n = split, min(int(n), len(split))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitems__(self, indices):
+        return self.split.__getitems__(indices)

@@ -21,7 +21,7 @@ from ..defenses import DEFENSES, DefenseContext
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_json, atomic_write_text
-from .common import MODEL_FILE, encode_batch_size, encode_split, load_run, open_dataset
+from .common import MODEL_FILE, FirstItems, encode_batch_size, encode_split, load_run, open_dataset
 from .evaluate import evaluate
 from .loop import run_epoch
 from .train import LOG_FILE, STATE_FILE, read_log, rng_state, set_rng_state, write_log
@@ -49,6 +49,7 @@ class DefenseConfig:
     amp: bool = False
     num_workers: int = 0
     evaluate: bool = True
+    train_limit: int | None = None  # iterate only the first N training images (quick experiments, the quick demo)
 
 
 DEMO_EPS = 32 / 255  # the demo datasets' attack budget (see saat.pipelines.attack.DEMO_EPS)
@@ -124,7 +125,8 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     defense = defense_cls(ctx, **settings)
 
     batch_size, epochs = int(settings["batch_size"]), int(settings["epochs"])
-    per_epoch = len(ds.train) // batch_size if len(ds.train) > batch_size else 1
+    train_split = ds.train if cfg.train_limit is None else FirstItems(ds.train, cfg.train_limit)
+    per_epoch = len(train_split) // batch_size if len(train_split) > batch_size else 1
     optimizer = defense.build_optimizer(model.parameters())
     total = per_epoch * epochs
     milestones = sorted({max(1, int(f * total)) for f in defense.lr_milestone_fractions()})
@@ -161,8 +163,8 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     model.train()
     t0 = time.perf_counter()
     for epoch in range(start_epoch, epochs):
-        loader = make_loader(ds.train, batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
-                             num_workers=cfg.num_workers, drop_last=len(ds.train) > batch_size)
+        loader = make_loader(train_split, batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                             num_workers=cfg.num_workers, drop_last=len(train_split) > batch_size)
         summary, step = run_epoch(model, loader, step_fn, optimizer, device=device, epoch=epoch, step=step, log=log,
                                   iteration_scheduler=scheduler, progress=progress, desc=defense.name,
                                   channels_last=model.channels_last)

@@ -1,0 +1,566 @@
+"""``build_report``: runs, attacks and defenses → ``report.md``, a self-contained ``report.html`` and PNG figures."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..utils.io import atomic_write_text
+from . import examples as _examples
+from . import paper
+from .claims import attack_strength, defense_strength, pct
+from .collect import (
+    ATTACK_NAMES,
+    AttackResult,
+    Run,
+    collect_runs,
+    curve_of,
+    describe,
+    eps_key,
+    families,
+    group_by_dataset,
+    main_eps,
+    number,
+    pick,
+    pick_matched,
+    same_eps,
+    signature,
+)
+from .document import Block, Bullets, Figure, Heading, Paragraph, Table, to_html, to_markdown
+from .examples import ExampleUnavailable, retrieval_example_figure
+from .figures import eps_figure, retrieval_curve_figure
+
+TITLE = "SAAT report: deep hashing retrieval under attack and adversarial training"
+DASH = "—"
+UNTARGETED_COLUMNS = ("hag", "sdha", "mainstay")
+TARGETED_COLUMNS = ("p2p", "dhta", "tha", "prosgan", "mainstay")
+
+
+def build_report(run_dirs: list[str | Path], out_dir: str | Path = "report", *, discover: bool = True,
+                 examples: bool = True) -> dict[str, Any]:
+    """Collect every result of ``run_dirs`` (trained runs, their attacks, defended runs) and write the report.
+
+    With ``discover``, defended runs that sit beside a given run and name it as their origin are added too. With
+    ``examples``, the retrieval-example figure opens each run's dataset (to show database images).
+
+    Returns the paths written: ``{"markdown": Path, "html": Path, "figures": {name: Path}}``.
+
+    Example::
+
+        from saat.report import build_report
+        paths = build_report(["runs/demo", "runs/demo-saat"], "report")
+        print(paths["html"])
+    """
+    out = Path(out_dir)
+    runs = collect_runs(list(run_dirs), discover=discover)
+    out.mkdir(parents=True, exist_ok=True)
+    builder = _Builder(runs, out, examples)
+    blocks = builder.build()
+    md_path, html_path = out / "report.md", out / "report.html"
+    atomic_write_text(md_path, to_markdown(TITLE, blocks, out))
+    atomic_write_text(html_path, to_html(TITLE, blocks))
+    return {"markdown": md_path, "html": html_path, "figures": dict(builder.figures)}
+
+
+# --- formatting -----------------------------------------------------------------------------------------------------
+
+def eps_text(a: AttackResult) -> str:
+    return "unbounded" if a.eps_255 is None else f"ε {a.eps_255:g}/255"
+
+
+def result_cell(a: AttackResult | None) -> str:
+    """"3.32 (ε 32/255, 100 q, 50 it)" — the number with the settings it was measured at."""
+    if a is None:
+        return DASH
+    parts = [eps_text(a), f"{a.queries} q" if a.queries is not None else None,
+             f"{a.steps} it" if a.steps is not None else None]
+    return f"{pct(a.adversarial)} ({', '.join(p for p in parts if p)})"
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    n = number(v)
+    return DASH if n is None else f"{n:.{digits}g}"
+
+
+def value_text(key: str, v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v).lower()
+    if isinstance(v, float):
+        if key.split(".")[-1] in ("eps", "step") and 0 < v <= 1:
+            return f"{v * 255:.4g}/255"
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(value_text(key, x) for x in v) + "]"
+    return str(v)
+
+
+def compact(mapping: Any, skip: tuple[str, ...] = (), prefix: str = "") -> str:
+    """``key=value`` pairs of a (nested) mapping, nulls and empty values left out."""
+    if not isinstance(mapping, dict):
+        return DASH if mapping is None else str(mapping)
+    parts = []
+    for k, v in mapping.items():
+        key = f"{prefix}{k}"
+        if k in skip or v is None or v == {} or v == []:
+            continue
+        if isinstance(v, dict):
+            inner = compact(v, skip, prefix=f"{key}.")
+            if inner != DASH:
+                parts.append(inner)
+        else:
+            parts.append(f"{key}={value_text(key, v)}")
+    return ", ".join(parts) or DASH
+
+
+def _bits(run: Run) -> int | None:
+    b = number(run.info("bits"))
+    return None if b is None else int(b)
+
+
+# --- the report -----------------------------------------------------------------------------------------------------
+
+class _Builder:
+    def __init__(self, runs: list[Run], out: Path, examples: bool):
+        self.runs, self.out, self.examples = runs, out, examples
+        self.figures: dict[str, Path] = {}
+        self.groups = group_by_dataset(runs)
+        self.main = {ds: main_eps(rs) for ds, rs in self.groups.items()}
+        self._datasets: dict[tuple, Any] = {}
+        self.used: set[int] = set()  # ids of the attack results shown in the tables and figures
+
+    def take(self, a: AttackResult | None) -> AttackResult | None:
+        if a is not None:
+            self.used.add(id(a))
+        return a
+
+    def eps_of(self, run: Run) -> float | None:
+        return self.main.get(str(run.info("dataset") or "unknown dataset"))
+
+    def build(self) -> list[Block]:
+        blocks: list[Block] = []
+        for section in (self.overview, self.claims, self.table1, self.table2, self.figures_section,
+                        self.perceptibility, self.all_results, self.configs, self.paper_tables):
+            blocks += section()
+        return blocks
+
+    # overview ---------------------------------------------------------------------------------------------------
+    def overview(self) -> list[Block]:
+        now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        blocks: list[Block] = [
+            Paragraph(f"Generated by saat {__version__} on {now} from {len(self.runs)} run director"
+                      f"{'y' if len(self.runs) == 1 else 'ies'}. MAP values are percentages (mAP x 100, as in the "
+                      "paper's tables); ε is in /255 pixel levels; 'q' = attacked queries, 'it' = attack iterations. "
+                      "Rows marked 'paper' are the published numbers of Yuan et al. (TIFS 2023), for context only: "
+                      "they come from other datasets, models and budgets than ours unless the dataset matches."),
+            Heading("Runs"),
+        ]
+        rows = []
+        for r in self.runs:
+            origin = r.origin or {}
+            rows.append([r.name, str(r.path), "discovered beside a given run" if r.discovered else "given",
+                         r.label, str(r.info("dataset") or DASH), str(r.info("method") or DASH),
+                         str(r.info("backbone") or DASH), str(r.info("bits") or DASH), str(r.checkpoint_hash or DASH),
+                         str(origin.get("run") or DASH), str(len(r.attacks)), pct(r.clean_map)])
+        blocks.append(Table(["run", "path", "source", "model", "dataset", "hashing", "backbone", "bits", "checkpoint",
+                             "origin", "attack results", "clean mAP"], rows))
+        for ds, eps in self.main.items():
+            if eps is None:
+                blocks.append(Paragraph(f"{ds}: no attack result with an ε budget; the tables below have no "
+                                        "attack columns filled.", note=True))
+            else:
+                n = sum(1 for r in self.groups[ds] for a in r.attacks if same_eps(a, eps) and a.eps is not None)
+                total = sum(1 for r in self.groups[ds] for a in r.attacks)
+                blocks.append(Paragraph(
+                    f"{ds}: main budget ε = {eps:g}/255 (shared by {n} of {total} attack results). The paper-style "
+                    "tables show results at this budget; where several results exist for one attack the table uses "
+                    "the default generator and mode, then the most queries, then the most iterations. Every result is "
+                    "listed under 'All attack results'."))
+        notes = [f"{r.name}: {n}" for r in self.runs for n in r.notes]
+        if notes:
+            blocks += [Paragraph("Missing or unreadable inputs (skipped):", note=True), Bullets(notes)]
+        return blocks
+
+    # claims -----------------------------------------------------------------------------------------------------
+    def claims(self) -> list[Block]:
+        checks = []
+        for base, members in families(self.runs):
+            if base is not None:
+                eps = self.eps_of(base)
+                checks.append(attack_strength(base, eps, targeted=False))
+                checks.append(attack_strength(base, eps, targeted=True))
+            saat_runs = [m for m in members if m.defense_method == "saat"]
+            atrdh = [m for m in members if m.defense_method == "atrdh"]
+            for s in saat_runs:
+                eps = self.eps_of(s)
+                checks.append(defense_strength(s, atrdh, eps, undefended=False))
+                checks.append(defense_strength(s, [base] if base is not None else [], eps, undefended=True))
+            if base is not None and not saat_runs:
+                from .claims import CLAIM_VS_ATRDH, CLAIM_VS_UNDEFENDED, NOT_MEASURED, ClaimCheck
+
+                for claim in (CLAIM_VS_ATRDH, CLAIM_VS_UNDEFENDED):
+                    checks.append(ClaimCheck(claim, f"{base.name} (defenses)", NOT_MEASURED,
+                                             "no SAAT-trained model of this run is in the report."))
+        blocks: list[Block] = [
+            Heading("Claims check"),
+            Paragraph("The paper's qualitative claims (SPEC section 9), checked automatically against the numbers of "
+                      "this report at each dataset's main ε. 'holds' needs every comparison measured and going the "
+                      "paper's way; 'holds where measured' means some comparison is missing; 'not measured' means "
+                      "the inputs are missing. Two models are compared under an attack only when it ran with the same "
+                      "settings on both. Lower MAP under attack = stronger untargeted attack; higher t-MAP = "
+                      "stronger targeted attack; higher MAP under attack = stronger defense."),
+        ]
+        if not checks:
+            blocks.append(Paragraph("Nothing to check: no undefended or SAAT-trained run.", note=True))
+        else:
+            blocks.append(Table(["claim (paper)", "scope", "verdict", "our numbers (%)"],
+                                [[c.claim, c.scope, c.status, c.evidence] for c in checks]))
+        return blocks
+
+    # Table I ------------------------------------------------------------------------------------------------------
+    def table1(self) -> list[Block]:
+        blocks: list[Block] = [Heading("Table I: attacks on undefended models")]
+        bases = [r for r in self.runs if not r.defended]
+        if not bases:
+            return blocks + [Paragraph("No undefended run was given; Table I is empty.", note=True)]
+        for ds, group in self.groups.items():
+            group = [r for r in group if not r.defended]
+            if not group:
+                continue
+            eps = self.main[ds]
+            rows_u, rows_t = [], []
+            for r in group:
+                rows_u.append([r.name, str(_bits(r) or DASH), self.clean_cell(r)]
+                              + [result_cell(self.take(pick(r, m, False, eps))) for m in UNTARGETED_COLUMNS])
+                chosen = [self.take(pick(r, m, True, eps)) for m in TARGETED_COLUMNS]
+                rows_t.append([r.name, str(_bits(r) or DASH), self.benign_t_cell(chosen)]
+                              + [result_cell(a) for a in chosen])
+            paper_u, paper_t = self.paper_rows1(ds, group)
+            eps_txt = DASH if eps is None else f"{eps:g}/255"
+            blocks.append(Table(
+                ["model", "bits", "clean MAP", "HAG", "SDHA", "SAAT attack"], rows_u + paper_u,
+                caption=f"{ds}, untargeted: MAP (%) under attack, ε = {eps_txt} (lower = stronger attack)",
+                paper_rows=set(range(len(rows_u), len(rows_u) + len(paper_u)))))
+            blocks.append(Table(
+                ["model", "bits", "benign t-MAP", "P2P", "DHTA", "THA", "ProS-GAN", "SAAT attack (t)"],
+                rows_t + paper_t,
+                caption=f"{ds}, targeted: t-MAP (%), ε = {eps_txt} (higher = stronger attack)",
+                paper_rows=set(range(len(rows_t), len(rows_t) + len(paper_t)))))
+            if not any(r.attacks for r in group):
+                blocks.append(Paragraph(f"{ds}: no attack results on these runs (run 'saat attack RUN --method all').",
+                                        note=True))
+        return blocks
+
+    def clean_cell(self, r: Run) -> str:
+        if r.clean_map is None:
+            return DASH
+        q = ((r.metrics or {}).get("counts") or {}).get("queries")
+        return f"{pct(r.clean_map)} ({q} q)" if q else pct(r.clean_map)
+
+    @staticmethod
+    def benign_t_cell(chosen: list[AttackResult | None]) -> str:
+        """The benign t-MAP of the SAAT attack's queries (else of the first targeted result shown)."""
+        for a in [chosen[-1], *chosen[:-1]]:
+            if a is not None and a.benign is not None:
+                return f"{pct(a.benign)} ({a.queries} q, {ATTACK_NAMES.get(a.method, a.method)} targets)"
+        return DASH
+
+    def paper_datasets(self, ds: str, runs: list[Run]) -> list[tuple[str, int]]:
+        """Which paper columns to show beside a dataset: its own at our bits when it is a paper dataset, else the
+        32-bit column of each paper dataset."""
+        own = paper.paper_dataset(ds)
+        if own:
+            bits = sorted({b for b in (_bits(r) for r in runs) if b in paper.BITS}) or [32]
+            return [(own, b) for b in bits]
+        return [(d, 32) for d in paper.DATASETS]
+
+    def paper_rows1(self, ds: str, runs: list[Run]) -> tuple[list[list[str]], list[list[str]]]:
+        rows_u, rows_t = [], []
+        for d, b in self.paper_datasets(ds, runs):
+            label = f"paper (Table I): {d}, {b} bits"
+            rows_u.append([label, str(b)] + [_p(paper.TABLE1_UNTARGETED, k, d, b)
+                                             for k in ("clean", *UNTARGETED_COLUMNS)])
+            rows_t.append([label, str(b), DASH] + [_p(paper.TABLE1_TARGETED, k, d, b) for k in TARGETED_COLUMNS])
+        return rows_u, rows_t
+
+    # Table II -----------------------------------------------------------------------------------------------------
+    def table2(self) -> list[Block]:
+        blocks: list[Block] = [Heading("Table II: adversarially trained models")]
+        fams = [(b, m) for b, m in families(self.runs) if m or (b is not None and self._purified(b))]
+        if not fams:
+            return blocks + [Paragraph("No defended run (saat defend) and no purifier result is in the report; "
+                                       "Table II is empty.", note=True)]
+        for base, members in fams:
+            models = ([base] if base is not None else []) + members
+            eps = self.eps_of(models[0])
+            columns = [pick_matched(models, m, False, eps) for m in UNTARGETED_COLUMNS]
+            rows = [[r.label, r.name, pct(r.clean_map)] + [result_cell(self.take(col[i])) for col in columns]
+                    for i, r in enumerate(models)]
+            mixed = []
+            for m, col in zip(UNTARGETED_COLUMNS, columns, strict=True):
+                if len({signature(a) for a in col if a is not None}) > 1:
+                    mixed.append(f"{ATTACK_NAMES[m]} (" + "; ".join(f"{r.name}: {describe(a)}" for r, a in
+                                                                    zip(models, col, strict=True) if a) + ")")
+            if base is not None:
+                for purifier in self._purified(base):
+                    results = [self.take(pick(base, m, False, eps, purifier)) for m in UNTARGETED_COLUMNS]
+                    benign = next((a.benign for a in results if a is not None and a.benign is not None), None)
+                    rows.append([f"ComDefend purifier ({'adaptive' if 'adaptive' in purifier else 'non-adaptive'} "
+                                 "attacker)", base.name, pct(benign)] + [result_cell(a) for a in results])
+            ref = base if base is not None else members[0]
+            ds = str(ref.info("dataset") or "unknown dataset")
+            prow = []
+            for d, b in self.paper_datasets(ds, [ref]):
+                prow.append([f"paper (Table I): undefended, {d}, {b} bits", DASH]
+                            + [_p(paper.TABLE1_UNTARGETED, k, d, b) for k in ("clean", *UNTARGETED_COLUMNS)])
+                for defense in paper.TABLE2_DEFENSES:
+                    prow.append([f"paper (Table II): {defense.upper()}, {d}, {b} bits", DASH]
+                                + [_p(paper.TABLE2[defense], k, d, b) for k in ("clean", *UNTARGETED_COLUMNS)])
+            title = f"origin {base.name}" if base is not None else "defended runs whose origin is not in the report"
+            eps_txt = DASH if eps is None else f"{eps:g}/255"
+            blocks.append(Table(["model", "run", "clean MAP", "HAG", "SDHA", "SAAT attack"], rows + prow,
+                                caption=f"{ds}, {title}: MAP (%) clean and under attack, ε = {eps_txt} "
+                                        "(higher = more robust)",
+                                paper_rows=set(range(len(rows), len(rows) + len(prow)))))
+            if mixed:
+                blocks.append(Paragraph("Models attacked with different settings (compare these columns with care): "
+                                        + "; ".join(mixed) + ".", note=True))
+        return blocks
+
+    @staticmethod
+    def _purified(run: Run) -> list[str]:
+        return sorted({a.purifier for a in run.attacks if a.purifier and not a.targeted})
+
+    # figures ------------------------------------------------------------------------------------------------------
+    def figures_section(self) -> list[Block]:
+        blocks: list[Block] = [Heading("Figures")]
+        blocks += self.curve_figures()
+        blocks += self.eps_figures()
+        blocks += self.example_figures()
+        return blocks
+
+    def shown_attacks(self, run: Run) -> list[AttackResult]:
+        eps = self.eps_of(run)
+        chosen = [pick(run, m, False, eps) for m in (*UNTARGETED_COLUMNS, "cgat")]
+        chosen += [pick(run, m, True, eps) for m in (*TARGETED_COLUMNS, "cgat")]
+        return [self.take(a) for a in chosen if a is not None]
+
+    def curve_figures(self) -> list[Block]:
+        blocks: list[Block] = [Heading("Precision-recall and P@N: benign vs each attack (paper Fig. 3-4)", 3)]
+        for run in self.runs:
+            attacks = self.shown_attacks(run)
+            for kind, what in (("pr", "precision-recall"), ("pn", "precision@N")):
+                path, missing = retrieval_curve_figure(self.out / f"{kind}-{run.slug}.png", run, attacks, kind)
+                if path is None:
+                    blocks.append(Paragraph(f"{run.name}: no {what} curve (no clean metrics and no attack with "
+                                            "stored curves).", note=True))
+                    continue
+                self.figures[path.stem] = path
+                eps = self.eps_of(run)
+                blocks.append(Figure(path, f"{what[0].upper()}{what[1:]} of {run.name} ({run.label}): benign queries "
+                                           f"vs the attacks of Table I (ε {DASH if eps is None else f'{eps:g}'}/255)."))
+                if missing:
+                    blocks.append(Paragraph(f"{run.name}: no stored {what} curve for {', '.join(missing)}.", note=True))
+        return blocks
+
+    def eps_figures(self) -> list[Block]:
+        blocks: list[Block] = [Heading("MAP vs ε under the untargeted SAAT attack", 3)]
+        for base, members in families(self.runs):
+            runs = ([base] if base is not None else []) + members
+            results = {id(r): [a for a in r.attacks if a.method == "mainstay" and not a.targeted and not a.purifier
+                               and a.eps is not None and a.adversarial is not None] for r in runs}
+            budgets = {eps_key(a.eps_255) for rs in results.values() for a in rs}
+            name = base.name if base is not None else "defended runs without origin"
+            if len(budgets) < 2:
+                blocks.append(Paragraph(f"{name}: MAP-vs-ε figure skipped, untargeted SAAT-attack results exist at "
+                                        f"{len(budgets)} budget{'s' if len(budgets) != 1 else ''} (needs 2 or more).",
+                                        note=True))
+                continue
+            # One line per model, drawn from results with one setting (the one covering most budgets and models) so
+            # that a line never mixes attack strengths.
+            shared = Counter(signature(a) for rs in results.values() for a in rs)
+            lines = []
+            for r in runs:
+                own = Counter(signature(a) for a in results[id(r)])
+                if not own:
+                    continue
+                sig = max(own, key=lambda g: (shared[g], own[g]))
+                points, benign = [], None
+                for k in sorted({eps_key(a.eps_255) for a in results[id(r)] if signature(a) == sig}):
+                    a = max((a for a in results[id(r)] if signature(a) == sig and eps_key(a.eps_255) == k),
+                            key=AttackResult.preference)
+                    points.append((a.eps_255, a.adversarial))
+                    benign = a.benign if benign is None else benign
+                if benign is not None:
+                    points.append((0.0, benign))
+                example = next(a for a in results[id(r)] if signature(a) == sig)
+                lines.append((f"{r.label}: {r.name} ({describe(example)})", r.defense_method or "undefended", points))
+            slug = base.slug if base is not None else "orphans"
+            path = eps_figure(self.out / f"eps-{slug}.png", f"MAP under the SAAT attack vs ε: {name}", lines)
+            self.figures[path.stem] = path
+            blocks.append(Figure(path, f"MAP (fraction) of {name} and its adversarially trained versions under the "
+                                       "untargeted SAAT attack at each measured ε, each line with one attack setting; "
+                                       "ε = 0 is the benign MAP of the same queries."))
+        return blocks
+
+    def example_figures(self) -> list[Block]:
+        blocks: list[Block] = [Heading("Retrieval examples (paper Fig. 5)", 3)]
+        if not self.examples:
+            return blocks + [Paragraph("Retrieval examples not drawn (disabled).", note=True)]
+        for run in self.runs:
+            eps = self.eps_of(run)
+            cands = [a for a in run.attacks if a.adversarial is not None and not a.purifier]
+            cands.sort(key=lambda a: (a.method == "mainstay" and not a.targeted, not a.targeted,
+                                      same_eps(a, eps), a.preference()), reverse=True)
+            reasons = Counter()
+            drawn = False
+            for a in cands:
+                if not (a.directory / "examples.npz").is_file():
+                    reasons["examples.npz missing"] += 1
+                    continue
+                try:
+                    path = retrieval_example_figure(self.out / f"examples-{run.slug}.png", run, a,
+                                                    dataset=self.dataset_for(run))
+                except ExampleUnavailable as exc:
+                    reasons[str(exc)] += 1
+                    continue
+                self.figures[path.stem] = path
+                blocks.append(Figure(path, f"{run.name} ({run.label}): top-10 database items for benign and "
+                                           f"adversarial queries of '{a.name}' ({eps_text(a)}); green frame = "
+                                           "relevant, red = irrelevant."))
+                drawn = True
+                break
+            if not drawn:
+                why = "; ".join(f"{k} ({n} result{'s' if n > 1 else ''})" for k, n in reasons.items()) or (
+                    "no attack results")
+                blocks.append(Paragraph(f"{run.name}: no retrieval example: {why}.", note=True))
+        return blocks
+
+    def dataset_for(self, run: Run):
+        """The run's dataset, opened once per (dataset, input size, seed); an error is raised as unavailable."""
+        training = (run.metadata or {}).get("training") or {}
+        key = (str(run.info("dataset")), (run.metadata or {}).get("input_size"), training.get("seed"),
+               training.get("dataset_dir"))
+        if key not in self._datasets:
+            try:
+                self._datasets[key] = _examples.open_run_dataset(run.path)
+            except Exception as exc:  # noqa: BLE001 - a missing dataset only skips the figure
+                self._datasets[key] = ExampleUnavailable(f"dataset not available ({type(exc).__name__}: {exc})")
+        ds = self._datasets[key]
+        if isinstance(ds, ExampleUnavailable):
+            raise ds
+        return ds
+
+    # perceptibility and timing ------------------------------------------------------------------------------------
+    def perceptibility(self) -> list[Block]:
+        rows = []
+        for r in self.runs:
+            for a in r.attacks:
+                p = a.perceptibility
+                rows.append([r.name, a.name, a.display, eps_text(a), fmt(p.get("linf_mean_255"), 4),
+                             fmt(number(p.get("linf_max")) * 255 if number(p.get("linf_max")) is not None else None),
+                             fmt(p.get("l2_mean")), fmt(p.get("mse_mean")), fmt(p.get("psnr_mean")),
+                             str(p.get("images", a.queries or DASH)), fmt(a.metrics.get("seconds")),
+                             fmt(a.metrics.get("images_per_s")), str(a.metrics.get("device") or DASH)])
+        blocks: list[Block] = [Heading("Perceptibility and attack time")]
+        if rows:
+            blocks.append(Table(["run", "result", "attack", "budget", "L∞ mean (/255)", "L∞ max (/255)", "L2",
+                                 "MSE", "PSNR (dB)", "images", "seconds", "images/s", "device"], rows,
+                                caption="Per attack result: mean perturbation size over the attacked queries, time"))
+        else:
+            blocks.append(Paragraph("No attack results.", note=True))
+        blocks += [Heading("Training time", 3), self.training_table()]
+        return blocks
+
+    def training_table(self) -> Table:
+        rows = []
+        for r in self.runs:
+            epochs = r.epoch_seconds()
+            m = r.metrics or {}
+            per_epoch = number(m.get("seconds_per_epoch"))
+            if per_epoch is None and epochs:
+                per_epoch = sum(epochs) / len(epochs)
+            ratio, source = number(m.get("epoch_time_ratio_to_plain_training")), "metrics.json"
+            origin = next((o for o in self.runs if not o.defended and r.defended and o is not r
+                           and (r.origin or {}).get("checkpoint") == o.checkpoint_hash), None)
+            if ratio is None and per_epoch is not None and origin is not None and origin.epoch_seconds():
+                plain = origin.epoch_seconds()
+                ratio, source = per_epoch / (sum(plain) / len(plain)), f"train logs of {r.name} and {origin.name}"
+            total = number(m.get("training_seconds_this_session"))
+            rows.append([r.name, r.label, str(len(epochs) or m.get("epochs") or DASH), fmt(per_epoch),
+                         fmt(sum(epochs)) if epochs else fmt(total),
+                         DASH if not r.defended else (f"{ratio:.1f}x ({source})" if ratio is not None else DASH)])
+        return Table(["run", "model", "epochs", "seconds / epoch", "training seconds", "epoch time vs plain training"],
+                     rows, caption="From train_log.jsonl (epoch records) and metrics.json")
+
+    # all results ----------------------------------------------------------------------------------------------------
+    def all_results(self) -> list[Block]:
+        blocks: list[Block] = [Heading("All attack results")]
+        rows = []
+        for r in self.runs:
+            eps = self.eps_of(r)
+            for a in sorted(r.attacks, key=lambda a: (a.targeted, a.method, a.eps_255 or 0, a.name)):
+                used = "yes" if id(a) in self.used else ("ε differs" if not same_eps(a, eps) else "")
+                rows.append([r.name, a.name, a.display, "targeted" if a.targeted else "untargeted",
+                             a.purifier or DASH, eps_text(a), str(a.queries or DASH), str(a.steps or DASH),
+                             a.generator or DASH, pct(a.benign), pct(a.adversarial), pct(a.theory),
+                             pct(number(a.metrics.get("random_ranking_mAP"))), "yes" if curve_of(
+                                 a.metrics, "pr_curve", "recall") else "no", used])
+        if not rows:
+            return blocks + [Paragraph("No attack results in these runs.", note=True)]
+        blocks.append(Paragraph("benign = MAP of the same benign queries (t-MAP with the target labels for targeted "
+                                "attacks); adversarial = MAP (t-MAP) of the adversarial queries; theory = MAP of the "
+                                "attack's ideal codes; random = MAP of a random ranking. 'in tables' = used in Tables "
+                                "I/II and the curve figures."))
+        blocks.append(Table(["run", "result", "attack", "kind", "purifier", "budget", "queries", "iterations",
+                             "generator", "benign", "adversarial", "theory", "random", "curves", "in tables"], rows))
+        return blocks
+
+    # configuration ----------------------------------------------------------------------------------------------
+    def configs(self) -> list[Block]:
+        rows = []
+        for r in self.runs:
+            if r.config is not None:
+                rows.append([r.name, "config.yaml", compact(r.config)])
+            if r.defense_config is not None:
+                dc = r.defense_config
+                rows.append([r.name, "defense.yaml", compact({"source_run": dc.get("source_run"),
+                                                              "source_checkpoint": dc.get("source_checkpoint"),
+                                                              "settings": dc.get("settings")})])
+            elif r.defense is not None:
+                rows.append([r.name, "model.pt defense", compact(r.defense)])
+            if r.config is None and r.defense_config is None and r.metadata and r.metadata.get("training"):
+                rows.append([r.name, "model.pt training", compact(r.metadata["training"])])
+        attack_rows = [[r.name, a.name, compact(a.settings, skip=("name",))] for r in self.runs for a in r.attacks]
+        blocks: list[Block] = [Heading("Configuration")]
+        blocks.append(Table(["run", "file", "settings (nulls omitted)"], rows) if rows
+                      else Paragraph("No configuration files found.", note=True))
+        if attack_rows:
+            blocks.append(Table(["run", "attack result", "settings"], attack_rows, caption="Attack settings"))
+        return blocks
+
+    # the paper --------------------------------------------------------------------------------------------------
+    def paper_tables(self) -> list[Block]:
+        head = ["paper row"] + [f"{d} ({'/'.join(map(str, paper.BITS))} bits)" for d in paper.DATASETS]
+
+        def row(label: str, table: dict, key: str) -> list[str]:
+            return [label] + [" / ".join(f"{v:.2f}" for v in table[key][d]) for d in paper.DATASETS]
+
+        t1 = [row("clean (no attack)", paper.TABLE1_UNTARGETED, "clean")]
+        t1 += [row(ATTACK_NAMES[k], paper.TABLE1_UNTARGETED, k) for k in UNTARGETED_COLUMNS]
+        t1 += [row(f"{ATTACK_NAMES[k]} (t)", paper.TABLE1_TARGETED, k) for k in TARGETED_COLUMNS]
+        t2 = [row(f"{d.upper()} {'clean' if k == 'clean' else 'vs ' + ATTACK_NAMES[k]}", paper.TABLE2[d], k)
+              for d in paper.TABLE2_DEFENSES for k in ("clean", *UNTARGETED_COLUMNS)]
+        return [Heading("The paper's numbers (for context)"),
+                Paragraph(f"Published in {paper.SOURCE}. MAP % (t-MAP % for targeted rows), ε = 8/255. These are "
+                          "the paper's numbers, not measured here.", note=True),
+                Table(head, t1, caption="Paper, Table I: attacks on undefended models", paper_rows=set(range(len(t1)))),
+                Table(head, t2, caption="Paper, Table II: adversarially trained models",
+                      paper_rows=set(range(len(t2))))]
+
+
+def _p(table: dict, key: str, dataset: str, bits: int) -> str:
+    v = paper.paper_value(table, key, dataset, bits)
+    return DASH if v is None else f"{v:.2f}"

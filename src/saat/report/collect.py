@@ -1,0 +1,520 @@
+"""Reading what ``saat train / attack / defend`` wrote: runs, their attack results, and the choice of the results
+that go into the paper-style tables.
+
+Nothing here computes a metric; it only reads files. Every file that is missing or unreadable becomes a note on
+the run (shown in the report) instead of an error, except a given path that is not a run directory at all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RUN_MARKERS = ("model.pt", "metrics.json", "config.yaml", "defense.yaml")
+DEFENSE_NAMES = {"saat": "SAAT", "atrdh": "ATRDH", "cgat": "CgAT", "comdefend": "ComDefend"}
+ATTACK_NAMES = {"hag": "HAG", "sdha": "SDHA", "mainstay": "SAAT attack", "p2p": "P2P", "dhta": "DHTA", "tha": "THA",
+                "prosgan": "ProS-GAN", "cgat": "CgAT attack"}
+# eps values closer than this (in /255 units) are the same budget (32/255 written as 0.12549 or 0.1254902).
+EPS_TOLERANCE_255 = 1e-3
+
+
+def read_json(path: Path) -> tuple[Any, str | None]:
+    """(content, None) or (None, why it could not be read)."""
+    try:
+        return json.loads(path.read_text()), None
+    except FileNotFoundError:
+        return None, f"{path.name} missing"
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} unreadable ({type(exc).__name__}: {exc})"
+
+
+def read_yaml(path: Path) -> tuple[Any, str | None]:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()), None
+    except FileNotFoundError:
+        return None, f"{path.name} missing"
+    except (OSError, yaml.YAMLError) as exc:
+        return None, f"{path.name} unreadable ({type(exc).__name__})"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    records = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            break  # a line cut by a crash ends the log
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def number(value: Any) -> float | None:
+    """A finite float, or None for missing / null / non-numeric / NaN values."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+@dataclass
+class AttackResult:
+    """One ``RUN/attacks/<name>/metrics.json``."""
+
+    directory: Path
+    metrics: dict
+
+    @property
+    def name(self) -> str:
+        return str(self.metrics.get("name") or self.directory.name)
+
+    @property
+    def method(self) -> str:
+        return str(self.metrics.get("attack") or "?")
+
+    @property
+    def display(self) -> str:
+        label = ATTACK_NAMES.get(self.method, self.method)
+        return f"{label} (t)" if self.targeted else label
+
+    @property
+    def targeted(self) -> bool:
+        return bool(self.metrics.get("targeted"))
+
+    @property
+    def metric_key(self) -> str:
+        return "t-MAP" if self.targeted else "mAP"
+
+    @property
+    def adversarial(self) -> float | None:
+        return number(self.metrics.get(f"adversarial_{self.metric_key}"))
+
+    @property
+    def benign(self) -> float | None:
+        """Benign MAP of the same queries (benign t-MAP for targeted attacks: the target labels as relevance)."""
+        return number(self.metrics.get("benign_t-MAP" if self.targeted else "benign_mAP"))
+
+    @property
+    def theory(self) -> float | None:
+        return number(self.metrics.get(f"theory_{self.metric_key}"))
+
+    @property
+    def settings(self) -> dict:
+        s = self.metrics.get("settings")
+        return s if isinstance(s, dict) else {}
+
+    @property
+    def bounded(self) -> bool:
+        return self.settings.get("bounded", True) is not False
+
+    @property
+    def eps(self) -> float | None:
+        """The L-inf budget in [0,1] pixel units; None when the attack has none (an unbounded generator)."""
+        return number(self.settings.get("eps")) if self.bounded else None
+
+    @property
+    def eps_255(self) -> float | None:
+        return None if self.eps is None else self.eps * 255
+
+    @property
+    def steps(self) -> int | None:
+        v = number(self.settings.get("steps"))
+        return None if v is None else int(v)
+
+    @property
+    def queries(self) -> int | None:
+        v = number(self.metrics.get("queries"))
+        return None if v is None else int(v)
+
+    @property
+    def purifier(self) -> str | None:
+        """The input purifier in front of the model at evaluation ("comdefend", "comdefend-adaptive") or None."""
+        d = self.settings.get("defense")
+        if not d:
+            return None
+        return f"{d}-adaptive" if self.settings.get("adaptive") else str(d)
+
+    @property
+    def generator(self) -> str | None:
+        g = self.settings.get("generator")
+        return None if g is None else str(g)
+
+    @property
+    def parity(self) -> bool:
+        return bool(self.settings.get("parity"))
+
+    @property
+    def perceptibility(self) -> dict:
+        p = self.metrics.get("perceptibility")
+        return p if isinstance(p, dict) else {}
+
+    def curve(self, key: str, x: str) -> tuple[list[float], list[float]] | None:
+        """A stored curve (``pr_curve`` recall/precision, ``precision_at_n`` n/precision) or None."""
+        return curve_of(self.metrics, key, x)
+
+    def preference(self) -> tuple:
+        """Sort key among results of one attack at one eps: the paper's default generator and mode first, then the
+        most queries, the most iterations, the newest."""
+        try:
+            mtime = (self.directory / "metrics.json").stat().st_mtime
+        except OSError:
+            mtime = 0.0
+        return (self.generator in (None, "pgd"), not self.parity, self.queries or 0, self.steps or 0, mtime)
+
+
+def curve_of(metrics: dict | None, key: str, x: str) -> tuple[list[float], list[float]] | None:
+    c = (metrics or {}).get(key)
+    if not isinstance(c, dict):
+        return None
+    xs, ys = c.get(x), c.get("precision")
+    if not isinstance(xs, list) or not isinstance(ys, list) or not xs or len(xs) != len(ys):
+        return None
+    pairs = [(number(a), number(b)) for a, b in zip(xs, ys, strict=True)]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    if not pairs:
+        return None
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+@dataclass
+class Run:
+    """A run directory (trained or defended) with everything the report reads from it."""
+
+    path: Path
+    metrics: dict | None = None
+    metadata: dict | None = None
+    config: dict | None = None
+    defense_config: dict | None = None
+    train_log: list[dict] = field(default_factory=list)
+    attacks: list[AttackResult] = field(default_factory=list)
+    checkpoint_hash: str | None = None
+    notes: list[str] = field(default_factory=list)
+    discovered: bool = False
+    slug: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def defense(self) -> dict | None:
+        d = (self.metadata or {}).get("defense")
+        if not isinstance(d, dict):
+            d = (self.metrics or {}).get("defense")
+        return d if isinstance(d, dict) else None
+
+    @property
+    def origin(self) -> dict | None:
+        o = (self.metadata or {}).get("origin")
+        if not isinstance(o, dict) and isinstance(self.defense_config, dict):
+            dc = self.defense_config
+            o = {"run": dc.get("source_run"), "checkpoint": dc.get("source_checkpoint")}
+        return o if isinstance(o, dict) else None
+
+    @property
+    def defended(self) -> bool:
+        return self.defense is not None or self.defense_config is not None
+
+    @property
+    def defense_method(self) -> str | None:
+        if self.defense is not None:
+            return str(self.defense.get("method"))
+        if isinstance(self.defense_config, dict):
+            return str((self.defense_config.get("config") or {}).get("method") or "?")
+        return None
+
+    @property
+    def label(self) -> str:
+        """"undefended", or the defense and its mode: "SAAT (default mode)", "ATRDH (parity mode)"."""
+        if not self.defended:
+            return "undefended"
+        method = self.defense_method or "?"
+        mode = (self.defense or {}).get("mode")
+        name = DEFENSE_NAMES.get(method, method)
+        return f"{name} ({mode} mode)" if mode else name
+
+    def info(self, key: str) -> Any:
+        """dataset / method / backbone / bits from metrics.json, else the model metadata, else config.yaml."""
+        m = self.metrics or {}
+        if m.get(key) is not None:
+            return m[key]
+        meta = self.metadata or {}
+        if key in ("backbone", "bits"):
+            arch = meta.get("architecture") or {}
+            if arch.get(key) is not None:
+                return arch[key]
+        if meta.get(key) is not None:
+            return meta[key]
+        return (self.config or {}).get(key)
+
+    @property
+    def clean_map(self) -> float | None:
+        return number((self.metrics or {}).get("mAP"))
+
+    def epoch_seconds(self) -> list[float]:
+        return [s for s in (number(r.get("seconds")) for r in self.train_log if r.get("kind") == "epoch")
+                if s is not None]
+
+
+def is_attack_dir(path: Path) -> bool:
+    """``RUN/attacks/<name>/``: an attack result, not a run."""
+    return path.parent.name == "attacks" and (path / "metrics.json").is_file() and not (path / "model.pt").is_file()
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and not is_attack_dir(path) and any((path / m).is_file() for m in RUN_MARKERS)
+
+
+def check_run_dir(path: str | Path) -> Path:
+    """The path of a run directory, or a FileNotFoundError / ValueError that says what the path is instead."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"run directory not found: {p}")
+    if not p.is_dir():
+        raise ValueError(f"{p} is not a run directory (it is a file); give the folder that holds model.pt")
+    if is_attack_dir(p):
+        raise ValueError(f"{p} is an attack result, not a run directory; give the run it belongs to: {p.parent.parent}")
+    if p.name == "attacks" and is_run_dir(p.parent):
+        raise ValueError(f"{p} is the attack folder of a run; give the run directory itself: {p.parent}")
+    if not is_run_dir(p):
+        inside = sorted(c.name for c in p.iterdir() if is_run_dir(c))
+        hint = (f"; it contains run directories ({', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''}): "
+                f"give those instead, e.g. {p}/*") if inside else ""
+        raise ValueError(f"{p} is not a saat run directory (none of {', '.join(RUN_MARKERS)} found){hint}")
+    return p
+
+
+def load_run_info(path: Path, *, read_model: bool = True) -> Run:
+    run = Run(path)
+    run.metrics, why = read_json(path / "metrics.json")
+    if why:
+        run.notes.append(why + " (no clean metrics)")
+    if (path / "config.yaml").is_file():
+        run.config, why = read_yaml(path / "config.yaml")
+        if why:
+            run.notes.append(why)
+    if (path / "defense.yaml").is_file():
+        run.defense_config, why = read_yaml(path / "defense.yaml")
+        if why:
+            run.notes.append(why)
+    for target, source in (("config", run.config), ("defense_config", run.defense_config)):
+        if source is not None and not isinstance(source, dict):
+            setattr(run, target, None)
+            run.notes.append(f"{'config.yaml' if target == 'config' else 'defense.yaml'} is not a mapping")
+    run.train_log = read_jsonl(path / "train_log.jsonl")
+    model_path = path / "model.pt"
+    if read_model and model_path.is_file():
+        from ..checkpoint import file_hash, load_model_file
+
+        try:
+            run.metadata = load_model_file(model_path).get("metadata")
+            run.checkpoint_hash = file_hash(model_path)
+        except (OSError, ValueError) as exc:
+            run.notes.append(f"model.pt unreadable ({exc})")
+    elif not model_path.is_file():
+        run.notes.append("model.pt missing (defense/origin taken from metrics.json and defense.yaml)")
+    if run.checkpoint_hash is None:
+        run.checkpoint_hash = (run.metrics or {}).get("checkpoint")
+    run.attacks = load_attacks(path / "attacks", run.notes)
+    return run
+
+
+def load_attacks(attacks_dir: Path, notes: list[str]) -> list[AttackResult]:
+    if not attacks_dir.is_dir():
+        notes.append("no attacks/ folder (no attack results)")
+        return []
+    results = []
+    for d in sorted(p for p in attacks_dir.iterdir() if p.is_dir()):
+        m, why = read_json(d / "metrics.json")
+        if why:
+            notes.append(f"attacks/{d.name}: {why}")
+        elif not isinstance(m, dict):
+            notes.append(f"attacks/{d.name}: metrics.json is not an object")
+        else:
+            results.append(AttackResult(d, m))
+    if not results:
+        notes.append("attacks/ holds no attack result")
+    return results
+
+
+def discover_defended(runs: list[Run]) -> list[Path]:
+    """Defended run directories beside the given undefended runs (same parent folder) whose origin is one of them:
+    matched by the origin checkpoint's content hash, or else by the origin path."""
+    targets = {r.checkpoint_hash for r in runs if not r.defended and r.checkpoint_hash}
+    paths = {r.path.resolve() for r in runs if not r.defended}
+    known = {r.path.resolve() for r in runs}
+    found = []
+    for parent in sorted({r.path.resolve().parent for r in runs if not r.defended}):
+        for cand in sorted(p for p in parent.iterdir() if p.is_dir() and p.resolve() not in known):
+            if not (cand / "defense.yaml").is_file():
+                continue
+            cfg, _ = read_yaml(cand / "defense.yaml")
+            if not isinstance(cfg, dict):
+                continue
+            source = cfg.get("source_run")
+            by_path = False
+            if source:
+                sp = Path(str(source))
+                by_path = (sp if sp.is_absolute() else parent / sp.name).resolve() in paths
+            if cfg.get("source_checkpoint") in targets or by_path:
+                found.append(cand)
+    return found
+
+
+def collect_runs(run_dirs: list[str | Path], *, discover: bool = True) -> list[Run]:
+    """Read the given run directories (and, with ``discover``, defended runs beside them whose origin they are)."""
+    if not run_dirs:
+        raise ValueError("give at least one run directory")
+    paths: list[Path] = []
+    for p in run_dirs:
+        p = check_run_dir(p)
+        if p.resolve() not in {q.resolve() for q in paths}:
+            paths.append(p)
+    runs = [load_run_info(p) for p in paths]
+    if discover:
+        for p in discover_defended(runs):
+            run = load_run_info(p)
+            run.discovered = True
+            runs.append(run)
+    assign_slugs(runs)
+    return runs
+
+
+def assign_slugs(runs: list[Run]) -> None:
+    """File-name-safe, unique short names for figure files."""
+    seen: Counter[str] = Counter()
+    for run in runs:
+        base = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run.name).strip("._") or "run"
+        seen[base] += 1
+        run.slug = base if seen[base] == 1 else f"{base}-{seen[base]}"
+
+
+# --- choosing results ---------------------------------------------------------------------------------------------
+
+def eps_key(eps_255: float | None) -> float | None:
+    return None if eps_255 is None else round(eps_255 / EPS_TOLERANCE_255) * EPS_TOLERANCE_255
+
+
+def main_eps(runs: list[Run]) -> float | None:
+    """The budget (/255) most attack results of these runs share; ties go to the budget covering more distinct
+    (run, attack) pairs, then to the smaller budget. None when no result has a budget."""
+    counts: Counter[float] = Counter()
+    combos: dict[float, set] = {}
+    for run in runs:
+        for a in run.attacks:
+            k = eps_key(a.eps_255)
+            if k is None:
+                continue
+            counts[k] += 1
+            combos.setdefault(k, set()).add((run.name, a.method, a.targeted, a.purifier))
+    if not counts:
+        return None
+    return sorted(counts, key=lambda k: (-counts[k], -len(combos[k]), k))[0]
+
+
+def same_eps(a: AttackResult, eps_255: float | None) -> bool:
+    """Whether ``a`` ran at the budget ``eps_255``; an unbounded attack (no budget) counts as any budget."""
+    return a.eps_255 is None or eps_255 is None or abs(a.eps_255 - eps_255) < 2 * EPS_TOLERANCE_255
+
+
+def candidates(run: Run, method: str, targeted: bool, eps_255: float | None, purifier: str | None = None
+               ) -> list[AttackResult]:
+    return [a for a in run.attacks if a.method == method and a.targeted == targeted and a.purifier == purifier
+            and a.adversarial is not None and same_eps(a, eps_255)]
+
+
+def pick(run: Run, method: str, targeted: bool, eps_255: float | None, purifier: str | None = None
+         ) -> AttackResult | None:
+    """The result shown for (method, targeted) on ``run`` at ``eps_255`` (see ``AttackResult.preference``)."""
+    hits = candidates(run, method, targeted, eps_255, purifier)
+    return max(hits, key=AttackResult.preference) if hits else None
+
+
+def signature(a: AttackResult) -> tuple:
+    """What must agree for two results of one attack to be compared like with like: iterations, step, queries,
+    seed (the query subset), generator, mode."""
+    step = number(a.settings.get("step"))
+    return (a.steps, None if step is None else round(step * 255, 3), a.queries, a.settings.get("seed"), a.generator,
+            a.parity)
+
+
+def describe(a: AttackResult) -> str:
+    parts = [f"{a.steps} it" if a.steps is not None else None, f"{a.queries} q" if a.queries is not None else None]
+    step = number(a.settings.get("step"))
+    if step is not None:
+        parts.append(f"step {step * 255:g}/255")
+    return ", ".join(p for p in parts if p) or "settings unknown"
+
+
+def pick_matched(runs: list[Run], method: str, targeted: bool, eps_255: float | None, purifier: str | None = None
+                 ) -> list[AttackResult | None]:
+    """One result per run for the same attack, with the settings shared by the most runs (so that models are
+    compared under the same attack); a run without that setting gets its own preferred result."""
+    cands = [candidates(r, method, targeted, eps_255, purifier) for r in runs]
+    shared: Counter[tuple] = Counter(s for cs in cands for s in {signature(a) for a in cs})
+    if not shared:
+        return [None] * len(runs)
+
+    def rank(sig: tuple) -> tuple:
+        return shared[sig], max(a.preference() for cs in cands for a in cs if signature(a) == sig)
+
+    top = max(shared, key=rank)
+    out: list[AttackResult | None] = []
+    for cs in cands:
+        same = [a for a in cs if signature(a) == top]
+        out.append(max(same or cs, key=AttackResult.preference) if cs else None)
+    return out
+
+
+def group_by_dataset(runs: list[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(str(run.info("dataset") or "unknown dataset"), []).append(run)
+    return groups
+
+
+def origin_of(run: Run, runs: list[Run]) -> Run | None:
+    """The undefended run (among ``runs``) that ``run`` was adversarially trained from."""
+    o = run.origin
+    if not o:
+        return None
+    for cand in runs:
+        if cand is run or cand.defended:
+            continue
+        if o.get("checkpoint") and o.get("checkpoint") == cand.checkpoint_hash:
+            return cand
+    for cand in runs:
+        if cand is run or cand.defended or not o.get("run"):
+            continue
+        sp = Path(str(o["run"]))
+        if sp.is_absolute() and sp.resolve() == cand.path.resolve():
+            return cand
+    return None
+
+
+def families(runs: list[Run]) -> list[tuple[Run | None, list[Run]]]:
+    """(undefended run, its defended runs), plus (None, [defended runs whose origin is not in the report])."""
+    out: list[tuple[Run | None, list[Run]]] = [(r, []) for r in runs if not r.defended]
+    orphans = []
+    for run in runs:
+        if not run.defended:
+            continue
+        origin = origin_of(run, runs)
+        for base, members in out:
+            if base is origin and origin is not None:
+                members.append(run)
+                break
+        else:
+            orphans.append(run)
+    if orphans:
+        out.append((None, orphans))
+    return out
