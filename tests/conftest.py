@@ -17,11 +17,17 @@ def retrieval_data():
 
 
 @pytest.fixture(scope="session")
-def mosaic_run(tmp_path_factory):
-    """A CSQ small_cnn model trained briefly on the shipped fashion-mosaic data (shared by end-to-end tests)."""
-    import saat
+def quick_demo(tmp_path_factory):
+    """`saat demo --quick` run once per session: a CSQ model on fashion-mosaic, every attack, SAAT and ATRDH
+    models, a report. End-to-end tests read its outputs; attack tests reuse its trained model."""
+    from saat.pipelines.demo import run_demo
 
-    run = tmp_path_factory.mktemp("runs") / "mosaic-csq"
-    saat.train(out=run, progress=False, dataset="fashion-mosaic", method="csq", backbone="small_cnn", bits=32,
-               epochs=3, device="cpu", seed=0)
-    return run
+    out = tmp_path_factory.mktemp("demo")
+    result = run_demo(out, quick=True, device="cpu", progress=False)
+    return out, result
+
+
+@pytest.fixture(scope="session")
+def mosaic_run(quick_demo):
+    """The demo's CSQ small_cnn model (3 epochs on the shipped fashion-mosaic data)."""
+    return quick_demo[0] / "csq"

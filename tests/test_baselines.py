@@ -87,17 +87,28 @@ def test_tha_prototype_training_pulls_prototypes_to_their_label_codes(tmp_path):
 @pytest.mark.parametrize("method, targeted", [("hag", False), ("sdha", False), ("cgat", False),
                                               ("p2p", True), ("dhta", True), ("tha", True), ("cgat", True)])
 def test_baseline_attacks_work_on_a_demo_model(mosaic_run, method, targeted):
-    cfg = AttackConfig(method=method, targeted=targeted, num_queries=48, batch_size=48, steps=40, seed=1)
+    options = {"proto_steps": 150} if method == "tha" else {}
+    cfg = AttackConfig(method=method, targeted=targeted, num_queries=32, batch_size=32, steps=25, seed=1,
+                       options=options)
     m = run_attack(mosaic_run, cfg, progress=False, write=False)
     p = m["perceptibility"]
-    assert p["linf_max"] <= 32 / 255 + 1e-6 and p["images"] == 48
+    assert p["linf_max"] <= 32 / 255 + 1e-6 and p["images"] == 32
     if targeted:
         assert m["adversarial_t-MAP"] > m["benign_t-MAP"] + 0.15, m
     else:
-        assert m["adversarial_mAP"] < m["benign_mAP"] - 0.3, m
-    again = run_attack(mosaic_run, cfg, progress=False, write=False)
+        assert m["adversarial_mAP"] < m["benign_mAP"] - 0.2, m
+
+
+@pytest.mark.parametrize("method, targeted", [("hag", False), ("sdha", False), ("p2p", True), ("tha", True),
+                                              ("mainstay", False)])
+def test_seeded_attacks_repeat_exactly(mosaic_run, method, targeted):
+    options = {"proto_steps": 20} if method == "tha" else {}
+    cfg = AttackConfig(method=method, targeted=targeted, num_queries=8, batch_size=8, steps=3, seed=2,
+                       options=options)
+    runs = [run_attack(mosaic_run, cfg, progress=False, write=False) for _ in range(2)]
     key = "adversarial_t-MAP" if targeted else "adversarial_mAP"
-    assert again[key] == m[key]  # seeded runs repeat exactly
+    assert runs[0][key] == runs[1][key]
+    assert runs[0]["perceptibility"] == runs[1]["perceptibility"]
 
 
 def test_method_settings_are_checked_and_recorded(mosaic_run):

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from ..utils.progress import progress_bar
+
 ALPHA_SCHEDULE = (0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -128,9 +130,8 @@ class Attack:
     def iterations(self) -> Iterator[int]:
         if not self.progress:
             return iter(range(self.steps))
-        from tqdm.auto import tqdm
 
-        return iter(tqdm(range(self.steps), desc=self.name, unit="it", leave=False))
+        return iter(progress_bar(range(self.steps), desc=self.name, unit="it"))
 
 
 class OptimizerAttack(Attack):

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import EpochShuffleSampler
+from ..utils.progress import progress_bar
 from ._prosgan_nets import ProSDiscriminator, ProSGenerator, PrototypeNet
 from .base import frozen_eval
 from .cache import CachedTraining
@@ -117,9 +118,8 @@ def lsgan_loss(scores: torch.Tensor, labels: torch.Tensor, real: bool) -> torch.
 def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    return progress_bar(total=total, initial=initial, desc=desc, unit="step")
 
 
 def prototype_step(net: PrototypeNet, opt: torch.optim.Optimizer, labels: torch.Tensor, train_codes: torch.Tensor,

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..utils.progress import progress_bar
 from .cache import CachedTraining
 from .generators import PGD
 from .methods import ATTACKS, AttackMethod
@@ -70,9 +71,8 @@ def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torc
         start = int(partial["step"])
     bar = None
     if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=start, desc="THA prototype net", unit="step", leave=False)
+        bar = progress_bar(total=steps, initial=start, desc="THA prototype net", unit="step")
     net.train()
     for step in range(start, steps):
         pick = torch.randint(label_pool.shape[0], (batch,), generator=gen).to(label_pool.device)

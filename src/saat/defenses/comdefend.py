@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_file, save_file
+from ..utils.progress import progress_bar
 
 NOISE_STD = 20.0
 
@@ -144,9 +145,8 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
         loader = make_loader(train_split, batch_size, shuffle=True, seed=seed, epoch=epoch)
         bar = None
         if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(loader), desc=f"comdefend epoch {epoch + 1}", unit="batch", leave=False)
+            bar = progress_bar(total=len(loader), desc=f"comdefend epoch {epoch + 1}", unit="batch")
         for batch in loader:
             x, _, _ = to_device_batch(batch, dev)
             z_shape = (x.shape[0], 12, *x.shape[-2:])

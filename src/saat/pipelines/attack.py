@@ -20,6 +20,7 @@ from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.images import save_example_grid
 from ..utils.io import atomic_save_npy, atomic_write_json
+from ..utils.progress import progress_bar
 from .common import codes_for, encode_batch_size, load_run, open_dataset
 from .loop import to_device_batch
 
@@ -133,9 +134,8 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     shown: list[tuple[torch.Tensor, torch.Tensor]] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(picked), desc=f"attack {cfg.method}", unit="img", leave=False, dynamic_ncols=True)
+        bar = progress_bar(total=len(picked), desc=f"attack {cfg.method}", unit="img")
     t0 = time.perf_counter()
     for start in range(0, len(picked), cfg.batch_size):
         rows = picked[start:start + cfg.batch_size]

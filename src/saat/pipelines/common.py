@@ -14,6 +14,7 @@ from ..checkpoint import build_model, file_hash, load_model_file
 from ..config import TrainConfig, config_from_dict
 from ..utils.device import autocast
 from ..utils.io import atomic_save_npy
+from ..utils.progress import progress_bar
 from .loop import to_device_batch
 
 MODEL_FILE = "model.pt"
@@ -47,9 +48,8 @@ def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torc
     loader = make_loader(split, batch_size, shuffle=False, num_workers=num_workers)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(split), desc=desc, unit="img", leave=False, dynamic_ncols=True)
+        bar = progress_bar(total=len(split), desc=desc, unit="img")
     for batch in loader:
         x, _, _ = to_device_batch(batch, device, channels_last)
         with autocast(device, amp):

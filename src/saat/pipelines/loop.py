@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from ..utils.device import autocast
+from ..utils.progress import progress_bar
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], dict]
 
@@ -40,9 +41,8 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
     t0 = time.perf_counter()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(loader), desc=f"{desc} epoch {epoch + 1}", unit="batch", leave=False, dynamic_ncols=True)
+        bar = progress_bar(total=len(loader), desc=f"{desc} epoch {epoch + 1}", unit="batch")
     for batch in loader:
         x, y, idx = to_device_batch(batch, device, channels_last)
         terms = step_fn(x, y, idx, step)

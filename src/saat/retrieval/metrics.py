@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.progress import progress_bar
 from . import _cpu
 from ._backends import DEFAULT_CHUNK_BYTES, iter_ranked, rank_indices, resolve_backend
 from ._bits import pack_labels
@@ -172,9 +173,8 @@ def _collect(prep: _Prepared, *, topk: int | None = DEFAULT_TOPK, want_ap: bool 
     need_hist = want_radius or recalls is not None
     chunks = iter_ranked(prep.backend, prep.q, prep.db, prep.ql, prep.dl, depth, need_hist, chunk_bytes)
     if progress:
-        from tqdm.auto import tqdm
 
-        chunks = _progress(chunks, tqdm(total=n_query, desc="ranking", unit="query", leave=False))
+        chunks = _progress(chunks, progress_bar(total=n_query, desc="ranking", unit="query"))
     for c in chunks:
         s, e = c.start, c.stop
         if want_ap:
