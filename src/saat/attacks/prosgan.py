@@ -43,11 +43,13 @@ import torch
 import torch.nn.functional as F
 
 from ..data import EpochShuffleSampler
+from ..retrieval import sign_codes
 from ..utils.progress import progress_bar
 from ._prosgan_nets import ProSDiscriminator, ProSGenerator, PrototypeNet
 from .base import frozen_eval
 from .cache import CachedTraining
 from .methods import ATTACKS, AttackContext, AttackMethod
+from .targets import distinct_label_rows
 
 ADAM_BETAS = (0.5, 0.999)
 QUANTISATION_SCALE = 1e-4  # ||sign(p) - p||^2 / 1e4 (authors' PrototypeNet regulariser)
@@ -65,19 +67,6 @@ def _stream_seed(seed: int, stream: int) -> int:
 
 def _num(t: torch.Tensor) -> float:
     return float(t.detach())
-
-
-def sign_codes(t: torch.Tensor) -> torch.Tensor:
-    """+-1 float codes; sign(0) = +1 (SPEC 1)."""
-    return torch.where(t >= 0, 1.0, -1.0).to(t.dtype)
-
-
-def distinct_label_rows(labels: torch.Tensor) -> torch.Tensor:
-    """The distinct non-zero label vectors (sorted rows): where ProS-GAN's training labels and targets come from."""
-    rows = torch.unique(labels[labels.sum(1) > 0], dim=0)
-    if rows.shape[0] == 0:
-        raise ValueError("db_labels has no labelled item: ProS-GAN has no label to train its prototypes on")
-    return rows
 
 
 def prototype_loss(net: PrototypeNet, labels: torch.Tensor, train_codes: torch.Tensor,

@@ -35,6 +35,17 @@ def select_target_labels(query_labels: np.ndarray, db_labels: np.ndarray, seed: 
     return out, fallbacks
 
 
+def distinct_label_rows(labels):
+    """The distinct non-zero label vectors of a (n, C) tensor, sorted: where prototype networks draw their training
+    labels and targets from."""
+    import torch
+
+    rows = torch.unique(labels[labels.sum(1) > 0], dim=0)
+    if rows.shape[0] == 0:
+        raise ValueError("no labelled item: there is no label vector to draw from")
+    return rows
+
+
 def query_subset(n_queries: int, num: int | None, seed: int) -> np.ndarray:
     """Sorted indices of ``num`` queries drawn with ``seed`` (all queries when num is None or >= n_queries)."""
     if num is None or num >= n_queries:

@@ -21,6 +21,7 @@ from ..utils.progress import progress_bar
 from .cache import CachedTraining
 from .generators import PGD
 from .methods import ATTACKS, AttackMethod
+from .targets import distinct_label_rows
 
 
 class PrototypeNet(nn.Module):
@@ -45,14 +46,6 @@ def circle_loss(p: torch.Tensor, codes: torch.Tensor, positive: torch.Tensor, ma
     logit_p = torch.where(positive > 0, -gamma * a_p * (s - 1 + margin), off)
     logit_n = torch.where(positive > 0, off, gamma * a_n * (s - margin))
     return nn.functional.softplus(torch.logsumexp(logit_n, 1) + torch.logsumexp(logit_p, 1)).mean()
-
-
-def distinct_label_rows(labels: torch.Tensor) -> torch.Tensor:
-    """The distinct non-zero label vectors (sorted), where targets and training labels for prototypes come from."""
-    rows = torch.unique(labels[labels.sum(1) > 0], dim=0)
-    if rows.shape[0] == 0:
-        raise ValueError("no labelled database item: nothing to train a prototype network on")
-    return rows
 
 
 def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torch.Tensor,

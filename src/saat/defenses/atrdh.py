@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 import torch
 
 from ..attacks.generators import PGD
-from ..attacks.tha import PrototypeNet, circle_loss, distinct_label_rows
+from ..attacks.targets import distinct_label_rows
+from ..attacks.tha import PrototypeNet, circle_loss
 from ..utils.device import autocast
 from .base import DEFENSES, Defense, DefenseContext
 

@@ -9,12 +9,9 @@ import torch
 from ..attacks.generators import PGD
 from ..attacks.losses import simple_loss
 from ..attacks.mainstay import mainstay_from_memory
+from ..retrieval import sign_codes
 from ..utils.device import autocast
 from .base import DEFENSES, Defense, DefenseContext
-
-
-def _sign(h: torch.Tensor) -> torch.Tensor:
-    return torch.where(h >= 0, 1.0, -1.0).to(h.dtype)
 
 
 @DEFENSES.register("saat")
@@ -70,11 +67,11 @@ class SAATDefense(Defense):
             h_ben = model(x).float()
             h_adv = model(x_adv).float()
         with torch.no_grad():
-            self.memory[idx] = _sign(h_ben.detach())
+            self.memory[idx] = sign_codes(h_ben.detach())
         m = self.mainstay(y)
         hash_term = self.ctx.method(h_ben, y, idx)
         adv_term = -(h_adv * m).mean()
-        quant_term = (h_adv - _sign(h_adv.detach())).pow(2).mean()
+        quant_term = (h_adv - sign_codes(h_adv.detach())).pow(2).mean()
         loss = hash_term + o["lambda_"] * adv_term + o["mu"] * quant_term
         return {"loss": loss, "hash": hash_term, "adv": adv_term, "quant": quant_term}
 

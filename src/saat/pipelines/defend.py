@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..checkpoint import load_file, save_file, save_model
+from ..checkpoint import save_model
 from ..config import DEMO_DATASETS
 from ..defenses import DEFENSES, DefenseContext
 from ..utils.device import resolve_device
@@ -24,7 +24,7 @@ from ..utils.io import atomic_write_json, atomic_write_text
 from .common import MODEL_FILE, FirstItems, encode_batch_size, encode_split, load_run, open_dataset
 from .evaluate import evaluate
 from .loop import run_epoch
-from .train import LOG_FILE, STATE_FILE, read_log, rng_state, set_rng_state, write_log
+from .train import LOG_FILE, STATE_FILE, read_log, restore_training_state, save_training_state, write_log
 
 CONFIG_FILE = "defense.yaml"
 
@@ -136,15 +136,8 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     log: list[dict] = []
     start_epoch = step = 0
     if resume and (out_dir / STATE_FILE).is_file():
-        state = load_file(out_dir / STATE_FILE, "defense checkpoint")
-        model.load_state_dict(state["model"])
-        method.load_state_dict(state["method"])
-        defense.load_state_dict(state["defense"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        log = [r for r in read_log(out_dir / LOG_FILE) if r.get("epoch", 0) <= start_epoch]
+        start_epoch, step, log = restore_training_state(out_dir, "defense checkpoint", model=model, method=method,
+                                                        defense=defense, optimizer=optimizer, scheduler=scheduler)
         if progress:
             print(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
     elif writer:
@@ -173,9 +166,8 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
                               if k not in ("kind", "epoch", "step", "seconds", "images_per_s", "lr"))
             print(f"epoch {epoch + 1}/{epochs}: {terms}; {summary['seconds']:.1f} s")
         if writer:
-            save_file({"epoch": epoch + 1, "step": step, "model": model.state_dict(), "method": method.state_dict(),
-                       "defense": defense.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "rng": rng_state()}, out_dir / STATE_FILE)
+            save_training_state(out_dir / STATE_FILE, epoch + 1, step, model=model, method=method, defense=defense,
+                                optimizer=optimizer, scheduler=scheduler)
             write_log(out_dir / LOG_FILE, log)
     seconds = time.perf_counter() - t0
 

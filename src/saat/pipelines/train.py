@@ -64,6 +64,23 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_training_state(path: Path, epoch: int, step: int, **objects) -> None:
+    """Everything a run needs to continue after ``epoch``: each object's state_dict and the RNG state."""
+    save_file({"epoch": epoch, "step": step, "rng": rng_state(),
+               **{name: obj.state_dict() for name, obj in objects.items()}}, path)
+
+
+def restore_training_state(run_dir: Path, what: str, **objects) -> tuple[int, int, list[dict]]:
+    """Load ``run_dir/checkpoint.pt`` into ``objects`` (by name) and the RNG; return (epoch, step, log), the log
+    cut back to the checkpoint so that records of an interrupted epoch disappear."""
+    state = load_file(run_dir / STATE_FILE, what)
+    for name, obj in objects.items():
+        obj.load_state_dict(state[name])
+    set_rng_state(state["rng"])
+    epoch, step = int(state["epoch"]), int(state["step"])
+    return epoch, step, [r for r in read_log(run_dir / LOG_FILE) if r.get("epoch", 0) <= epoch]
+
+
 def train(config: TrainConfig | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
           config_file: str | Path | None = None, progress: bool = True, **overrides) -> dict:
     """Train a hashing model; returns the final clean metrics (also in ``<run>/metrics.json``).
@@ -119,15 +136,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     log: list[dict] = []
     start_epoch = step = 0
     if resume and (run_dir / STATE_FILE).is_file():
-        state = load_file(run_dir / STATE_FILE, "training checkpoint")
-        model.load_state_dict(state["model"])
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        # Keep the log consistent with the checkpoint: drop records of the epoch that was interrupted.
-        log = [r for r in read_log(run_dir / LOG_FILE) if r.get("epoch", 0) <= start_epoch]
+        start_epoch, step, log = restore_training_state(run_dir, "training checkpoint", model=model, method=method,
+                                                        optimizer=optimizer, scheduler=scheduler)
         if progress:
             print(f"resuming {run_dir} after epoch {start_epoch}/{cfg.epochs}")
     elif writer:
@@ -149,9 +159,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
             print(f"epoch {epoch + 1}/{cfg.epochs}: loss {summary['loss']:.4f}, "
                   f"{summary['images_per_s']:.0f} img/s, {summary['seconds']:.1f} s")
         if writer:
-            save_file({"epoch": epoch + 1, "step": step, "model": model.state_dict(), "method": method.state_dict(),
-                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                       "rng": rng_state()}, run_dir / STATE_FILE)
+            save_training_state(run_dir / STATE_FILE, epoch + 1, step, model=model, method=method,
+                                optimizer=optimizer, scheduler=scheduler)
             write_log(run_dir / LOG_FILE, log)
     train_seconds = time.perf_counter() - t_train
 
