@@ -152,3 +152,33 @@ def test_defend_pipeline_writes_a_run_that_evaluate_and_attack_accept(mosaic_run
     assert attacked["defense"]["method"] == "saat"
     with pytest.raises(FileExistsError, match="--resume"):
         defend(mosaic_run, DefenseConfig(method="saat", epochs=1), out=out, progress=False)
+
+
+def test_defense_resumes_after_an_interruption_like_an_uninterrupted_run(mosaic_run, tmp_path, monkeypatch):
+    import saat.pipelines.defend as defend_module
+    from saat.pipelines.defend import DefenseConfig, defend
+
+    cfg = DefenseConfig(method="saat", epochs=2, steps=1, train_limit=64, evaluate=False, device="cpu")
+    defend(mosaic_run, cfg, out=tmp_path / "full", progress=False)
+
+    real_epoch = defend_module.run_epoch
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed during the second epoch
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(defend_module, "run_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        defend(mosaic_run, cfg, out=tmp_path / "killed", progress=False)
+    monkeypatch.setattr(defend_module, "run_epoch", real_epoch)
+    assert (tmp_path / "killed" / "checkpoint.pt").is_file() and not (tmp_path / "killed" / "model.pt").exists()
+    defend(resume=tmp_path / "killed", progress=False)
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    log = [json.loads(line) for line in (tmp_path / "killed" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if r["kind"] == "epoch"] == [1, 2]

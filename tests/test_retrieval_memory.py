@@ -15,7 +15,13 @@ ql = (rng.random((Q, C)) < 0.1).astype(np.uint8)
 dl = (rng.random((M, C)) < 0.1).astype(np.uint8)
 res = evaluate_retrieval(q, db, ql, dl, topk=5000)  # mAP, full-ranking PR curve, P@N, radius curves
 assert 0 < res.map < 1
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM is this process's own peak. ru_maxrss is not enough on Linux: a child created by fork + exec inherits
+# the parent's high-water mark (pytest's, here) through exec.
+try:
+    status = open("/proc/self/status").read()
+    print(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))))
+except (OSError, StopIteration):
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
