@@ -39,6 +39,8 @@ def measure(backbone: str, size: int, batch: int, steps: int, repeats: int, devi
     if model.channels_last:
         model.to(memory_format=torch.channels_last)
     x = torch.rand(batch, 3, size, size, device=device)
+    if model.channels_last:  # as `saat attack` feeds it: the same memory format for the floor and the attack
+        x = x.contiguous(memory_format=torch.channels_last)
     m = torch.where(torch.rand(batch, 32, device=device) < 0.5, 1.0, -1.0)
 
     def floor():
