@@ -97,3 +97,20 @@ def test_python_api_block_is_valid_and_names_exist():
 def test_parse_only_blocks_are_marked():
     marked = [m for m, _ in code_blocks("bash") if m]
     assert all("parse-only" in m for m in marked)
+
+
+def _subparsers():
+    import argparse
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+@pytest.mark.parametrize("name", sorted(_subparsers()))
+def test_help_explains_every_option(name):
+    sub = _subparsers()[name]
+    text = sub.format_help()
+    assert "(default: None)" not in text and "(default: False)" not in text
+    undocumented = [a.option_strings[0] for a in sub._actions if a.option_strings and not a.help]
+    assert undocumented == [], f"saat {name}: options without help: {undocumented}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from fractions import Fraction
 
+from .common import DefaultsHelpFormatter
+
 
 def parse_budget(text: str) -> float:
     """'8/255' or '0.0314' -> float in [0, 1] pixel units."""
@@ -47,7 +49,7 @@ def register(sub) -> None:
             "codes, perceptibility (L-inf, L2, MSE, PSNR) and speed. Results go to RUN_DIR/attacks/<name>/. "
             "Defaults are each method's paper settings for real datasets (SAAT: eps 8/255, step 1/255, 100 "
             "iterations) and the demo preset (a shared larger eps, fewer iterations) for the demo datasets."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--method", default="mainstay", choices=[*list_attacks(), "all"],
@@ -60,7 +62,7 @@ def register(sub) -> None:
     p.add_argument("--step", type=parse_budget, help="step size, e.g. 1/255 (default: preset)")
     p.add_argument("--steps", type=int, help="iterations (default: preset)")
     p.add_argument("--num-queries", type=int, help="attack this many queries, drawn with --seed (default: all)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="queries attacked per forward/backward")
     p.add_argument("--seed", type=int, default=0, help="seeds the query subset, targets and random starts")
     p.add_argument("--topk", type=int, help="mAP@k depth (default: the dataset's)")
     p.add_argument("--parity", action="store_true", default=None,
@@ -73,7 +75,7 @@ def register(sub) -> None:
     p.add_argument("--adaptive", action="store_true",
                    help="with --defense: the attacker differentiates through the purifier (straight-through)")
     p.add_argument("--name", help="result folder name under RUN_DIR/attacks (default: from the settings)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps; auto = cuda if available, else cpu")
     p.set_defaults(run=run)
 
 

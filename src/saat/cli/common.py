@@ -5,6 +5,19 @@ from __future__ import annotations
 import argparse
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help only when X says something: not for None, False or [], and
+    not when the help text already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or default is None or default is False or default == [] \
+                or default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
 def parse_topk(text: str) -> int | None:
     """A positive integer, or 'all' (whole database)."""
     if text.lower() in ("all", "none"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import parse_topk
+from .common import DefaultsHelpFormatter, parse_topk
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def register(sub) -> None:
             "labels are (n, C) multi-hot 0/1 arrays or (n,) integer class vectors. Ties in Hamming distance "
             "are broken by ascending database index; mAP averages over all queries (see --drop-empty)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--query-codes", required=True, type=Path, metavar="Q.npy", help="query codes (Q, K)")
     p.add_argument("--db-codes", required=True, type=Path, metavar="D.npy", help="database codes (M, K)")

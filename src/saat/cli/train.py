@@ -34,12 +34,13 @@ def register(sub) -> None:
     p.add_argument("--backbone-weights", metavar="FILE", help="a local ImageNet state_dict for the backbone")
     p.add_argument("--image-size", type=int, help="input side in pixels (default: 224 for torchvision backbones, "
                                                    "the dataset's native size for small_cnn)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=("sgd", "adam"))
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--epochs", type=int, help="training epochs (default: paper preset 100, demo preset 12)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: paper 32, demo 64)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: paper sgd, demo adam")
+    p.add_argument("--lr", type=float, help="learning rate (default: paper 0.01, demo 1e-3); x0.1 at "
+                   "epochs E/3 and 2E/3")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=float, help="default: paper 5e-4, demo 1e-5")
     p.add_argument("--seed", type=int, help="one seed drives every random choice (default 0)")
     p.add_argument("--topk", type=parse_topk, help="mAP@k of the final evaluation (default: the dataset's topK)")
     p.add_argument("--no-evaluate", dest="evaluate", action="store_false", default=None,
