@@ -364,3 +364,13 @@ def test_cli_help_and_run(tmp_path, capsys):
     assert args.run(args) == 0
     out = capsys.readouterr().out
     assert str(tmp_path / "rep" / "report.html") in out and str(tmp_path / "rep" / "report.md") in out
+
+
+def test_example_labels_wrap_to_a_thumbnail_width():
+    from saat.report.examples import _label_text
+
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    text = _label_text(np.array([0, 0, 1, 0, 0, 1, 0, 1, 0, 0]), names)
+    assert text.replace("\n", " ") == "Pullover, Sandal, Sneaker"
+    assert max(len(line) for line in text.splitlines()) <= 20
+    assert _label_text(np.zeros(10), names) == "no label"

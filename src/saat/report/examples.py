@@ -99,10 +99,15 @@ def _to_u8(x) -> np.ndarray:
 
 
 def _label_text(labels: np.ndarray, class_names) -> str:
+    """The query's label names, wrapped to the width of one thumbnail."""
+    import textwrap
+
     idx = np.flatnonzero(np.asarray(labels) > 0)
     if class_names:
-        return ", ".join(str(class_names[i]) for i in idx if i < len(class_names)) or "no label"
-    return "classes " + ",".join(str(i) for i in idx) if len(idx) else "no label"
+        text = ", ".join(str(class_names[i]) for i in idx if i < len(class_names)) or "no label"
+    else:
+        text = "classes " + ",".join(str(i) for i in idx) if len(idx) else "no label"
+    return textwrap.fill(text, width=20)
 
 
 def rank_examples(inputs: ExampleInputs, query_labels: np.ndarray, db_labels: np.ndarray, top: int = TOP
