@@ -54,8 +54,8 @@ class TrainConfig:
 
 
 # Presets override the dataclass defaults. The demo preset was chosen by measurement: on both demo datasets CSQ
-# reached the best clean mAP of the seven methods at 32 bits in 12 Adam epochs (fashion-mosaic 0.91 vs DPH 0.63;
-# fashion-mnist 0.84 vs DPH 0.63; benchmarks/bench_hashing_methods.py), in about 2 minutes on 2 CPU cores.
+# reached the best clean mAP of the seven methods at 32 bits in 12 Adam epochs (fashion-mosaic 0.91 vs DPH 0.60;
+# fashion-mnist 0.84 vs DPH 0.62; benchmarks/bench_hashing_methods.py), in about 80 s on 2 CPU cores.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "demo": {
