@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from fractions import Fraction
 
-from .common import DefaultsHelpFormatter
+from .common import DefaultsHelpFormatter, add_device_arg
 
 
 def parse_budget(text: str) -> float:
@@ -75,7 +75,7 @@ def register(sub) -> None:
     p.add_argument("--adaptive", action="store_true",
                    help="with --defense: the attacker differentiates through the purifier (straight-through)")
     p.add_argument("--name", help="result folder name under RUN_DIR/attacks (default: from the settings)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps; auto = cuda if available, else cpu")
+    add_device_arg(p)
     p.set_defaults(run=run)
 
 

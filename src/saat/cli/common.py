@@ -31,7 +31,14 @@ def parse_topk(text: str) -> int | None:
     return value
 
 
+def add_device_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """--device; None as default lets a config file's device stand (resolved as auto when none is given)."""
+    p.add_argument("--device", default=default,
+                   help="cpu, cuda, cuda:1, mps, or auto (default): CUDA if available, else MPS, else CPU")
+
+
 def add_device_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
+    """--device, --amp and --num-workers, for the commands that train or encode."""
+    add_device_arg(p, default=None)
     p.add_argument("--amp", action="store_true", default=None, help="bf16 mixed precision (autocast)")
     p.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 0)")

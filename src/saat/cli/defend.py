@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .attack import parse_budget, parse_option
+from .common import add_device_args
 
 
 def register(sub) -> None:
@@ -39,10 +40,7 @@ def register(sub) -> None:
                         "loss); the default crafts in eval mode with a separate +-1 memory")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="any other setting")
     p.add_argument("--seed", type=int, default=0, help="one seed drives every random choice (default 0)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps; auto = cuda if available, else "
-                   "cpu")
-    p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    add_device_args(p)
     p.add_argument("--no-evaluate", dest="evaluate", action="store_false", help="skip the clean evaluation")
     p.add_argument("--out", type=Path, metavar="OUT_DIR", help="output run directory (default RUN_DIR-<method>)")
     p.add_argument("--resume", type=Path, metavar="OUT_DIR", help="continue an interrupted defense run")
@@ -62,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give the run directory whose model the purifier will protect")
         opts = dict(parse_option(o) for o in args.option)
         out = train_comdefend(args.run_dir, epochs=args.epochs, lr=args.lr or 1e-4, batch_size=args.batch_size or 32,
-                              seed=args.seed, device=args.device, width=opts.pop("width", None),
+                              seed=args.seed, device=args.device or "auto", width=opts.pop("width", None),
                               limit=opts.pop("limit", None))
         if opts:
             raise ValueError(f"comdefend has no setting(s) {', '.join(opts)}; its options: width, limit")
@@ -71,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DefenseConfig(method=args.method, eps=args.eps, step=args.step, steps=args.steps, epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr, lambda_=args.lambda_, mu=args.mu,
                         parity=args.parity, options=dict(parse_option(o) for o in args.option), seed=args.seed,
-                        device=args.device, amp=args.amp, num_workers=args.num_workers, evaluate=args.evaluate)
+                        device=args.device or "auto", amp=bool(args.amp), num_workers=args.num_workers or 0,
+                        evaluate=args.evaluate)
     defend(args.run_dir, cfg, out=args.out)
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_device_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -19,8 +21,7 @@ def register(sub) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where everything is written")
     p.add_argument("--quick", action="store_true", help="a 3-minute version (fewer epochs, iterations, queries)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps; auto = cuda if available, else "
-                   "cpu")
+    add_device_arg(p)
     p.add_argument("--seed", type=int, default=0, help="one seed drives every random choice (default 0)")
     p.set_defaults(run=run)
 

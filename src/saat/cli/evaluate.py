@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import parse_topk
+from .common import add_device_arg, parse_topk
 
 
 def register(sub) -> None:
@@ -21,7 +21,7 @@ def register(sub) -> None:
                    help="queries: the test (query) split, or the training images")
     p.add_argument("--data-root", help="where the dataset lives now, if it moved since training")
     p.add_argument("--batch-size", type=int, help="encoding batch size")
-    p.add_argument("--device", default="auto", help="cpu, cuda, mps (default: cuda if available)")
+    add_device_arg(p)
     p.set_defaults(run=run)
 
 
