@@ -9,6 +9,22 @@ from .attack import parse_budget, parse_option
 from .common import add_device_args
 
 
+def _defaults(key: str, names: list[str] | None = None) -> str:
+    """Each defense's default for ``key`` (paper value, then the demo datasets' one where it differs), read from
+    the defense classes so --help cannot drift from them."""
+    from ..defenses import DEFENSES, list_defenses
+
+    values = {name: (DEFENSES.get(name).defaults[key], DEFENSES.get(name).demo_defaults.get(key))
+              for name in names or list_defenses()}
+
+    def text(paper, demo) -> str:
+        return f"{paper:g}" + ("" if demo is None or demo == paper else f", demo datasets {demo:g}")
+
+    if len(set(values.values())) == 1:
+        return "default " + text(*next(iter(values.values())))
+    return "default: " + "; ".join(f"{name} {text(*v)}" for name, v in values.items())
+
+
 def register(sub) -> None:
     from ..defenses import list_defenses
 
@@ -26,15 +42,15 @@ def register(sub) -> None:
     p.add_argument("--method", default="saat", choices=[*list_defenses(), "comdefend"],
                    help="defense; 'comdefend' trains an input purifier stored in RUN_DIR/purifiers (use it with "
                         "'saat attack RUN_DIR --defense comdefend')")
-    p.add_argument("--lambda", dest="lambda_", type=float, help="SAAT: weight of the adversarial term (1.0)")
-    p.add_argument("--mu", type=float, help="SAAT: weight of the quantisation term (1e-4)")
-    p.add_argument("--epochs", type=int, help="defense epochs (default: SAAT 20, ATRDH 100, CgAT 30; 3 on "
-                   "the demo datasets)")
-    p.add_argument("--steps", type=int, help="inner PGD iterations (7)")
+    p.add_argument("--lambda", dest="lambda_", type=float, metavar="LAMBDA",
+                   help=f"SAAT: weight of the adversarial term ({_defaults('lambda_', ['saat'])})")
+    p.add_argument("--mu", type=float, help=f"SAAT: weight of the quantisation term ({_defaults('mu', ['saat'])})")
+    p.add_argument("--epochs", type=int, help=f"defense epochs ({_defaults('epochs')})")
+    p.add_argument("--steps", type=int, help=f"inner PGD iterations ({_defaults('steps')})")
     p.add_argument("--step", type=parse_budget, help="inner PGD step, e.g. 2/255")
     p.add_argument("--eps", type=parse_budget, help="inner PGD budget, e.g. 8/255")
-    p.add_argument("--batch-size", type=int, help="images per step (default 32)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the method's, SAAT 0.05)")
+    p.add_argument("--batch-size", type=int, help=f"images per step ({_defaults('batch_size')})")
+    p.add_argument("--lr", type=float, help=f"learning rate ({_defaults('lr')})")
     p.add_argument("--parity", action="store_true", default=None,
                    help="SAAT: reproduce the authors' code (train-mode crafting, code memory shared with the hashing "
                         "loss); the default crafts in eval mode with a separate +-1 memory")

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from .common import add_device_args, parse_topk
+
+
+def _preset_defaults(key: str) -> str:
+    """'default: paper preset X, demo preset Y', read from the presets themselves so --help cannot drift."""
+    from ..config import PRESETS, TrainConfig
+
+    paper = PRESETS["paper"].get(key, next(f.default for f in dataclasses.fields(TrainConfig) if f.name == key))
+    demo = PRESETS["demo"].get(key, paper)
+    paper_text, demo_text = (f"{v:g}" if isinstance(v, float) else str(v) for v in (paper, demo))
+    return f"default {paper_text}" if paper == demo else f"default: paper preset {paper_text}, demo preset {demo_text}"
 
 
 def register(sub) -> None:
@@ -34,13 +45,12 @@ def register(sub) -> None:
     p.add_argument("--backbone-weights", metavar="FILE", help="a local ImageNet state_dict for the backbone")
     p.add_argument("--image-size", type=int, help="input side in pixels (default: 224 for torchvision backbones, "
                                                    "the dataset's native size for small_cnn)")
-    p.add_argument("--epochs", type=int, help="training epochs (default: paper preset 100, demo preset 12)")
-    p.add_argument("--batch-size", type=int, help="images per step (default: paper 32, demo 64)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: paper sgd, demo adam")
-    p.add_argument("--lr", type=float, help="learning rate (default: paper 0.01, demo 1e-3); x0.1 at "
-                   "epochs E/3 and 2E/3")
-    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, help="default: paper 5e-4, demo 1e-5")
+    p.add_argument("--epochs", type=int, help=f"training epochs ({_preset_defaults('epochs')})")
+    p.add_argument("--batch-size", type=int, help=f"images per step ({_preset_defaults('batch_size')})")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help=_preset_defaults("optimizer"))
+    p.add_argument("--lr", type=float, help=f"learning rate ({_preset_defaults('lr')}); x0.1 at epochs E/3 and 2E/3")
+    p.add_argument("--momentum", type=float, help=f"SGD momentum ({_preset_defaults('momentum')})")
+    p.add_argument("--weight-decay", type=float, help=_preset_defaults("weight_decay"))
     p.add_argument("--seed", type=int, help="one seed drives every random choice (default 0)")
     p.add_argument("--topk", type=parse_topk, help="mAP@k of the final evaluation (default: the dataset's topK)")
     p.add_argument("--no-evaluate", dest="evaluate", action="store_false", default=None,
