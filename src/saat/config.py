@@ -16,6 +16,9 @@ import yaml
 from .utils.io import atomic_write_text
 
 DEMO_DATASETS = ("fashion-mnist", "fashion-mosaic")
+# Demo datasets: 8/255 barely moves these grayscale models (SPEC 2.4), so every attack and adversarial training on
+# them uses this larger budget (chosen by measurement, see README); real datasets keep the paper's 8/255.
+DEMO_EPS = 32 / 255
 
 
 @dataclass

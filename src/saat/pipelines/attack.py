@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..attacks import ATTACKS, AttackContext, Perceptibility, load_or_create_targets, query_subset
+from ..config import DEMO_EPS
 from ..retrieval import evaluate_retrieval, mean_average_precision
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
@@ -45,11 +46,6 @@ class AttackConfig:
     name: str | None = None
     defense: str | None = None  # "comdefend": a purifier in front of the model at evaluation
     adaptive: bool = False  # with a purifier: the attacker differentiates through it (straight-through binarisation)
-
-
-# Demo datasets: 8/255 barely moves these grayscale models (SPEC 2.4), so every attack on them uses this larger
-# budget (chosen by measurement, see README); real datasets keep the paper's 8/255.
-DEMO_EPS = 32 / 255
 
 
 def resolve_settings(method_cls, cfg: AttackConfig, demo: bool) -> dict:

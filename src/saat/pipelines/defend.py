@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from ..checkpoint import save_model
-from ..config import DEMO_DATASETS
+from ..config import DEMO_DATASETS, DEMO_EPS
 from ..defenses import DEFENSES, DefenseContext
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
@@ -50,9 +50,6 @@ class DefenseConfig:
     num_workers: int = 0
     evaluate: bool = True
     train_limit: int | None = None  # iterate only the first N training images (quick experiments, the quick demo)
-
-
-DEMO_EPS = 32 / 255  # the demo datasets' attack budget (see saat.pipelines.attack.DEMO_EPS)
 
 
 def resolve_defense_settings(cls, cfg: DefenseConfig, demo: bool) -> dict:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..attacks import ATTACKS
-from .attack import DEMO_EPS, AttackConfig, run_attack
+from ..config import DEMO_EPS
+from .attack import AttackConfig, run_attack
 
 DATASET = "fashion-mosaic"
 
