@@ -6,18 +6,20 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import OptimizerAttack, frozen_eval
+from ..retrieval import sign_codes
+from .base import OptimizerAttack
 from .methods import ATTACKS, AttackMethod
 
 
 def hag_loss(h_adv: torch.Tensor, h_benign: torch.Tensor) -> torch.Tensor:
-    """``mean_i((sum_k M ĥ h / (sum_k M + 1e-8) + 1)^2) + mean_i((mean_k ĥ)^2)`` with
+    """``mean_i((sum_k M ĥ h / (sum_k M + 1e-8) + 1)^2) + mean_i((mean_k M ĥ)^2)`` with
     ``M = 1[|ĥ - sign(h)| < 1.5]``: only bits not yet pushed past -0.5 on the far side keep pulling (the mask
-    carries no gradient); the second term keeps the adversarial code balanced."""
-    target = torch.where(h_benign >= 0, 1.0, -1.0)
+    carries no gradient); the second term keeps the masked adversarial outputs balanced. Both terms use the mask,
+    as the authors' code does (SPEC 7.2, corrected 2026-12-02)."""
+    target = sign_codes(h_benign)
     mask = ((h_adv - target).abs() < 1.5).to(h_adv.dtype).detach()
     agreement = (mask * h_adv * h_benign).sum(dim=1) / (mask.sum(dim=1) + 1e-8)
-    return ((agreement + 1) ** 2).mean() + (h_adv.mean(dim=1) ** 2).mean()
+    return ((agreement + 1) ** 2).mean() + ((mask * h_adv).mean(dim=1) ** 2).mean()
 
 
 @ATTACKS.register("hag")
@@ -39,12 +41,8 @@ class HAGAttack(AttackMethod):
                                          momentum=o["momentum"], alpha_schedule=o["alpha_schedule"], seed=ctx.seed)
 
     def theory_codes(self, x, labels):
-        return -torch.where(self._benign(x) >= 0, 1.0, -1.0)
-
-    def _benign(self, x: torch.Tensor) -> torch.Tensor:
-        with frozen_eval(self.ctx.model), torch.no_grad():
-            return self.ctx.model(x)
+        return -sign_codes(self.benign_outputs(x))
 
     def attack(self, x, y, target):
-        h = self._benign(x)
+        h = self.benign_outputs(x)
         return self.procedure(x, lambda h_adv, _x: hag_loss(h_adv, h))

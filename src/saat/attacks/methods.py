@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..utils.registry import Registry
+from .base import frozen_eval
 from .generators import create_generator
 from .losses import mainstay_loss
 from .mainstay import center_codes, mainstay_codes
@@ -72,6 +73,11 @@ class AttackMethod:
 
     def theory_codes(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         return None
+
+    def benign_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """h = f(x) of the benign images (eval mode, alpha = 1, no gradient)."""
+        with frozen_eval(self.ctx.model), torch.no_grad():
+            return self.ctx.model(x)
 
     def attack(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError

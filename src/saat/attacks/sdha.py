@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..retrieval import sign_codes
 from .base import OptimizerAttack
 from .methods import ATTACKS, AttackMethod
 
@@ -30,7 +31,7 @@ def sdha_surrogate(q: torch.Tensor, codes: torch.Tensor, positive: torch.Tensor,
     else:
         dist = 0.5 * (diff * torch.sigmoid(5 * qr)).sum(-1) + (1 - torch.sigmoid(5 * qr)).sum(-1)
     with torch.no_grad():
-        sign_q = torch.where(q >= 0, 1.0, -1.0)
+        sign_q = sign_codes(q)
         hamming = 0.5 * (q.shape[1] - sign_q @ codes.T)
         weight = hamming.pow(0.3) if targeted else (hamming + 1e-8).pow(-0.5)
     per_row = (positive * weight * dist).sum(1) / positive.sum(1).clamp_min(1)
@@ -39,13 +40,15 @@ def sdha_surrogate(q: torch.Tensor, codes: torch.Tensor, positive: torch.Tensor,
 
 @ATTACKS.register("sdha")
 class SDHAAttack(AttackMethod):
-    """Optimise x̂ (from x) with Adam lr 0.01 for 1,500 iterations, projecting onto the eps-ball and [0, 1]:
-    ``MSE(x̂, x) -/+ (25/K) surrogate`` with the training codes sharing a label with the query (untargeted,
-    surrogate maximised) or the target (targeted, minimised). No theory codes."""
+    """Optimise x̂ (from x) with Adam lr 0.01 for 1,500 iterations under the tanh continuation schedule, projecting
+    onto the eps-ball and [0, 1]: ``MSE(x̂, x) -/+ (25/K) surrogate`` with the training codes sharing a label with
+    the query (untargeted, surrogate maximised) or the target (targeted, minimised). An untargeted query without
+    such a training item takes its own benign code sign(f(x)) as its one positive, so it is still pushed away
+    from where it is (the authors' rule). No theory codes."""
 
     name = "sdha"
     defaults: ClassVar[dict[str, Any]] = {"eps": 8 / 255, "steps": 1500, "lr": 0.01, "weight": 25.0,
-                                          "alpha_schedule": False}
+                                          "alpha_schedule": True}
     demo_defaults: ClassVar[dict[str, Any]] = {"steps": 300}
 
     def __init__(self, ctx, *, targeted: bool = False, **settings):
@@ -54,10 +57,21 @@ class SDHAAttack(AttackMethod):
         self.procedure = OptimizerAttack(ctx.model, eps=o["eps"], steps=o["steps"], optimizer="adam", lr=o["lr"],
                                          alpha_schedule=o["alpha_schedule"], seed=ctx.seed)
 
-    def attack(self, x, y, target):
-        labels = target if self.is_targeted else y
-        positive = _positives(labels, self.ctx.train_labels)
+    def positives(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes (N', K), positive (B, N')): the training codes and which of them are each row's positives. For an
+        untargeted attack, rows without a training positive get their own benign code appended as their positive."""
         codes = self.ctx.train_codes
+        positive = _positives(labels, self.ctx.train_labels)
+        lonely = positive.sum(1) == 0
+        if self.is_targeted or not bool(lonely.any()):
+            return codes, positive
+        own = sign_codes(self.benign_outputs(x[lonely]))
+        extra = torch.zeros(x.shape[0], own.shape[0], dtype=positive.dtype, device=positive.device)
+        extra[torch.nonzero(lonely).flatten(), torch.arange(own.shape[0], device=positive.device)] = 1.0
+        return torch.cat([codes, own]), torch.cat([positive, extra], dim=1)
+
+    def attack(self, x, y, target):
+        codes, positive = self.positives(x, target if self.is_targeted else y)
         scale = self.opts["weight"] / codes.shape[1]
         sign = 1.0 if self.is_targeted else -1.0
 
