@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from ..data import EpochShuffleSampler
 from ..retrieval import sign_codes
 from ..utils.progress import progress_bar
+from ..utils.schedule import lr_factor, lr_milestones
 from ._prosgan_nets import ProSDiscriminator, ProSGenerator, PrototypeNet
 from .base import frozen_eval
 from .cache import CachedTraining
@@ -83,7 +84,7 @@ def prototype_loss(net: PrototypeNet, labels: torch.Tensor, train_codes: torch.T
 
 
 def prototype_lr_factor(step: int, steps: int) -> float:
-    return PROTO_LR_GAMMA ** sum(step >= m * steps for m in PROTO_LR_MILESTONES)
+    return lr_factor(step, lr_milestones(PROTO_LR_MILESTONES, steps), PROTO_LR_GAMMA)
 
 
 def gan_lr_factor(step: int, steps: int) -> float:

@@ -7,72 +7,86 @@ from typing import Any, ClassVar
 import torch
 
 from ..attacks.generators import PGD
+from ..attacks.prototype import ADAM_BETAS, PrototypeNet, prototype_loss
 from ..attacks.targets import distinct_label_rows
-from ..attacks.tha import PrototypeNet, circle_loss
+from ..retrieval import sign_codes
 from ..utils.device import autocast
+from ..utils.schedule import lr_factor, lr_milestones
 from .base import DEFENSES, Defense, DefenseContext
 
 
 @DEFENSES.register("atrdh")
 class ATRDHDefense(Defense):
-    """Per batch: one training step of a PrototypeNet (THA's: label -> prototype code, circle loss against the
-    current codes of the training memory plus quantisation), then PGD (random start, 7 steps, 2/255, eps 8/255)
-    pulling h(x + delta) toward the prototype code of a random target label (drawn, seeded, from the distinct
-    training label vectors); the model minimises the benign hashing loss plus
-    ``2 * sum_ij (h_adv,i . U_j / K - (2 S_ij - 1))^2 / (N B)`` where U is a memory of benign continuous outputs of
-    the training set (initialised from the encoded training set — FIX: the authors start from zeros — and
-    refreshed with each batch) and S_ij = 1[y_i . Y_j > 0] uses the adversarial image's own label.
-    Adam lr 1e-4, betas (0.5, 0.999), 100 epochs (the PrototypeNet has its own Adam with the same settings).
+    """The authors' per-batch procedure, for a batch (x, y, idx) of B images:
+
+    1. ``h_ben = f(x)``; the +-1 code memory takes ``sign(h_ben)`` for the batch's rows;
+    2. B target label vectors drawn uniformly (seeded) from the distinct *database* label vectors;
+    3. one PrototypeNet step on exactly those labels with THA's objective (:mod:`saat.attacks.prototype`) against
+       the +-1 code memory; ``sign(P(t))`` from this step's forward pass, i.e. before the update, is the target code;
+    4. PGD (random start, 7 steps of 2/255, eps 8/255, no continuation) minimising ``-mean(h * sign(P(t)))``;
+    5. the continuous memory ``U[idx] = h_ben``;
+    6. ``L = L_hash(h_ben) + 2 * sum_ij (h_adv,i . U_j / K - (2 S_ij - 1))^2 / (N B)`` with ``S_ij = 1[y_i . Y_j > 0]``.
+
+    Adam lr 1e-4, betas (0.5, 0.999) for the model and the PrototypeNet, both x 0.1 at 50 % and 75 % of all
+    iterations; 100 epochs, batch 32. Both memories start from the encoded training set (FIX: the authors start
+    from zeros), and the crafting runs in eval mode like every defense here.
     """
 
     name = "atrdh"
     defaults: ClassVar[dict[str, Any]] = {
         "eps": 8 / 255, "step": 2 / 255, "steps": 7, "weight": 2.0, "epochs": 100, "batch_size": 32,
-        "optimizer": "adam", "lr": 1e-4, "betas": (0.5, 0.999), "weight_decay": 0.0, "lr_milestones": (),
-        "proto_lr": 1e-4, "margin": 0.25, "gamma": 1.0, "quant_weight": 0.1,
+        "optimizer": "adam", "lr": 1e-4, "betas": ADAM_BETAS, "weight_decay": 0.0, "lr_milestones": (0.5, 0.75),
+        "proto_lr": 1e-4, "gamma": 1.0, "quant_weight": 1e-4,
     }
     demo_defaults: ClassVar[dict[str, Any]] = {"step": 8 / 255, "epochs": 3, "lr": 1e-3, "proto_lr": 1e-3}
 
     def __init__(self, ctx: DefenseContext, **settings):
         super().__init__(ctx, **settings)
         o = self.opts
-        self.memory = ctx.train_outputs.clone()  # benign continuous outputs
+        self.memory = ctx.train_outputs.clone()  # U: benign continuous outputs
+        self.code_memory = ctx.train_codes.clone()  # +-1 codes: what the PrototypeNet is trained against
         self.crafter = PGD(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"], alpha_schedule=False,
                            random_start=True, seed=ctx.seed)
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(ctx.seed + 2)  # the PrototypeNet's initial weights, without disturbing the global stream
         self.prototypes = PrototypeNet(ctx.train_labels.shape[1], ctx.train_codes.shape[1]).to(ctx.device)
         torch.random.set_rng_state(gen_state)
-        self.proto_opt = torch.optim.Adam(self.prototypes.parameters(), lr=o["proto_lr"], betas=(0.5, 0.999))
-        self.label_pool = distinct_label_rows(ctx.train_labels)
+        self.proto_opt = torch.optim.Adam(self.prototypes.parameters(), lr=o["proto_lr"], betas=ADAM_BETAS)
+        # The model's lr schedule (stepped per iteration by the training loop), repeated for the PrototypeNet.
+        self.proto_milestones = (lr_milestones(self.lr_milestone_fractions(), ctx.total_iterations)
+                                 if ctx.total_iterations else [])
+        pool_source = ctx.db_labels if ctx.db_labels is not None else ctx.train_labels
+        self.label_pool = distinct_label_rows(pool_source.to(ctx.device))
         self.target_generator = torch.Generator().manual_seed(ctx.seed + 3)
 
-    def _train_prototypes(self) -> torch.Tensor:
+    def draw_targets(self, n: int) -> torch.Tensor:
+        pick = torch.randint(self.label_pool.shape[0], (n,), generator=self.target_generator)
+        return self.label_pool[pick.to(self.label_pool.device)]
+
+    def prototype_step(self, targets: torch.Tensor, it: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One PrototypeNet step on ``targets``; returns (the target codes before the step, the loss)."""
         o = self.opts
+        for group in self.proto_opt.param_groups:
+            group["lr"] = o["proto_lr"] * lr_factor(it, self.proto_milestones)
         self.prototypes.train()
-        pick = torch.randint(self.label_pool.shape[0], (64,), generator=self.target_generator)
-        labels = self.label_pool[pick.to(self.label_pool.device)]
-        codes = torch.where(self.memory >= 0, 1.0, -1.0)
-        p = self.prototypes(labels)
-        positive = ((labels @ self.ctx.train_labels.T) > 0).to(p.dtype)
-        loss = circle_loss(p, codes, positive, o["margin"], o["gamma"])
-        loss = loss + o["quant_weight"] * (torch.where(p >= 0, 1.0, -1.0) - p).pow(2).mean()
+        p = self.prototypes(targets)
+        loss = prototype_loss(p, targets, self.code_memory, self.ctx.train_labels, gamma=o["gamma"],
+                              quant_weight=o["quant_weight"])
         self.proto_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.proto_opt.step()
         self.prototypes.eval()
-        return loss.detach()
+        return sign_codes(p.detach()), loss.detach()
 
     def step(self, x, y, idx, it):
         o, model = self.opts, self.ctx.model
-        proto_loss = self._train_prototypes()
-        pick = torch.randint(self.label_pool.shape[0], (x.shape[0],), generator=self.target_generator)
-        with torch.no_grad():
-            target_code = torch.where(self.prototypes(self.label_pool[pick.to(self.label_pool.device)]) >= 0,
-                                      1.0, -1.0)
-        x_adv = self.crafter(x, lambda h, _x: -(h * target_code).mean())
         with autocast(self.ctx.device, self.ctx.amp):
             h_ben = model(x).float()
+        with torch.no_grad():
+            self.code_memory[idx] = sign_codes(h_ben.detach())
+        target_code, proto_loss = self.prototype_step(self.draw_targets(x.shape[0]), it)
+        x_adv = self.crafter(x, lambda h, _x: -(h * target_code).mean())
+        with autocast(self.ctx.device, self.ctx.amp):
             h_adv = model(x_adv).float()
         with torch.no_grad():
             self.memory[idx] = h_ben.detach()
@@ -84,12 +98,14 @@ class ATRDHDefense(Defense):
         return {"loss": loss, "hash": hash_term, "adv": adv_term, "prototype": proto_loss}
 
     def state_dict(self) -> dict:
-        return {"memory": self.memory.detach().cpu(), "prototypes": self.prototypes.state_dict(),
-                "proto_opt": self.proto_opt.state_dict(), "crafter_generator": self.crafter.generator.get_state(),
+        return {"memory": self.memory.detach().cpu(), "code_memory": self.code_memory.detach().cpu(),
+                "prototypes": self.prototypes.state_dict(), "proto_opt": self.proto_opt.state_dict(),
+                "crafter_generator": self.crafter.generator.get_state(),
                 "target_generator": self.target_generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.memory.copy_(state["memory"].to(self.memory.device))
+        self.code_memory.copy_(state["code_memory"].to(self.code_memory.device))
         self.prototypes.load_state_dict(state["prototypes"])
         self.proto_opt.load_state_dict(state["proto_opt"])
         self.crafter.generator.set_state(state["crafter_generator"])

@@ -30,6 +30,8 @@ class DefenseContext:
     train_labels: torch.Tensor  # (N, C) 0/1 float
     seed: int = 0
     amp: bool = False
+    db_labels: torch.Tensor | None = None  # (M, C) database labels: where ATRDH draws target labels (else: train)
+    total_iterations: int = 0  # of the whole training, for schedules a defense keeps itself (0: unknown, no decay)
 
 
 class Defense:

@@ -21,6 +21,7 @@ from ..defenses import DEFENSES, DefenseContext
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.schedule import lr_milestones
 from .common import MODEL_FILE, FirstItems, encode_batch_size, encode_split, load_run, open_dataset
 from .evaluate import evaluate
 from .loop import run_epoch
@@ -118,15 +119,15 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     codes = torch.where(outputs >= 0, 1.0, -1.0)
     labels = ds.train.labels.to(device)
     method.init_memory(codes, labels)
-    ctx = DefenseContext(model, method, device, codes, outputs, labels, seed=cfg.seed, amp=cfg.amp)
-    defense = defense_cls(ctx, **settings)
-
     batch_size, epochs = int(settings["batch_size"]), int(settings["epochs"])
     train_split = ds.train if cfg.train_limit is None else FirstItems(ds.train, cfg.train_limit)
     per_epoch = len(train_split) // batch_size if len(train_split) > batch_size else 1
-    optimizer = defense.build_optimizer(model.parameters())
     total = per_epoch * epochs
-    milestones = sorted({max(1, int(f * total)) for f in defense.lr_milestone_fractions()})
+    ctx = DefenseContext(model, method, device, codes, outputs, labels, seed=cfg.seed, amp=cfg.amp,
+                         db_labels=ds.database.labels.to(device), total_iterations=total)
+    defense = defense_cls(ctx, **settings)
+    optimizer = defense.build_optimizer(model.parameters())
+    milestones = lr_milestones(defense.lr_milestone_fractions(), total)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
 
     writer = is_main_process()

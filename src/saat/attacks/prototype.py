@@ -1,0 +1,109 @@
+"""THA's PrototypeNet and its training objective (Wang et al., "Targeted Attack and Defense for Deep Hashing",
+SIGIR 2021), shared by the THA attack (:mod:`saat.attacks.tha`) and the ATRDH defense (:mod:`saat.defenses.atrdh`).
+
+A PrototypeNet maps a label vector t to a prototype code p = P(t) (MLP C -> 4096 -> 512 -> K, tanh). The objective
+is the one of the authors' code (SPEC 7.2), for a batch of B label vectors against the attacked model's +-1
+training codes b_j with label sets Y_j:
+
+- ``s_ij = p_i . b_j / K`` (an inner product scaled by K, not a cosine);
+- positive pairs ``t_i . Y_j > 0``, negative pairs the rest, pooled over the **whole batch**;
+- ``a_p = max(0, 2 - s)``, ``a_n = max(0, s + 2)`` (no gradient), gamma = 1, no margin;
+- ``L = softplus(LSE_neg(a_n s gamma) + LSE_pos(-a_p s gamma)) / B + sum (sign(p) - p)^2 / (10^4 B)``,
+  with one logsumexp per side over all pairs of the batch (not one per row).
+
+The authors select pairs through an upper-triangular mask of the B x N pair matrix, which also drops the pairs
+whose column index is at most the row index (at most B(B+1)/2 of the B N pairs — an artefact of a mask written for
+square matrices). Here every pair counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..retrieval import sign_codes
+from ..utils.progress import progress_bar
+from ..utils.schedule import lr_factor, lr_milestones
+from .cache import CachedTraining
+
+ADAM_BETAS = (0.5, 0.999)
+
+
+class PrototypeNet(nn.Module):
+    """label (C) -> Linear(C, 4096) -> ReLU -> Linear(4096, 512) -> ReLU -> Linear(512, K) -> tanh."""
+
+    def __init__(self, n_classes: int, bits: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_classes, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 512),
+                                 nn.ReLU(inplace=True), nn.Linear(512, bits))
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(labels))
+
+
+def _pooled_logsumexp(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """logsumexp of ``values`` over the entries where ``mask`` holds, all rows pooled; None for an empty mask
+    (the logsumexp of nothing is -inf, and softplus(-inf) = 0)."""
+    if not bool(mask.any()):
+        return None
+    return torch.logsumexp(values[mask], dim=0)
+
+
+def prototype_loss(p: torch.Tensor, labels: torch.Tensor, codes: torch.Tensor, code_labels: torch.Tensor, *,
+                   gamma: float = 1.0, quant_weight: float = 1e-4) -> torch.Tensor:
+    """THA's PrototypeNet objective (module docstring) of prototypes ``p`` (B, K) for label vectors ``labels``
+    (B, C) against +-1 ``codes`` (N, K) with labels ``code_labels`` (N, C). A batch without positive or without
+    negative pairs has pair term 0 (the logsumexp of an empty side is -inf)."""
+    b, k = p.shape
+    s = p @ codes.T / k
+    positive = (labels @ code_labels.T) > 0
+    a_p = (2 - s).clamp_min(0).detach()
+    a_n = (s + 2).clamp_min(0).detach()
+    lse_neg = _pooled_logsumexp(gamma * a_n * s, ~positive)
+    lse_pos = _pooled_logsumexp(-gamma * a_p * s, positive)
+    quantisation = (sign_codes(p.detach()) - p).pow(2).sum() * quant_weight / b
+    if lse_neg is None or lse_pos is None:
+        return quantisation
+    return F.softplus(lse_neg + lse_pos) / b + quantisation
+
+
+def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torch.Tensor,
+                        code_labels: torch.Tensor, *, steps: int, batch: int, lr: float,
+                        milestones: Sequence[float] = (0.5, 0.75), gamma: float = 1.0, quant_weight: float = 1e-4,
+                        seed: int, cache: CachedTraining, progress: bool = False, save_every: int = 500) -> None:
+    """THA's PrototypeNet training: ``steps`` Adam steps (betas 0.5, 0.999) on batches of ``batch`` label vectors
+    drawn uniformly with replacement (seeded) from ``label_pool`` (the distinct database label vectors), lr x 0.1
+    at each fraction in ``milestones`` of the steps. Resumable from ``cache``'s partial checkpoint."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=ADAM_BETAS)
+    gen = torch.Generator().manual_seed(seed)
+    decay_at = lr_milestones(milestones, steps)
+    start = 0
+    partial = cache.load_partial()
+    if partial is not None:
+        net.load_state_dict(partial["net"])
+        opt.load_state_dict(partial["optimizer"])
+        gen.set_state(partial["generator"])
+        start = int(partial["step"])
+    bar = progress_bar(total=steps, initial=start, desc="THA prototype net", unit="step") if progress else None
+    net.train()
+    for step in range(start, steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factor(step, decay_at)
+        pick = torch.randint(label_pool.shape[0], (batch,), generator=gen).to(label_pool.device)
+        labels = label_pool[pick]
+        loss = prototype_loss(net(labels), labels, codes, code_labels, gamma=gamma, quant_weight=quant_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if (step + 1) % save_every == 0 and step + 1 < steps:
+            cache.save_partial({"net": net.state_dict(), "optimizer": opt.state_dict(),
+                                "generator": gen.get_state(), "step": step + 1})
+    if bar is not None:
+        bar.close()
+    net.eval()
