@@ -5,11 +5,9 @@ import pytest
 import torch
 
 from saat.attacks import ATTACKS
-from saat.attacks.cache import CachedTraining
 from saat.attacks.dhta import anchor_codes
 from saat.attacks.hag import hag_loss
 from saat.attacks.sdha import sdha_surrogate
-from saat.attacks.tha import PrototypeNet, circle_loss, train_prototype_net
 from saat.pipelines.attack import AttackConfig, run_attack, run_attack_family
 
 
@@ -19,12 +17,12 @@ def test_hag_mask_selects_exactly_the_bits_not_pushed_past_the_threshold():
     # |ĥ - sign(h)| = [1.6, 1.7, 1.4, 1.1] -> mask [0, 0, 1, 1]: bits 0 and 1 are already past -0.5 the other way
     loss = hag_loss(h_adv, h)
     agreement = (-0.4 * 0.3 + 0.1 * -0.2) / 2
-    balance = ((-0.6 + 0.7 - 0.4 + 0.1) / 4) ** 2
+    balance = ((-0.4 + 0.1) / 4) ** 2  # the masked outputs, averaged over all K bits
     assert loss.item() == pytest.approx((agreement + 1) ** 2 + balance)
     loss.backward()
-    # masked bits get gradient only from the balance term (the same for every bit)
     g = h_adv.grad[0]
-    assert float(g[0]) == pytest.approx(float(g[1])) and float(g[2]) != pytest.approx(float(g[0]))
+    assert float(g[0]) == 0.0 and float(g[1]) == 0.0  # masked bits get no gradient from either term
+    assert float(g[2]) != 0.0 and float(g[3]) != 0.0
 
 
 def test_sdha_surrogate_weights_and_positive_averaging():
@@ -59,29 +57,6 @@ def test_dhta_anchor_is_the_majority_vote_of_the_chosen_items():
     assert one.tolist()[0] in db_codes[:3].tolist()  # P2P: the code of one matching item
     tie = anchor_codes(torch.tensor([[1.0, 0]]), db_codes[:2], db_labels[:2], 9, g)
     assert tie.tolist() == [[1.0, 1.0, -1.0]]  # sum [2, 0, -2]: the 0 becomes +1
-
-
-def test_circle_loss_prefers_prototypes_near_positives():
-    codes = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, -1], [-1, -1, -1, -1]])
-    positive = torch.tensor([[1.0, 1.0, 0.0]])
-    near = circle_loss(torch.tensor([[0.9, 0.9, 0.9, 0.5]]), codes, positive)
-    far = circle_loss(torch.tensor([[-0.9, -0.9, -0.9, -0.5]]), codes, positive)
-    assert float(near) < float(far)
-    assert torch.isfinite(circle_loss(torch.rand(2, 4), codes, torch.zeros(2, 3)))  # no positives: finite
-
-
-def test_tha_prototype_training_pulls_prototypes_to_their_label_codes(tmp_path):
-    torch.manual_seed(0)
-    labels = torch.eye(4)
-    codes = torch.where(torch.rand(4, 16) < 0.5, 1.0, -1.0)
-    net = PrototypeNet(4, 16)
-    cache = CachedTraining(tmp_path, "tha", "abc", {"s": 1})
-    train_prototype_net(net, labels, codes, labels, steps=300, batch=8, lr=1e-3, margin=0.25, gamma=1.0,
-                        quant_weight=0.1, seed=0, cache=cache)
-    with torch.no_grad():
-        proto = torch.where(net(labels) >= 0, 1.0, -1.0)
-    agreement = (proto * codes).mean(1)
-    assert (agreement > 0.7).all(), agreement
 
 
 @pytest.mark.parametrize("method, targeted", [("hag", False), ("sdha", False), ("cgat", False),
@@ -123,6 +98,8 @@ def test_method_settings_are_checked_and_recorded(mosaic_run):
     assert m["settings"]["lr"] == 0.02 and m["settings"]["steps"] == 2
     assert m["settings"]["eps"] == pytest.approx(32 / 255)  # the demo preset's shared eps
     assert ATTACKS.get("hag").defaults["steps"] == 2000 and ATTACKS.get("sdha").defaults["steps"] == 1500
+    # every baseline's crafting loop runs the tanh continuation (SPEC 7.2, corrected 2026-12-02)
+    assert all(ATTACKS.get(n).defaults["alpha_schedule"] for n in ("hag", "sdha", "dhta", "p2p", "tha"))
 
 
 def test_attack_family_writes_one_summary_table(mosaic_run):
