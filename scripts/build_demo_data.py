@@ -182,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {provenance_path}")
 
     from saat.data import load_dataset
+    from saat.pipelines.common import random_baseline
 
     for name in ("fashion-mnist", "fashion-mosaic"):
         ds = load_dataset(name)
-        print(f"  {name}: random-ranking mAP@{ds.default_topk} = {ds.random_baseline(ds.default_topk):.4f}, "
-              f"mAP@all = {ds.random_baseline(None):.4f}")
+        print(f"  {name}: random-ranking mAP@{ds.default_topk} = {random_baseline(ds, ds.default_topk):.4f}, "
+              f"mAP@all = {random_baseline(ds, None):.4f}")
     return 0
 
 

@@ -20,7 +20,7 @@ def retrieval_data():
 def quick_demo(tmp_path_factory):
     """`saat demo --quick` run once per session: a CSQ model on fashion-mosaic, every attack, SAAT and ATRDH
     models, a report. End-to-end tests read its outputs; attack tests reuse its trained model."""
-    from saat.pipelines.demo import run_demo
+    from saat.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     result = run_demo(out, quick=True, device="cpu", progress=False)

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from saat.defenses.comdefend import ComDefend, PurifiedModel, purifier_path, train_comdefend
+from saat.defenses.comdefend import ComDefend, PurifiedModel, purifier_path
 from saat.models import HashModel
 from saat.pipelines.attack import AttackConfig, run_attack
+from saat.pipelines.comdefend import train_comdefend
 
 
 def test_network_shapes_binarisation_and_straight_through_gradients():

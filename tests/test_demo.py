@@ -4,7 +4,7 @@ import json
 import re
 
 from saat.cli import main
-from saat.pipelines.demo import TARGETED, UNTARGETED, final_table, format_table
+from saat.demo import TARGETED, UNTARGETED, final_table, format_table
 
 
 def test_quick_demo_writes_every_result(quick_demo):

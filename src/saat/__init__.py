@@ -11,7 +11,7 @@ The Python API mirrors the command line::
 Sub-packages: :mod:`saat.retrieval` (metrics), :mod:`saat.data`, :mod:`saat.models`, :mod:`saat.hashing`.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 
 def train(*args, **kwargs):

@@ -8,11 +8,10 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .utils.io import atomic_write_bytes
 
 FORMAT = "saat.hash_model"
@@ -59,15 +58,6 @@ def load_model_file(path: str | Path) -> dict:
     if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer saat (format {ckpt['format_version']}); upgrade saat")
     return ckpt
-
-
-def build_model(ckpt: dict[str, Any]):
-    """Rebuild the HashModel of a loaded checkpoint (no pretrained download: the state_dict has the weights)."""
-    from .models import HashModel
-
-    model = HashModel.from_architecture(ckpt["metadata"]["architecture"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model
 
 
 def file_hash(path: str | Path, length: int = 16) -> str:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .. import __version__
+from .._version import __version__
 from ..errors import SaatError
 from . import attack, defend, demo, evaluate, evaluate_codes, list_cmd, report, train
 

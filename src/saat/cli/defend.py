@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         defend(resume=args.resume)
         return 0
     if args.method == "comdefend":
-        from ..defenses.comdefend import train_comdefend
+        from ..pipelines.comdefend import train_comdefend
 
         if args.run_dir is None:
             raise ValueError("give the run directory whose model the purifier will protect")

@@ -41,7 +41,7 @@ split sizes differ from the standard protocol and fail when the class count diff
 from .catalog import DATASETS, DatasetSpec, list_datasets, load_dataset, register_dataset, resolve_name
 from .dataset import RetrievalDataset
 from .demo import load_fashion_subset
-from .loader import EpochShuffleSampler, make_loader, set_loader_epoch
+from .loader import EpochShuffleSampler, FirstItems, make_loader, set_loader_epoch, to_device_batch
 from .splits import FileSplit, RetrievalSplit, TensorSplit, resize_batch
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "DatasetSpec",
     "EpochShuffleSampler",
     "FileSplit",
+    "FirstItems",
     "RetrievalDataset",
     "RetrievalSplit",
     "TensorSplit",
@@ -60,4 +61,5 @@ __all__ = [
     "resize_batch",
     "resolve_name",
     "set_loader_epoch",
+    "to_device_batch",
 ]

@@ -6,8 +6,6 @@ from typing import Any
 
 from .splits import RetrievalSplit
 
-USE_DEFAULT = "default"
-
 
 class RetrievalDataset:
     """Train / query / database splits sharing one label space.
@@ -44,25 +42,12 @@ class RetrievalDataset:
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.splits.items()}
 
-    def random_baseline(self, topk: int | None | str = USE_DEFAULT) -> float:
-        """Expected mAP@topk of a uniformly random ranking of the database for the query set.
-
-        ``topk`` defaults to ``default_topk``; ``None`` means the whole database.
-        """
-        from ..retrieval import random_ranking_map
-
-        k = self.default_topk if topk == USE_DEFAULT else topk
-        return random_ranking_map(self.query.labels.numpy(), self.database.labels.numpy(), k)
-
     def summary(self) -> str:
-        """One line: ``NAME: train 5,000 · query 1,700 · database 23,300 · 38 classes · random mAP@5000 0.xxx``.
-
-        The random-ranking mAP says what a number on this dataset must beat to mean anything.
-        """
+        """One line: ``NAME: train 5,000 · query 1,700 · database 23,300 · 38 classes``. (The pipelines add the
+        random-ranking mAP, a retrieval metric, when they open a dataset.)"""
         s = self.sizes()
-        k = "all" if self.default_topk is None else self.default_topk
         return (f"{self.name}: train {s['train']:,} · query {s['query']:,} · database {s['database']:,} · "
-                f"{self.n_classes} classes · random-ranking mAP@{k} {self.random_baseline():.3f}")
+                f"{self.n_classes} classes")
 
     def __repr__(self) -> str:
         return (f"RetrievalDataset({self.summary()}, image_size={self.image_size}, multi_label={self.multi_label}, "

@@ -1,4 +1,5 @@
-"""``make_loader``: a DataLoader over a split with batches fetched in one call and reproducible shuffling."""
+"""``make_loader``: a DataLoader over a split with batches fetched in one call and reproducible shuffling;
+``FirstItems`` (a split's first n items) and ``to_device_batch`` (uint8 batch -> float [0, 1] on a device)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,25 @@ def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
     sampler = loader.batch_sampler.sampler
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
+
+
+class FirstItems(Dataset):
+    """The first ``n`` items of a split (indices unchanged, so memories stay aligned), with its batched fetch."""
+
+    def __init__(self, split, n: int):
+        self.split, self.n = split, min(int(n), len(split))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitems__(self, indices):
+        return self.split.__getitems__(indices)
+
+
+def to_device_batch(batch, device: torch.device, channels_last: bool = False):
+    """uint8 images -> float [0, 1] on the device (converted per batch), labels and indices alongside."""
+    x, y, idx = batch
+    x = x.to(device, non_blocking=True).float().div_(255.0)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True).float(), idx.to(device, non_blocking=True)

@@ -1,6 +1,6 @@
 """Deep hashing models (SPEC section 3): a backbone registry and :class:`HashModel`."""
 
 from .backbones import BACKBONES, Backbone, SmallCNN, create_backbone, list_backbones
-from .hash_model import HashModel
+from .hash_model import HashModel, build_model
 
-__all__ = ["BACKBONES", "Backbone", "HashModel", "SmallCNN", "create_backbone", "list_backbones"]
+__all__ = ["BACKBONES", "Backbone", "HashModel", "SmallCNN", "build_model", "create_backbone", "list_backbones"]

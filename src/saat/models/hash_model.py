@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -81,3 +82,10 @@ class HashModel(nn.Module):
     @classmethod
     def from_architecture(cls, arch: dict) -> HashModel:
         return cls(arch["backbone"], int(arch["bits"]), head_norm=arch.get("head_norm"))
+
+
+def build_model(ckpt: dict[str, Any]):
+    """Rebuild the HashModel of a loaded checkpoint (no pretrained download: the state_dict has the weights)."""
+    model = HashModel.from_architecture(ckpt["metadata"]["architecture"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model

@@ -16,6 +16,7 @@ import torch
 
 from ..attacks import ATTACKS, AttackContext, Perceptibility, load_or_create_targets, query_subset
 from ..config import DEMO_EPS
+from ..data import to_device_batch
 from ..retrieval import evaluate_retrieval, mean_average_precision
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
@@ -23,7 +24,6 @@ from ..utils.images import save_example_grid
 from ..utils.io import atomic_save_npy, atomic_write_json
 from ..utils.progress import progress_bar
 from .common import codes_for, encode_batch_size, load_run, open_dataset
-from .loop import to_device_batch
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import build_model, file_hash, load_model_file
+from ..checkpoint import file_hash, load_model_file
 from ..config import TrainConfig, config_from_dict
+from ..data import to_device_batch
+from ..models import build_model
+from ..retrieval import random_ranking_map
 from ..utils.device import autocast
 from ..utils.io import atomic_save_npy
 from ..utils.progress import progress_bar
-from .loop import to_device_batch
 
 MODEL_FILE = "model.pt"
 
@@ -25,12 +28,26 @@ def resolve_image_size(backbone_native: int | None, requested: int | None) -> in
     return requested if requested is not None else backbone_native
 
 
-def open_dataset(cfg: TrainConfig, image_size: int | None, data_root: str | None = None):
+def open_dataset(cfg: TrainConfig, image_size: int | None, data_root: str | None = None, verbose: bool = True):
+    """The run's dataset; ``verbose`` prints its split sizes and the random-ranking mAP@topk (on stderr): what a
+    number on this dataset must beat to mean anything."""
     from ..data import load_dataset
 
     name = None if cfg.dataset_dir and not cfg.dataset else cfg.dataset
-    return load_dataset(name, data_root=data_root or cfg.data_root, dataset_dir=cfg.dataset_dir,
-                        image_root=cfg.image_root, image_size=image_size, seed=cfg.seed, download=cfg.download)
+    ds = load_dataset(name, data_root=data_root or cfg.data_root, dataset_dir=cfg.dataset_dir,
+                      image_root=cfg.image_root, image_size=image_size, seed=cfg.seed, download=cfg.download,
+                      verbose=False)
+    if verbose:
+        print(f"{ds.summary()} · random-ranking mAP@{ds.default_topk or 'all'} {random_baseline(ds):.3f}",
+              file=sys.stderr, flush=True)
+    return ds
+
+
+def random_baseline(ds, topk: int | None | str = "default") -> float:
+    """Expected mAP@topk of a uniformly random ranking of ``ds``'s database for its query set (``"default"``: the
+    dataset's default topk; None: the whole database)."""
+    k = ds.default_topk if topk == "default" else topk
+    return random_ranking_map(ds.query.labels.numpy(), ds.database.labels.numpy(), k)
 
 
 @torch.no_grad()
@@ -131,16 +148,3 @@ def codes_for(run: LoadedRun, split_name: str, split, *, device, batch_size: int
                          lambda: encode_split(encoder, split, batch_size=batch_size, device=device, amp=amp,
                                               progress=progress, desc=f"encode {split_name}"))
     return codes, time.perf_counter() - t0
-
-
-class FirstItems(torch.utils.data.Dataset):
-    """The first ``n`` items of a split (indices unchanged, so memories stay aligned), with its batched fetch."""
-
-    def __init__(self, split, n: int):
-        self.split, self.n = split, min(int(n), len(split))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitems__(self, indices):
-        return self.split.__getitems__(indices)

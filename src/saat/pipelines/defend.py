@@ -17,12 +17,13 @@ import yaml
 
 from ..checkpoint import save_model
 from ..config import DEMO_DATASETS, DEMO_EPS
+from ..data import FirstItems
 from ..defenses import DEFENSES, DefenseContext
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.schedule import lr_milestones
-from .common import MODEL_FILE, FirstItems, encode_batch_size, encode_split, load_run, open_dataset
+from .common import MODEL_FILE, encode_batch_size, encode_split, load_run, open_dataset
 from .evaluate import evaluate
 from .loop import run_epoch
 from .train import LOG_FILE, STATE_FILE, read_log, restore_training_state, save_training_state, write_log

@@ -11,19 +11,11 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from ..data import to_device_batch
 from ..utils.device import autocast
 from ..utils.progress import progress_bar
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], dict]
-
-
-def to_device_batch(batch, device: torch.device, channels_last: bool = False):
-    """uint8 images -> float [0, 1] on the device (converted per batch), labels and indices alongside."""
-    x, y, idx = batch
-    x = x.to(device, non_blocking=True).float().div_(255.0)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y.to(device, non_blocking=True).float(), idx.to(device, non_blocking=True)
 
 
 def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimizer: torch.optim.Optimizer, *,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..checkpoint import load_file, save_file, save_model
 from ..config import TrainConfig, config_from_dict, resolve_config, save_config
 from ..utils.device import resolve_device

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..utils.io import atomic_write_text
 from . import examples as _examples
 from . import paper

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..attacks import ATTACKS
-from ..config import DEMO_EPS
-from .attack import AttackConfig, run_attack
+from .attacks import ATTACKS
+from .config import DEMO_EPS
+from .pipelines.attack import AttackConfig, run_attack
 
 DATASET = "fashion-mosaic"
 
@@ -53,8 +53,8 @@ ROBUST_ATTACKS = ("hag", "sdha", "mainstay")
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, device: str = "auto", seed: int = 0,
              progress: bool = True) -> dict:
     """Run (or continue) the demo; returns the final table and the report's path."""
-    from ..pipelines.defend import DefenseConfig, defend
-    from ..pipelines.train import train
+    from .pipelines.defend import DefenseConfig, defend
+    from .pipelines.train import train
 
     plan = QUICK if quick else FULL
     out = Path(out)
@@ -114,7 +114,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, device: str 
             attack(run, "mainstay", False, eps)
 
     report_dir = out / "report"
-    from ..report import build_report
+    from .report import build_report
 
     step("report", False, lambda: build_report([base, *robust.values()], report_dir))
     table = final_table(base, robust)
