@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from saat.hashing import (
     METHODS,
     HashingMethod,
-    binarize,
     create_method,
     list_methods,
     random_sign_codes,
     register_method,
 )
+from saat.utils.codes import sign_codes
 
 ALL = ["csq", "dph", "dpn", "dpsh", "hashnet", "hswd", "orthohash"]
 PAIRWISE = ["dph", "dpsh", "hashnet", "hswd"]
@@ -495,7 +495,7 @@ def test_gradients_reach_h_and_are_finite(name):
     _, y, idx = random_batch(1, 6, 16, 5, 8, density=0.5)
     y[0] = 0
     method = make(name, bits=16, n_classes=5, n_train=8)
-    method.init_memory(binarize(torch.randn(8, 16, generator=g)), (torch.rand(8, 5, generator=g) < 0.5).float())
+    method.init_memory(sign_codes(torch.randn(8, 16, generator=g)), (torch.rand(8, 5, generator=g) < 0.5).float())
     loss = method(torch.tanh(w), y, idx)
     loss.backward()
     assert loss.dim() == 0 and torch.isfinite(loss)
@@ -533,7 +533,7 @@ def test_every_loss_is_finite(name, b, bits, n_classes, extra, density, extreme,
             torch.randint(3, (b, bits), generator=g)], h)
     method = make(name, bits=bits, n_classes=n_classes, n_train=n_train, seed=seed)
     if seed % 2:
-        method.init_memory(binarize(torch.randn(n_train, bits)), (torch.rand(n_train, n_classes) < density).float())
+        method.init_memory(sign_codes(torch.randn(n_train, bits)), (torch.rand(n_train, n_classes) < density).float())
     h = h.requires_grad_()
     loss = method(h, y, idx)
     loss.backward()
@@ -562,7 +562,7 @@ def test_a_few_hundred_adam_steps_group_codes_by_label(name):
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    codes = binarize(w.detach())
+    codes = sign_codes(w.detach())
     distance = (16 - codes @ codes.T) / 2
     same = classes[:, None] == classes[None]
     off_diagonal = ~torch.eye(32, dtype=torch.bool)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..utils.codes import sign_codes
 from .generators import BIM
 from .methods import ATTACKS, AttackMethod
 
@@ -32,7 +33,7 @@ def anchor_codes(targets: torch.Tensor, db_codes: torch.Tensor, db_labels: torch
             pool = torch.nonzero(shared[i] == shared[i].max()).flatten()
         order = torch.randperm(pool.numel(), generator=generator)[:n_items].to(pool.device)
         total = db_codes[pool[order]].sum(0)
-        out[i] = torch.where(total >= 0, 1.0, -1.0)
+        out[i] = sign_codes(total)
     return out
 
 

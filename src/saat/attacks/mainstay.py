@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..utils.codes import sign_codes
+
 _CHUNK_ELEMENTS = 1 << 22  # B x chunk similarities held at once
 
 
@@ -84,10 +86,6 @@ def _side_means(y: torch.Tensor, u: torch.Tensor, ty: torch.Tensor, weighted: bo
     return pos - neg
 
 
-def _sign(a: torch.Tensor) -> torch.Tensor:
-    return torch.where(a >= 0, 1.0, -1.0).to(torch.float32)
-
-
 def mainstay_codes(labels, train_codes, train_labels) -> torch.Tensor:
     """Mainstay codes (B, K) of +-1 (float32) for a batch of label vectors; see the module docstring.
 
@@ -95,14 +93,14 @@ def mainstay_codes(labels, train_codes, train_labels) -> torch.Tensor:
     numpy). Raises ``ValueError`` naming the argument for non +-1 codes, non 0/1 labels or shape mismatches.
     """
     y, u, ty = _validate(labels, train_codes, train_labels)
-    return _sign(_side_means(y, u, ty, weighted=True))
+    return sign_codes(_side_means(y, u, ty, weighted=True)).to(torch.float32)
 
 
 def center_codes(labels, train_codes, train_labels) -> torch.Tensor:
     """CgAT's center codes: ``sign(mean of positives' codes - mean of negatives' codes)``, all positives weighing
     equally. An empty side is dropped (the authors return an all-zero code there) and sign(0) = +1."""
     y, u, ty = _validate(labels, train_codes, train_labels)
-    return _sign(_side_means(y, u, ty, weighted=False))
+    return sign_codes(_side_means(y, u, ty, weighted=False)).to(torch.float32)
 
 
 def mainstay_from_memory(labels: torch.Tensor, memory: torch.Tensor, memory_labels: torch.Tensor) -> torch.Tensor:
@@ -111,9 +109,9 @@ def mainstay_from_memory(labels: torch.Tensor, memory: torch.Tensor, memory_labe
     ``memory`` may hold continuous values (SAAT's parity mode reproduces the authors' code, whose memory is
     overwritten with tanh outputs); the formula is the same.
     """
-    return _sign(_side_means(labels, memory, memory_labels, weighted=True))
+    return sign_codes(_side_means(labels, memory, memory_labels, weighted=True)).to(torch.float32)
 
 
 def center_from_memory(labels: torch.Tensor, memory: torch.Tensor, memory_labels: torch.Tensor) -> torch.Tensor:
     """CgAT center codes from a training-set memory, without input validation."""
-    return _sign(_side_means(labels, memory, memory_labels, weighted=False))
+    return sign_codes(_side_means(labels, memory, memory_labels, weighted=False)).to(torch.float32)

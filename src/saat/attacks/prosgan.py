@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import EpochShuffleSampler
-from ..retrieval import sign_codes
+from ..utils.codes import sign_codes
 from ..utils.progress import progress_bar
 from ..utils.schedule import lr_factor, lr_milestones
 from ._prosgan_nets import ProSDiscriminator, ProSGenerator, PrototypeNet

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..retrieval import sign_codes
+from ..utils.codes import sign_codes
 from ..utils.progress import progress_bar
 from ..utils.schedule import lr_factor, lr_milestones
 from .cache import CachedTraining

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..retrieval import sign_codes
+from ..utils.codes import sign_codes
 from .base import OptimizerAttack
 from .methods import ATTACKS, AttackMethod
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..utils.codes import sign_codes
 from .cache import CachedTraining
 from .generators import PGD
 from .methods import ATTACKS, AttackMethod
@@ -66,7 +67,7 @@ class THAAttack(AttackMethod):
 
     def theory_codes(self, x, labels):
         with torch.no_grad():
-            return torch.where(self.prototypes(labels) >= 0, 1.0, -1.0)
+            return sign_codes(self.prototypes(labels))
 
     def attack(self, x, y, target):
         code = self.theory_codes(x, target)

@@ -9,7 +9,7 @@ import torch
 from ..attacks.generators import PGD
 from ..attacks.prototype import ADAM_BETAS, PrototypeNet, prototype_loss
 from ..attacks.targets import distinct_label_rows
-from ..retrieval import sign_codes
+from ..utils.codes import sign_codes
 from ..utils.device import autocast
 from ..utils.schedule import lr_factor, lr_milestones
 from .base import DEFENSES, Defense, DefenseContext

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..attacks.generators import PGD
 from ..attacks.losses import simple_loss
 from ..attacks.mainstay import center_from_memory
+from ..utils.codes import sign_codes
 from ..utils.device import autocast
 from .base import DEFENSES, Defense, DefenseContext
 
@@ -65,7 +66,7 @@ class CgATDefense(Defense):
             h_ben = model(x).float()
             h_adv = model(x_adv).float()
         with torch.no_grad():
-            self.memory[idx] = torch.where(h_ben >= 0, 1.0, -1.0)
+            self.memory[idx] = sign_codes(h_ben)
         c = self.center(y)
         hash_term = self.ctx.method(h_ben, y, idx)
         adv_term = -(h_adv * c).mean()

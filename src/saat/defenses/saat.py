@@ -9,7 +9,7 @@ import torch
 from ..attacks.generators import PGD
 from ..attacks.losses import simple_loss
 from ..attacks.mainstay import mainstay_from_memory
-from ..retrieval import sign_codes
+from ..utils.codes import sign_codes
 from ..utils.device import autocast
 from .base import DEFENSES, Defense, DefenseContext
 

@@ -14,7 +14,7 @@ whole training set that :meth:`HashingMethod.init_memory` can fill from an encod
 
 from . import pairwise, pointwise  # noqa: F401  (importing registers the methods)
 from .base import METHODS, HashingMethod, PairwiseMethod, create_method, list_methods, register_method
-from .codes import binarize, multi_label_targets, random_sign_codes, seeded_generator, sylvester_hadamard
+from .codes import multi_label_targets, random_sign_codes, seeded_generator, sylvester_hadamard
 from .pairwise import DPH, DPSH, HSWD, HashNet
 from .pointwise import CSQ, DPN, OrthoHash
 
@@ -29,7 +29,6 @@ __all__ = [
     "HashingMethod",
     "OrthoHash",
     "PairwiseMethod",
-    "binarize",
     "create_method",
     "list_methods",
     "multi_label_targets",

@@ -18,12 +18,6 @@ _ENUMERATE_MAX_BITS = 16
 _MAX_REDRAW_ROUNDS = 1000
 
 
-def binarize(h: torch.Tensor) -> torch.Tensor:
-    """``sign(h)`` with ``sign(0) = +1`` (SPEC 1, FIX: a 0 bit must never leak), same dtype and device as h."""
-    one = torch.ones((), dtype=h.dtype, device=h.device)
-    return torch.where(h >= 0, one, -one)
-
-
 def seeded_generator(seed: int, purpose: str, *counters: int) -> torch.Generator:
     """A CPU generator for one random choice, derived from (seed, purpose, counters).
 

@@ -7,8 +7,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..utils.codes import sign_codes
 from .base import PairwiseMethod, register_method
-from .codes import binarize, seeded_generator
+from .codes import seeded_generator
 
 
 @register_method("dph")
@@ -47,7 +48,7 @@ class DPSH(PairwiseMethod):
     def pair_loss(self, h, U, S):
         theta = 0.5 * (h @ U.T)
         likelihood = (F.softplus(theta) - S * theta).sum()
-        quantization = (binarize(h.detach()) - h).pow(2).sum()
+        quantization = (sign_codes(h.detach()) - h).pow(2).sum()
         return (likelihood + self.eta * quantization) / S.numel()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils.codes import sign_codes
 from .backbones import create_backbone
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -67,7 +68,7 @@ class HashModel(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """+-1 codes (int8) of a batch; sign(0) = +1. Call in eval mode."""
-        return torch.where(self.logits(x) >= 0, 1, -1).to(torch.int8)
+        return sign_codes(self.logits(x)).to(torch.int8)
 
     @property
     def channels_last(self) -> bool:

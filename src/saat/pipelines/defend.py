@@ -19,6 +19,7 @@ from ..checkpoint import save_model
 from ..config import DEMO_DATASETS, DEMO_EPS
 from ..data import FirstItems
 from ..defenses import DEFENSES, DefenseContext
+from ..utils.codes import sign_codes
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_json, atomic_write_text
@@ -117,7 +118,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     # Encode the whole training set in eval mode before training (SPEC 8.1).
     outputs = encode_split(model, ds.train, batch_size=encode_batch_size(None, device), device=device,
                            progress=progress, desc="encode train", continuous=True).to(device)
-    codes = torch.where(outputs >= 0, 1.0, -1.0)
+    codes = sign_codes(outputs)
     labels = ds.train.labels.to(device)
     method.init_memory(codes, labels)
     batch_size, epochs = int(settings["batch_size"]), int(settings["epochs"])

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.codes import sign_codes  # noqa: F401  (public as saat.retrieval.sign_codes)
 from ..utils.progress import progress_bar
 from . import _cpu
 from ._backends import DEFAULT_CHUNK_BYTES, iter_ranked, rank_indices, resolve_backend
@@ -55,18 +56,6 @@ DEFINITION = (
     "skipped per query; P@N = relevant in top N / N; P@r<=2 = precision of the Hamming ball of radius 2 "
     "(empty ball = 0)."
 )
-
-
-def sign_codes(h: Any):
-    """Binarise network outputs into +-1 codes with ``sign(0) = +1`` (SPEC section 1).
-
-    Accepts a numpy array (returns int8) or a torch tensor (returns the same dtype, same device).
-    """
-    if is_tensor(h):
-        import torch
-
-        return torch.where(h >= 0, 1, -1).to(h.dtype if h.is_floating_point() else torch.int8)
-    return np.where(np.asarray(h) >= 0, 1, -1).astype(np.int8)
 
 
 @dataclass
