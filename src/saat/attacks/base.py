@@ -128,10 +128,7 @@ class Attack:
         return grad
 
     def iterations(self) -> Iterator[int]:
-        if not self.progress:
-            return iter(range(self.steps))
-
-        return iter(progress_bar(range(self.steps), desc=self.name, unit="it"))
+        return iter(progress_bar(range(self.steps), desc=self.name, unit="it", disable=not self.progress))
 
 
 class OptimizerAttack(Attack):

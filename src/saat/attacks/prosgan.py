@@ -105,13 +105,6 @@ def lsgan_loss(scores: torch.Tensor, labels: torch.Tensor, real: bool) -> torch.
     return F.mse_loss(scores, torch.cat([labels.to(scores.dtype), flag], dim=1))
 
 
-def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-
-    return progress_bar(total=total, initial=initial, desc=desc, unit="step")
-
-
 def prototype_step(net: PrototypeNet, opt: torch.optim.Optimizer, labels: torch.Tensor, train_codes: torch.Tensor,
                    train_labels: torch.Tensor) -> dict[str, float]:
     loss, terms = prototype_loss(net, labels, train_codes, train_labels)
@@ -134,7 +127,8 @@ def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache
         opt.load_state_dict(partial["optimizer"])
         rng.set_state(partial["rng"])
         start, seconds, log = int(partial["step"]), float(partial["seconds"]), list(partial["log"])
-    bar = _progress_bar(ctx.progress, steps, start, "ProS-GAN prototype net")
+    bar = progress_bar(total=steps, initial=start, desc="ProS-GAN prototype net", unit="step",
+                       disable=not ctx.progress)
     every = int(opts["proto_checkpoint_every"])
     t0 = time.perf_counter()
     net.train()
@@ -145,15 +139,13 @@ def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache
         terms = prototype_step(net, opt, pool[pick], ctx.train_codes, ctx.train_labels)
         if (step + 1) % every == 0 or step + 1 == steps:
             log.append({"step": step + 1, **terms})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{terms['loss']:.4f}", refresh=False)
+        bar.update(1)
+        bar.set_postfix(loss=f"{terms['loss']:.4f}", refresh=False)
         if (step + 1) % every == 0 and step + 1 < steps:
             cache.save_partial({"prototype_net": net.state_dict(), "optimizer": opt.state_dict(),
                                 "rng": rng.get_state(), "step": step + 1,
                                 "seconds": seconds + time.perf_counter() - t0, "log": log})
-    if bar is not None:
-        bar.close()
+    bar.close()
     net.eval()
     return {"prototype_net": net.state_dict(), "seconds": seconds + time.perf_counter() - t0, "log": log}
 
@@ -221,7 +213,8 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
             "model": ctx.model, "opt_g": opt_g, "opt_d": opt_d}
     sampler = EpochShuffleSampler(n, _stream_seed(ctx.seed, _DATA_ORDER))
     order, order_epoch = None, -1
-    bar = _progress_bar(ctx.progress, steps, start, "ProS-GAN generator")
+    bar = progress_bar(total=steps, initial=start, desc="ProS-GAN generator", unit="step",
+                       disable=not ctx.progress)
     every = int(opts["gan_checkpoint_every"])
     t0 = time.perf_counter()
     generator.train()
@@ -246,17 +239,15 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
             if b + 1 == per_epoch:
                 log.append({"epoch": epoch + 1, **{k: t / c for k, (t, c) in sums.items()}})
                 sums = {}
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(hash=f"{terms['hash_loss']:.3f}", rec=f"{terms['reconstruction']:.4f}",
-                                refresh=False)
+            bar.update(1)
+            bar.set_postfix(hash=f"{terms['hash_loss']:.3f}", rec=f"{terms['reconstruction']:.4f}",
+                            refresh=False)
             if (step + 1) % every == 0 and step + 1 < steps:
                 cache.save_partial({"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
                                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                                     "rng": rng.get_state(), "step": step + 1,
                                     "seconds": seconds + time.perf_counter() - t0, "log": log, "sums": sums})
-    if bar is not None:
-        bar.close()
+    bar.close()
     generator.eval()
     return {"generator": generator.state_dict(), "seconds": seconds + time.perf_counter() - t0, "log": log}
 

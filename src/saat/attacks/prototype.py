@@ -87,7 +87,7 @@ def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torc
         opt.load_state_dict(partial["optimizer"])
         gen.set_state(partial["generator"])
         start = int(partial["step"])
-    bar = progress_bar(total=steps, initial=start, desc="THA prototype net", unit="step") if progress else None
+    bar = progress_bar(total=steps, initial=start, desc="THA prototype net", unit="step", disable=not progress)
     net.train()
     for step in range(start, steps):
         for group in opt.param_groups:
@@ -98,12 +98,10 @@ def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torc
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         if (step + 1) % save_every == 0 and step + 1 < steps:
             cache.save_partial({"net": net.state_dict(), "optimizer": opt.state_dict(),
                                 "generator": gen.get_state(), "step": step + 1})
-    if bar is not None:
-        bar.close()
+    bar.close()
     net.eval()

@@ -128,10 +128,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     theory: np.ndarray | None = np.empty_like(adv_codes)
     percept = Perceptibility()
     shown: list[tuple[torch.Tensor, torch.Tensor]] = []
-    bar = None
-    if progress:
-
-        bar = progress_bar(total=len(picked), desc=f"attack {cfg.method}", unit="img")
+    bar = progress_bar(total=len(picked), desc=f"attack {cfg.method}", unit="img", disable=not progress)
     t0 = time.perf_counter()
     for start in range(0, len(picked), cfg.batch_size):
         rows = picked[start:start + cfg.batch_size]
@@ -148,11 +145,9 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
         percept.update(x, x_adv)
         if len(shown) < examples:
             shown.extend((x[i].cpu(), x_adv[i].cpu()) for i in range(min(len(rows), examples - len(shown))))
-        if bar is not None:
-            bar.update(len(rows))
+        bar.update(len(rows))
     seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
+    bar.close()
 
     relevance = targets if cfg.targeted else query_labels
     benign_codes = query_codes[picked]

@@ -53,10 +53,7 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
         net.train()
         t0, total, n = time.perf_counter(), 0.0, 0
         loader = make_loader(train_split, batch_size, shuffle=True, seed=seed, epoch=epoch)
-        bar = None
-        if progress:
-
-            bar = progress_bar(total=len(loader), desc=f"comdefend epoch {epoch + 1}", unit="batch")
+        bar = progress_bar(total=len(loader), desc=f"comdefend epoch {epoch + 1}", unit="batch", disable=not progress)
         for batch in loader:
             x, _, _ = to_device_batch(batch, dev)
             z_shape = (x.shape[0], 12, *x.shape[-2:])
@@ -68,11 +65,9 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
             opt.step()
             total += float(loss.detach()) * x.shape[0]
             n += x.shape[0]
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
-        if bar is not None:
-            bar.close()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+        bar.close()
         log.append({"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0})
         if progress:
             print(f"comdefend epoch {epoch + 1}/{epochs}: loss {log[-1]['loss']:.5f}")

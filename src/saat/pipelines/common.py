@@ -63,18 +63,13 @@ def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torc
     channels_last = getattr(model, "channels_last", False)
     out = []
     loader = make_loader(split, batch_size, shuffle=False, num_workers=num_workers)
-    bar = None
-    if progress:
-
-        bar = progress_bar(total=len(split), desc=desc, unit="img")
+    bar = progress_bar(total=len(split), desc=desc, unit="img", disable=not progress)
     for batch in loader:
         x, _, _ = to_device_batch(batch, device, channels_last)
         with autocast(device, amp):
             out.append(model(x).float().cpu() if continuous else model.encode(x).cpu())
-        if bar is not None:
-            bar.update(x.shape[0])
-    if bar is not None:
-        bar.close()
+        bar.update(x.shape[0])
+    bar.close()
     model.train(was_training)
     return torch.cat(out) if out else torch.empty((0, model.bits), dtype=torch.int8)
 

@@ -31,10 +31,7 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
     sums: dict[str, float] = {}
     n_batches = n_images = 0
     t0 = time.perf_counter()
-    bar = None
-    if progress:
-
-        bar = progress_bar(total=len(loader), desc=f"{desc} epoch {epoch + 1}", unit="batch")
+    bar = progress_bar(total=len(loader), desc=f"{desc} epoch {epoch + 1}", unit="batch", disable=not progress)
     for batch in loader:
         x, y, idx = to_device_batch(batch, device, channels_last)
         terms = step_fn(x, y, idx, step)
@@ -55,12 +52,10 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
         if log_every and step % log_every == 0:
             log.append({"kind": "step", "epoch": epoch + 1, "step": step, **values,
                         "lr": optimizer.param_groups[0]["lr"]})
-        if bar is not None:
-            rate = n_images / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix({**{k: f"{v:.4f}" for k, v in values.items()}, "img/s": f"{rate:.0f}"}, refresh=False)
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        rate = n_images / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix({**{k: f"{v:.4f}" for k, v in values.items()}, "img/s": f"{rate:.0f}"}, refresh=False)
+        bar.update(1)
+    bar.close()
     seconds = time.perf_counter() - t0
     summary = {k: v / max(n_batches, 1) for k, v in sums.items()}
     summary.update({"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": seconds,

@@ -162,7 +162,6 @@ def _collect(prep: _Prepared, *, topk: int | None = DEFAULT_TOPK, want_ap: bool 
     need_hist = want_radius or recalls is not None
     chunks = iter_ranked(prep.backend, prep.q, prep.db, prep.ql, prep.dl, depth, need_hist, chunk_bytes)
     if progress:
-
         chunks = _progress(chunks, progress_bar(total=n_query, desc="ranking", unit="query"))
     for c in chunks:
         s, e = c.start, c.stop

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 
-def progress_bar(iterable=None, **kwargs):
+def progress_bar(iterable=None, *, disable: bool = False, **kwargs):
+    """A tqdm bar. ``disable=True`` makes it a silent no-op (``update``, ``set_postfix`` and ``close`` still work, so
+    callers never test for a bar); otherwise it shows only when stderr is a terminal."""
     from tqdm.auto import tqdm
 
     kwargs.setdefault("leave", False)
     kwargs.setdefault("dynamic_ncols", True)
-    kwargs.setdefault("disable", None)  # None: tqdm turns itself off when not writing to a terminal
-    return tqdm(iterable, **kwargs)
+    return tqdm(iterable, disable=True if disable else None, **kwargs)
