@@ -238,7 +238,7 @@ def test_attack_theory_codes_settings_and_registry():
     assert torch.equal(codes, expected) and set(codes.unique().tolist()) <= {-1.0, 1.0}
     adv = attack.attack(x, None, target)
     assert adv.shape == x.shape and float((adv - x).abs().max()) <= EPS + 1e-6
-    settings = attack.settings()
+    settings = attack.settings_record()
     assert json.loads(json.dumps(settings)) == settings and settings["proto_steps"] == TINY["proto_steps"]
     assert set(ProSGANAttack.defaults) == set(settings)
     with pytest.raises(ValueError, match="targeted"):

@@ -1,4 +1,5 @@
-"""One checkpoint format: a dict of a model ``state_dict`` plus JSON-serialisable metadata (SPEC section 1).
+"""One checkpoint format: a dict of a model ``state_dict`` plus JSON-serialisable metadata
+(docs/conventions.md#conventions).
 
 Files are written atomically and read with ``torch.load(weights_only=True)``; whole modules are never pickled.
 """

@@ -16,14 +16,16 @@ import yaml
 from .utils.io import atomic_write_text
 
 DEMO_DATASETS = ("fashion-mnist", "fashion-mosaic")
-# Demo datasets: 8/255 barely moves these grayscale models (SPEC 2.4), so every attack and adversarial training on
-# them uses this larger budget (chosen by measurement, see README); real datasets keep the paper's 8/255.
+# Demo datasets: 8/255 barely moves these grayscale models (docs/data.md#demo-calibration-and-presets), so every attack
+# and adversarial training on them uses this larger budget (chosen by measurement, see README); real datasets keep the
+# paper's 8/255.
 DEMO_EPS = 32 / 255
 
 
 @dataclass
 class TrainConfig:
-    """Hashing-model training (SPEC 4 'paper' preset by default: DPH + AlexNet + 32 bits, SGD 0.01, 100 epochs)."""
+    """Hashing-model training (docs/hashing.md#hashing-methods 'paper' preset by default: DPH + AlexNet + 32 bits, SGD
+    0.01, 100 epochs)."""
 
     dataset: str = "FLICKR-25K"
     data_root: str | None = None

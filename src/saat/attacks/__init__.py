@@ -1,4 +1,4 @@
-"""Attacks on deep hashing models (SPEC sections 6 and 7).
+"""Attacks on deep hashing models (docs/attacks.md#mainstay-codes and docs/attacks.md#what-every-attack-shares).
 
 >>> from saat.attacks import mainstay_codes, PGD, mainstay_loss
 >>> m = mainstay_codes(query_labels, train_codes, train_labels)           # doctest: +SKIP

@@ -1,4 +1,5 @@
-"""The three networks of ProS-GAN (Wang et al., CVPR 2021; SPEC 7.2), adapted to any input size.
+"""The three networks of ProS-GAN (Wang et al., CVPR 2021;
+docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them), adapted to any input size.
 
 - :class:`PrototypeNet`: label -> feature f (512) -> prototype code p = tanh(.) and label reconstruction.
 - :class:`ProSGenerator`: StarGAN-like encoder-decoder; f becomes a 3-channel "label image" of the input size,

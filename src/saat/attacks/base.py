@@ -1,7 +1,8 @@
 """The attack base: what every L-infinity attack on a hashing model shares (STYLE: torchattacks' Attack).
 
 - the model runs in **eval** mode with parameter gradients **off** during the attack; both are restored afterwards,
-  and gradients are taken with respect to the input only, so parameter ``.grad`` is never touched (SPEC 7 FIX);
+  and gradients are taken with respect to the input only, so parameter ``.grad`` is never touched
+  (docs/attacks.md#what-every-attack-shares; a deliberate deviation);
 - projection onto the eps-ball around the benign images and onto [0, 1];
 - the tanh continuation schedule: at iteration i of T the model runs with
   ``alpha = [0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0][floor(10 i / T)]``;
@@ -29,7 +30,7 @@ Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def continuation_alpha(i: int, steps: int) -> float:
-    """tanh scale at iteration ``i`` of ``steps`` (SPEC 7.1)."""
+    """tanh scale at iteration ``i`` of ``steps`` (docs/attacks.md#the-saat-attack)."""
     return ALPHA_SCHEDULE[min(len(ALPHA_SCHEDULE) - 1, (len(ALPHA_SCHEDULE) * i) // max(steps, 1))]
 
 
@@ -84,7 +85,7 @@ class Attack:
         self.seed = int(seed)
         self.progress = progress
         self.eval_mode = eval_mode
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.rng = torch.Generator().manual_seed(self.seed)
 
     def __call__(self, images: torch.Tensor, objective: Objective) -> torch.Tensor:
         """Adversarial versions of ``images`` (B, 3, H, W) in [0, 1] that minimise ``objective``."""
@@ -95,7 +96,7 @@ class Attack:
     def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
         raise NotImplementedError
 
-    def settings(self) -> dict:
+    def settings_record(self) -> dict:
         return {"generator": self.name, "eps": self.eps, "step": self.step, "steps": self.steps,
                 "alpha_schedule": self.alpha_schedule, "random_start": self.random_start, "seed": self.seed}
 
@@ -106,7 +107,7 @@ class Attack:
 
     def uniform(self, like: torch.Tensor, low: float, high: float) -> torch.Tensor:
         """U(low, high) noise shaped like ``like``, drawn from the attack's generator on the CPU."""
-        noise = torch.rand(like.shape, generator=self.generator, dtype=torch.float32)
+        noise = torch.rand(like.shape, generator=self.rng, dtype=torch.float32)
         return (noise * (high - low) + low).to(device=like.device, dtype=like.dtype)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -147,8 +148,8 @@ class OptimizerAttack(Attack):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         self.optimizer, self.lr, self.momentum = optimizer, float(lr), float(momentum)
 
-    def settings(self) -> dict:
-        return {**super().settings(), "optimizer": self.optimizer, "lr": self.lr, "momentum": self.momentum}
+    def settings_record(self) -> dict:
+        return {**super().settings_record(), "optimizer": self.optimizer, "lr": self.lr, "momentum": self.momentum}
 
     def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
         x_adv = self.start(x).requires_grad_(True)

@@ -3,7 +3,7 @@
 The anchor code of a target label is the sign of the sum of the database codes of ``anchors`` items (9 for DHTA,
 1 for P2P) whose label vector equals the target label, drawn with the attack's seed; the attack minimises
 ``-mean(h * anchor)`` with PGD without random start, step 1/255, 2,000 iterations, under the tanh continuation
-schedule as in the authors' code (SPEC 7.2).
+schedule as in the authors' code (docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class _AnchorAttack(AttackMethod):
 
     def __init__(self, ctx, *, targeted: bool = True, **settings):
         super().__init__(ctx, targeted=targeted, **settings)
-        o = self.opts
-        self.procedure = BIM(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"],
+        o = self.settings
+        self.crafter = BIM(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"],
                              alpha_schedule=o["alpha_schedule"], seed=ctx.seed)
         self._anchor_generator = torch.Generator().manual_seed(ctx.seed)
         self._anchors: dict[tuple, torch.Tensor] = {}
@@ -58,7 +58,7 @@ class _AnchorAttack(AttackMethod):
             key = tuple(int(v) for v in t.tolist())
             if key not in self._anchors:
                 self._anchors[key] = anchor_codes(t[None], self.ctx.db_codes, self.ctx.db_labels,
-                                                  int(self.opts["anchors"]), self._anchor_generator)[0]
+                                                  int(self.settings["anchors"]), self._anchor_generator)[0]
             rows.append(self._anchors[key])
         return torch.stack(rows)
 
@@ -67,7 +67,7 @@ class _AnchorAttack(AttackMethod):
 
     def attack(self, x, y, target):
         anchor = self.anchors(target)
-        return self.procedure(x, lambda h, _x: -(h * anchor).mean())
+        return self.crafter(x, lambda h, _x: -(h * anchor).mean())
 
 
 @ATTACKS.register("dhta")

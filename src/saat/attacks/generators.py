@@ -1,4 +1,5 @@
-"""The six perturbation generators of SPEC 7.1, one class each, all on the :class:`~saat.attacks.base.Attack` base.
+"""The six perturbation generators of docs/attacks.md#the-saat-attack, one class each, all on the
+:class:`~saat.attacks.base.Attack` base.
 
 Each minimises an objective ``objective(h, x_adv)`` inside the eps-ball (the mainstay loss for the SAAT attack).
 """
@@ -23,7 +24,8 @@ def _unit_mean_abs(g: torch.Tensor) -> torch.Tensor:
 @GENERATORS.register("pgd")
 class PGD(Attack):
     """Projected gradient descent (Madry et al., ICLR 2018): random start in the eps-ball, then
-    ``x <- proj(x - step * sign(grad))`` for T iterations (SPEC 7.1: T = 100, step 1/255, eps 8/255).
+    ``x <- proj(x - step * sign(grad))`` for T iterations (docs/attacks.md#the-saat-attack: T = 100, step 1/255, eps
+    8/255).
 
     Example::
 
@@ -62,14 +64,14 @@ class DIFGSM(PGD):
         self.diversity_prob = diversity_prob
         self.resize_rate = resize_rate
 
-    def settings(self) -> dict:
-        return {**super().settings(), "diversity_prob": self.diversity_prob, "resize_rate": self.resize_rate}
+    def settings_record(self) -> dict:
+        return {**super().settings_record(), "diversity_prob": self.diversity_prob, "resize_rate": self.resize_rate}
 
     def _randint(self, low: int, high: int) -> int:
-        return int(torch.randint(low, high, (1,), generator=self.generator))
+        return int(torch.randint(low, high, (1,), generator=self.rng))
 
     def diversity(self, x: torch.Tensor) -> torch.Tensor:
-        if float(torch.rand(1, generator=self.generator)) >= self.diversity_prob:
+        if float(torch.rand(1, generator=self.rng)) >= self.diversity_prob:
             return x
         h, w = x.shape[-2:]
         side = self._randint(int(self.resize_rate * min(h, w)), min(h, w))
@@ -97,8 +99,8 @@ class NIFGSM(Attack):
         super().__init__(*args, **kwargs)
         self.decay = decay
 
-    def settings(self) -> dict:
-        return {**super().settings(), "decay": self.decay}
+    def settings_record(self) -> dict:
+        return {**super().settings_record(), "decay": self.decay}
 
     def look_ahead_gradient(self, x_nes: torch.Tensor, objective: Objective, i: int) -> torch.Tensor:
         return self.gradient(x_nes, objective, i)
@@ -125,8 +127,8 @@ class SINIFGSM(NIFGSM):
         super().__init__(*args, **kwargs)
         self.n_scales = n_scales
 
-    def settings(self) -> dict:
-        return {**super().settings(), "n_scales": self.n_scales}
+    def settings_record(self) -> dict:
+        return {**super().settings_record(), "n_scales": self.n_scales}
 
     def look_ahead_gradient(self, x_nes: torch.Tensor, objective: Objective, i: int) -> torch.Tensor:
         total = torch.zeros_like(x_nes)
@@ -148,8 +150,8 @@ class VMIFGSM(Attack):
         super().__init__(*args, **kwargs)
         self.decay, self.n_neighbours, self.beta = decay, n_neighbours, beta
 
-    def settings(self) -> dict:
-        return {**super().settings(), "decay": self.decay, "n_neighbours": self.n_neighbours, "beta": self.beta}
+    def settings_record(self) -> dict:
+        return {**super().settings_record(), "decay": self.decay, "n_neighbours": self.n_neighbours, "beta": self.beta}
 
     def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
         x_adv = self.start(x)

@@ -1,4 +1,5 @@
-"""HAG (Yang et al., "Adversarial Examples for Hamming Space Search", IEEE T-Cybernetics 2018), SPEC 7.2."""
+"""HAG (Yang et al., "Adversarial Examples for Hamming Space Search", IEEE T-Cybernetics 2018),
+docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def hag_loss(h_adv: torch.Tensor, h_benign: torch.Tensor) -> torch.Tensor:
     """``mean_i((sum_k M ĥ h / (sum_k M + 1e-8) + 1)^2) + mean_i((mean_k M ĥ)^2)`` with
     ``M = 1[|ĥ - sign(h)| < 1.5]``: only bits not yet pushed past -0.5 on the far side keep pulling (the mask
     carries no gradient); the second term keeps the masked adversarial outputs balanced. Both terms use the mask,
-    as the authors' code does (SPEC 7.2, corrected 2026-12-02)."""
+    as the authors' code does (docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them, corrected
+    2026-12-02)."""
     target = sign_codes(h_benign)
     mask = ((h_adv - target).abs() < 1.5).to(h_adv.dtype).detach()
     agreement = (mask * h_adv * h_benign).sum(dim=1) / (mask.sum(dim=1) + 1e-8)
@@ -36,8 +38,8 @@ class HAGAttack(AttackMethod):
 
     def __init__(self, ctx, *, targeted: bool = False, **settings):
         super().__init__(ctx, targeted=targeted, **settings)
-        o = self.opts
-        self.procedure = OptimizerAttack(ctx.model, eps=o["eps"], steps=o["steps"], optimizer="sgd", lr=o["lr"],
+        o = self.settings
+        self.crafter = OptimizerAttack(ctx.model, eps=o["eps"], steps=o["steps"], optimizer="sgd", lr=o["lr"],
                                          momentum=o["momentum"], alpha_schedule=o["alpha_schedule"], seed=ctx.seed)
 
     def theory_codes(self, x, labels):
@@ -45,4 +47,4 @@ class HAGAttack(AttackMethod):
 
     def attack(self, x, y, target):
         h = self.benign_outputs(x)
-        return self.procedure(x, lambda h_adv, _x: hag_loss(h_adv, h))
+        return self.crafter(x, lambda h_adv, _x: hag_loss(h_adv, h))

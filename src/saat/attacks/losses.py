@@ -1,4 +1,4 @@
-"""Attack objectives on hash outputs (SPEC 7.1). Each returns a scalar that the attack MINIMISES.
+"""Attack objectives on hash outputs (docs/attacks.md#the-saat-attack). Each returns a scalar that the attack MINIMISES.
 
 With ``s = h * m`` (elementwise) for the network output ``h`` and the mainstay code ``m``:
 

@@ -1,4 +1,4 @@
-"""Mainstay codes (SPEC section 6, "DMFL") and CgAT's center codes.
+"""Mainstay codes (docs/attacks.md#mainstay-codes, "DMFL") and CgAT's center codes.
 
 For query (or target) labels ``y`` (B, C), training codes ``U`` (N, K) of +-1 and training labels ``Y`` (N, C):
 

@@ -45,7 +45,7 @@ class AttackMethod:
 
     Subclasses set ``name``, whether they run ``untargeted`` / ``targeted``, ``defaults`` (the paper's settings,
     every key overridable) and ``demo_defaults`` (what the demo preset changes besides the shared demo eps), and
-    implement :meth:`attack`. Settings are available as ``self.opts``.
+    implement :meth:`attack`. Settings are available as ``self.settings``.
     """
 
     name = "attack"
@@ -66,10 +66,10 @@ class AttackMethod:
                              f"its settings: {', '.join(sorted(self.defaults))}")
         self.ctx = ctx
         self.is_targeted = targeted
-        self.opts: dict[str, Any] = {**self.defaults, **settings}
+        self.settings: dict[str, Any] = {**self.defaults, **settings}
 
-    def settings(self) -> dict:
-        return dict(self.opts)
+    def settings_record(self) -> dict:
+        return dict(self.settings)
 
     def theory_codes(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         return None
@@ -92,12 +92,12 @@ class _CodeGuidedPGD(AttackMethod):
 
     def __init__(self, ctx: AttackContext, *, targeted: bool = False, **settings):
         super().__init__(ctx, targeted=targeted, **settings)
-        o = self.opts
-        self.generator = create_generator(o["generator"], ctx.model, eps=o["eps"], step=o["step"],
+        o = self.settings
+        self.crafter = create_generator(o["generator"], ctx.model, eps=o["eps"], step=o["step"],
                                           steps=o["steps"], seed=ctx.seed)
 
-    def settings(self) -> dict:
-        return {**self.generator.settings(), "parity": self.opts["parity"]}
+    def settings_record(self) -> dict:
+        return {**self.crafter.settings_record(), "parity": self.settings["parity"]}
 
     def guide(self, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -108,15 +108,16 @@ class _CodeGuidedPGD(AttackMethod):
 
     def attack(self, x, y, target):
         m = self.guide(target if self.is_targeted else y)
-        parity = self.opts["parity"]
-        return self.generator(x, lambda h, _x: mainstay_loss(h, m, targeted=self.is_targeted, parity=parity))
+        parity = self.settings["parity"]
+        return self.crafter(x, lambda h, _x: mainstay_loss(h, m, targeted=self.is_targeted, parity=parity))
 
 
 @ATTACKS.register("mainstay", "saat")
 class MainstayAttack(_CodeGuidedPGD):
-    """The SAAT attack (SPEC 7.1): push h(x + delta) away from the query's mainstay code (untargeted) or pull it
-    toward the target label's mainstay code (targeted), with PGD (or another generator), T = 100, step 1/255,
-    eps 8/255, the tanh continuation schedule. Theory codes: -mainstay (untargeted), +mainstay (targeted)."""
+    """The SAAT attack (docs/attacks.md#the-saat-attack): push h(x + delta) away from the query's mainstay code
+    (untargeted) or pull it toward the target label's mainstay code (targeted), with PGD (or another generator), T =
+    100, step 1/255, eps 8/255, the tanh continuation schedule. Theory codes: -mainstay (untargeted), +mainstay
+    (targeted)."""
 
     name = "mainstay"
 
@@ -127,7 +128,8 @@ class MainstayAttack(_CodeGuidedPGD):
 @ATTACKS.register("cgat")
 class CenterAttack(_CodeGuidedPGD):
     """CgAT's attack (Wang et al., CgAT, 2023): PGD away from (toward) the center code — the sign of the mean
-    positive training code minus the mean negative one, all positives weighing equally (SPEC 6)."""
+    positive training code minus the mean negative one, all positives weighing equally
+    (docs/attacks.md#mainstay-codes)."""
 
     name = "cgat"
 

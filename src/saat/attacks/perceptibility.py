@@ -1,4 +1,4 @@
-"""Perceptibility of adversarial images (SPEC 5): per image, then averaged.
+"""Perceptibility of adversarial images (docs/retrieval.md#retrieval-metrics): per image, then averaged.
 
 Elementwise L-infinity ``max |x' - x|``, L2 ``||x' - x||_2`` over all pixels and channels, MSE, and PSNR
 ``10 log10(1 / MSE)`` for [0, 1] images (images with MSE = 0 are left out of the PSNR mean). The authors report

@@ -1,5 +1,6 @@
 """ProS-GAN (Wang et al., "Prototype-supervised Adversarial Network for Targeted Attack of Deep Hashing",
-CVPR 2021), SPEC 7.2: a generative targeted attack, one generator forward pass per query.
+CVPR 2021), docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them: a generative targeted attack, one
+generator forward pass per query.
 
 Training, once per attacked checkpoint and settings (cached and resumable, see :mod:`saat.attacks.cache`):
 
@@ -26,7 +27,8 @@ Learning-rate decay: the authors keep lr for the first half of the epochs and de
 second half, once per epoch; here the same rule is applied per iteration (``lr * min(1, 2 (1 - step/steps))``) so
 that short demo runs decay smoothly too.
 
-Output modes (**FIX**, SPEC 7.2): ``bounded=True`` (default): ``x' = clip(x + eps tanh(G_raw), 0, 1)``, so
+Output modes (a deliberate deviation, docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them):
+``bounded=True`` (default): ``x' = clip(x + eps tanh(G_raw), 0, 1)``, so
 ``||x' - x||_inf <= eps``; ``bounded=False``: the authors' unbounded image ``x' = (tanh(G_raw) + 1) / 2`` (the
 pipeline reports its L_inf / L2 / PSNR). Targets are the shared seeded target labels the pipeline passes.
 """
@@ -305,8 +307,8 @@ class ProSGANAttack(AttackMethod):
 
     Settings (``defaults`` = the paper's, all overridable):
 
-    - ``eps`` 8/255 and ``bounded`` True: ``x' = clip(x + eps tanh(G_raw), 0, 1)`` (SPEC FIX); ``bounded=False``
-      is the authors' unbounded generator, ``x' = (tanh(G_raw) + 1) / 2``, eps unused.
+    - ``eps`` 8/255 and ``bounded`` True: ``x' = clip(x + eps tanh(G_raw), 0, 1)`` (a deliberate deviation);
+      ``bounded=False`` is the authors' unbounded generator, ``x' = (tanh(G_raw) + 1) / 2``, eps unused.
     - ``beta`` 50: weight of the reconstruction MSE (on [-1, 1] images). The paper uses 100 on FLICKR-25K and 50 on
       NUS-WIDE and MS-COCO; 50 is the default (two of the three), set ``beta=100`` for FLICKR-25K.
     - ``hash_weight`` 5, ``adv_weight`` 1: the other generator-loss weights.
@@ -351,7 +353,7 @@ class ProSGANAttack(AttackMethod):
 
     def __init__(self, ctx: AttackContext, *, targeted: bool = True, **settings):
         super().__init__(ctx, targeted=targeted, **settings)
-        self.opts = _checked_settings(self.opts)
+        self.settings = _checked_settings(self.settings)
         if ctx.train_split is None or len(ctx.train_split) == 0:
             raise ValueError("ProS-GAN trains its generator on the attacked model's training images: "
                              "the AttackContext needs a non-empty train_split")
@@ -365,7 +367,7 @@ class ProSGANAttack(AttackMethod):
 
     def _prototype_key(self) -> dict:
         ctx = self.ctx
-        return {"version": CACHE_VERSION, "seed": int(ctx.seed), **{k: self.opts[k] for k in _PROTOTYPE_KEYS},
+        return {"version": CACHE_VERSION, "seed": int(ctx.seed), **{k: self.settings[k] for k in _PROTOTYPE_KEYS},
                 "labels": _labels_fingerprint(distinct_label_rows(ctx.db_labels), ctx.train_labels)}
 
     def _fit_prototype_net(self) -> PrototypeNet:
@@ -377,7 +379,7 @@ class ProSGANAttack(AttackMethod):
         cache = CachedTraining(ctx.cache_dir, "prosgan-prototype", ctx.checkpoint_hash, self._prototype_key())
         state = cache.load_final()
         if state is None:
-            state = train_prototype_net(net, ctx, self.opts, cache)
+            state = train_prototype_net(net, ctx, self.settings, cache)
             cache.save_final(state)
             self.training_seconds["prototype_net"] = float(state["seconds"])
         net.load_state_dict(state["prototype_net"])
@@ -385,7 +387,7 @@ class ProSGANAttack(AttackMethod):
         return net.eval().requires_grad_(False)
 
     def _fit_generator(self) -> ProSGenerator:
-        ctx, o = self.ctx, self.opts
+        ctx, o = self.ctx, self.settings
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_stream_seed(ctx.seed, _INIT_GENERATOR))
             generator = ProSGenerator(self.image_size)
@@ -419,4 +421,4 @@ class ProSGANAttack(AttackMethod):
         with torch.no_grad():
             feature = self.prototype_net(target.to(x.device).float())[0]
             raw = self.generator(2.0 * x - 1.0, feature)
-            return adversarial_images(raw, x, float(self.opts["eps"]), bool(self.opts["bounded"]))
+            return adversarial_images(raw, x, float(self.settings["eps"]), bool(self.settings["bounded"]))

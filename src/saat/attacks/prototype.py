@@ -2,8 +2,8 @@
 SIGIR 2021), shared by the THA attack (:mod:`saat.attacks.tha`) and the ATRDH defense (:mod:`saat.defenses.atrdh`).
 
 A PrototypeNet maps a label vector t to a prototype code p = P(t) (MLP C -> 4096 -> 512 -> K, tanh). The objective
-is the one of the authors' code (SPEC 7.2), for a batch of B label vectors against the attacked model's +-1
-training codes b_j with label sets Y_j:
+is the one of the authors' code (docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them), for a batch of
+B label vectors against the attacked model's +-1 training codes b_j with label sets Y_j:
 
 - ``s_ij = p_i . b_j / K`` (an inner product scaled by K, not a cosine);
 - positive pairs ``t_i . Y_j > 0``, negative pairs the rest, pooled over the **whole batch**;

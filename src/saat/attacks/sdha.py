@@ -1,4 +1,5 @@
-"""SDHA (Lu et al., "Smart Adversarial Attack on Deep Hashing Based Image Retrieval", ICMR 2021), SPEC 7.2."""
+"""SDHA (Lu et al., "Smart Adversarial Attack on Deep Hashing Based Image Retrieval", ICMR 2021),
+docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them."""
 
 from __future__ import annotations
 
@@ -53,8 +54,8 @@ class SDHAAttack(AttackMethod):
 
     def __init__(self, ctx, *, targeted: bool = False, **settings):
         super().__init__(ctx, targeted=targeted, **settings)
-        o = self.opts
-        self.procedure = OptimizerAttack(ctx.model, eps=o["eps"], steps=o["steps"], optimizer="adam", lr=o["lr"],
+        o = self.settings
+        self.crafter = OptimizerAttack(ctx.model, eps=o["eps"], steps=o["steps"], optimizer="adam", lr=o["lr"],
                                          alpha_schedule=o["alpha_schedule"], seed=ctx.seed)
 
     def positives(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,10 +73,10 @@ class SDHAAttack(AttackMethod):
 
     def attack(self, x, y, target):
         codes, positive = self.positives(x, target if self.is_targeted else y)
-        scale = self.opts["weight"] / codes.shape[1]
+        scale = self.settings["weight"] / codes.shape[1]
         sign = 1.0 if self.is_targeted else -1.0
 
         def objective(h, x_adv):
             return torch.mean((x_adv - x) ** 2) + sign * scale * sdha_surrogate(h, codes, positive, self.is_targeted)
 
-        return self.procedure(x, objective)
+        return self.crafter(x, objective)

@@ -1,4 +1,5 @@
-"""Target labels for targeted attacks (SPEC 7.1), shared by every targeted method so all attack the same targets.
+"""Target labels for targeted attacks (docs/attacks.md#the-saat-attack), shared by every targeted method so all attack
+the same targets.
 
 For each query, a label vector is drawn uniformly (seeded) from the distinct non-zero label vectors of the
 **database** that share no class with the query. If every database label vector shares a class with the query

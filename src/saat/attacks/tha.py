@@ -1,4 +1,5 @@
-"""THA (Wang et al., "Targeted Attack and Defense for Deep Hashing", SIGIR 2021), SPEC 7.2.
+"""THA (Wang et al., "Targeted Attack and Defense for Deep Hashing", SIGIR 2021),
+docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them.
 
 A PrototypeNet (:mod:`saat.attacks.prototype`) maps a label vector to a prototype code. It is trained once per
 attacked checkpoint (cached and resumable, see :mod:`saat.attacks.cache`) with the authors' objective against the
@@ -40,13 +41,13 @@ class THAAttack(AttackMethod):
 
     def __init__(self, ctx, *, targeted: bool = True, **settings):
         super().__init__(ctx, targeted=targeted, **settings)
-        o = self.opts
-        self.procedure = PGD(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"],
+        o = self.settings
+        self.crafter = PGD(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"],
                              alpha_schedule=o["alpha_schedule"], seed=ctx.seed)
         self.prototypes = self._prototype_net()
 
     def _prototype_net(self) -> PrototypeNet:
-        o, ctx = self.opts, self.ctx
+        o, ctx = self.settings, self.ctx
         keys = ("proto_steps", "proto_batch", "proto_lr", "proto_lr_milestones", "gamma", "quant_weight")
         cache = CachedTraining(ctx.cache_dir, "tha-prototype", ctx.checkpoint_hash,
                                {**{k: o[k] for k in keys}, "seed": ctx.seed, "version": CACHE_VERSION})
@@ -71,4 +72,4 @@ class THAAttack(AttackMethod):
 
     def attack(self, x, y, target):
         code = self.theory_codes(x, target)
-        return self.procedure(x, lambda h, _x: -(h * code).mean())
+        return self.crafter(x, lambda h, _x: -(h * code).mean())

@@ -13,7 +13,7 @@
 
 **Conventions.**
 * Images stay uint8 until the training loop converts each batch on its device (``x.float() / 255``);
-  models receive [0, 1] floats and normalise internally (SPEC 1).
+  models receive [0, 1] floats and normalise internally (docs/conventions.md#conventions).
 * Grayscale images (the Fashion-MNIST demos) are **repeated to 3 channels**, so every model takes 3-channel
   input; they are stored with one channel and expanded per batch.
 * Labels are multi-hot 0/1; single-label datasets are one-hot. All-zero label rows are allowed.
@@ -21,8 +21,8 @@
   ``Resize(round(S*256/224))`` then ``CenterCrop(S)`` (PIL for files; antialiased bilinear per batch in memory).
 * Every random split is seeded; the demo datasets use a fixed split seed independent of the run seed.
 
-**On-disk formats** (SPEC 2.1, detected automatically in any dataset folder; "test" is the query split):
-1. paired files ``train_img.txt``/``train_label.txt``, ``test_img.txt``/``test_label.txt``,
+**On-disk formats** (docs/data.md#on-disk-formats, detected automatically in any dataset folder; "test" is the query
+split): 1. paired files ``train_img.txt``/``train_label.txt``, ``test_img.txt``/``test_label.txt``,
    ``database_img.txt``/``database_label.txt``: one image path per ``*_img.txt`` line, one row of 0/1 integers
    per ``*_label.txt`` line;
 2. list files ``train.txt``, ``test.txt``, ``database.txt`` with lines ``relative/path.jpg 0 1 0 ... 1``.

@@ -1,4 +1,4 @@
-"""The dataset catalog (a name -> spec registry, SPEC 2.2) and ``load_dataset``."""
+"""The dataset catalog (a name -> spec registry, docs/data.md#dataset-catalog) and ``load_dataset``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CIFAR-10 from torchvision's files (``cifar-10-batches-py``), pooled and split by seed (SPEC 2.2).
+"""CIFAR-10 from torchvision's files (``cifar-10-batches-py``), pooled and split by seed (docs/data.md#dataset-catalog).
 
 The five training batches and the test batch are pooled in that order (pool index 0..49,999 = train,
 50,000..59,999 = test). Per class, a seeded permutation gives ``query_per_class`` queries (100) and the next

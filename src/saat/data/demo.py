@@ -11,10 +11,11 @@ the run seed, so every run of every method sees the same query, database and tra
   train 300 per class (3,000) drawn from the database.
 * ``fashion-mosaic``: multi-label, 56 px = a 2×2 grid of 28-px cells. Each mosaic holds 1–3 items (count
   uniform) of distinct classes, placed in distinct random cells; empty cells are black; the label is the
-  union of the items' classes (so k items give exactly k labels, 2 on average, as in SPEC 2.4). Query
-  mosaics (500) take their items only from the 1,000 fashion-mnist query images, database mosaics (8,000)
-  only from the other 9,000, so no source image appears on both sides. Train = 3,000 of the database mosaics.
-  Its random-ranking mAP is about 0.37 (SPEC 2.4 measured 0.38 on a prototype).
+  union of the items' classes (so k items give exactly k labels, 2 on average, as in
+  docs/data.md#demo-calibration-and-presets). Query mosaics (500) take their items only from the 1,000 fashion-mnist
+  query images, database mosaics (8,000) only from the other 9,000, so no source image appears on both sides. Train =
+  3,000 of the database mosaics. Its random-ranking mAP is about 0.37 (docs/data.md#demo-calibration-and-presets
+  measured 0.38 on a prototype).
 
 ``default_topk`` is 1,000 for both: about one class's worth of relevant items (900 per class in the
 fashion-mnist database), mirroring CIFAR-10's top 5,000 of 59,000 (5,900 per class).
@@ -45,7 +46,7 @@ CELL = 28
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 
-# Protocol sizes (SPEC 2.3/2.4).
+# Protocol sizes (docs/data.md#shipped-demo-data, docs/data.md#demo-calibration-and-presets).
 QUERY_PER_CLASS = 100
 TRAIN_PER_CLASS = 300
 MOSAIC_QUERY, MOSAIC_DATABASE, MOSAIC_TRAIN = 500, 8000, 3000
@@ -149,7 +150,8 @@ def make_mosaics(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, n: in
     """``n`` 2×2 mosaics from the subset rows in ``pool``.
 
     Each mosaic shows k ~ U{1, 2, 3} items of k distinct classes (so it has exactly k labels; the mean is 2,
-    as in SPEC 2.4), each item drawn uniformly from the pool's images of its class, in k distinct random cells.
+    as in docs/data.md#demo-calibration-and-presets), each item drawn uniformly from the pool's images of its class, in
+    k distinct random cells.
     Returns images uint8 (n, 1, 56, 56), multi-hot labels float32 (n, C) and sources int64 (n, 4): the subset
     row shown in each cell (row-major: top-left, top-right, bottom-left, bottom-right), -1 for an empty cell.
     """

@@ -1,4 +1,5 @@
-"""Reading dataset folders in the two on-disk formats of SPEC 2.1, with errors that name file and line.
+"""Reading dataset folders in the two on-disk formats of docs/data.md#on-disk-formats, with errors that name file and
+line.
 
 * ``paired``: ``{train,test,database}_img.txt`` (one image path per line) next to
   ``{train,test,database}_label.txt`` (one row of whitespace-separated 0/1 integers per image).

@@ -1,4 +1,5 @@
-"""Defenses (SPEC 8): SAAT and the baselines ATRDH and CgAT on one adversarial-training loop, found by name.
+"""Defenses (docs/defenses.md#the-shared-training-loop): SAAT and the baselines ATRDH and CgAT on one
+adversarial-training loop, found by name.
 
 >>> from saat.defenses import DEFENSES, list_defenses
 >>> list_defenses()

@@ -1,4 +1,4 @@
-"""ATRDH (adversarial training of the THA paper, Wang et al., SIGIR 2021), SPEC 8.2."""
+"""ATRDH (adversarial training of the THA paper, Wang et al., SIGIR 2021), docs/defenses.md#baseline-defenses."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class ATRDHDefense(Defense):
 
     def __init__(self, ctx: DefenseContext, **settings):
         super().__init__(ctx, **settings)
-        o = self.opts
+        o = self.settings
         self.memory = ctx.train_outputs.clone()  # U: benign continuous outputs
         self.code_memory = ctx.train_codes.clone()  # +-1 codes: what the PrototypeNet is trained against
         self.crafter = PGD(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"], alpha_schedule=False,
@@ -65,7 +65,7 @@ class ATRDHDefense(Defense):
 
     def prototype_step(self, targets: torch.Tensor, it: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One PrototypeNet step on ``targets``; returns (the target codes before the step, the loss)."""
-        o = self.opts
+        o = self.settings
         for group in self.proto_opt.param_groups:
             group["lr"] = o["proto_lr"] * lr_factor(it, self.proto_milestones)
         self.prototypes.train()
@@ -79,7 +79,7 @@ class ATRDHDefense(Defense):
         return sign_codes(p.detach()), loss.detach()
 
     def step(self, x, y, idx, it):
-        o, model = self.opts, self.ctx.model
+        o, model = self.settings, self.ctx.model
         with autocast(self.ctx.device, self.ctx.amp):
             h_ben = model(x).float()
         with torch.no_grad():
@@ -100,7 +100,7 @@ class ATRDHDefense(Defense):
     def state_dict(self) -> dict:
         return {"memory": self.memory.detach().cpu(), "code_memory": self.code_memory.detach().cpu(),
                 "prototypes": self.prototypes.state_dict(), "proto_opt": self.proto_opt.state_dict(),
-                "crafter_generator": self.crafter.generator.get_state(),
+                "crafter_generator": self.crafter.rng.get_state(),
                 "target_generator": self.target_generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -108,5 +108,5 @@ class ATRDHDefense(Defense):
         self.code_memory.copy_(state["code_memory"].to(self.code_memory.device))
         self.prototypes.load_state_dict(state["prototypes"])
         self.proto_opt.load_state_dict(state["proto_opt"])
-        self.crafter.generator.set_state(state["crafter_generator"])
+        self.crafter.rng.set_state(state["crafter_generator"])
         self.target_generator.set_state(state["target_generator"])

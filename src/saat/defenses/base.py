@@ -1,4 +1,4 @@
-"""Adversarial-training defenses on one minimax loop (SPEC 8).
+"""Adversarial-training defenses on one minimax loop (docs/defenses.md#the-shared-training-loop).
 
 A defense is a small object that says how to craft adversarial examples for a batch and what to add to the
 benign hashing loss; the loop (:func:`saat.pipelines.loop.run_epoch`) and the run directory handling
@@ -51,12 +51,12 @@ class Defense:
             raise ValueError(f"defense {self.name!r} has no setting(s) {', '.join(unknown)}; "
                              f"its settings: {', '.join(sorted(self.defaults))}")
         self.ctx = ctx
-        self.opts: dict[str, Any] = {**self.defaults, **settings}
+        self.settings: dict[str, Any] = {**self.defaults, **settings}
 
     # --- what the shared loop needs -------------------------------------------------------------------------
 
     def build_optimizer(self, params) -> torch.optim.Optimizer:
-        o = self.opts
+        o = self.settings
         if o["optimizer"] == "sgd":
             return torch.optim.SGD(params, lr=o["lr"], momentum=o.get("momentum", 0.0),
                                    weight_decay=o.get("weight_decay", 0.0))
@@ -65,7 +65,7 @@ class Defense:
 
     def lr_milestone_fractions(self) -> tuple[float, ...]:
         """Fractions of all iterations at which the lr is multiplied by 0.1 (stepped per iteration)."""
-        return tuple(self.opts.get("lr_milestones", ()))
+        return tuple(self.settings.get("lr_milestones", ()))
 
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, it: int) -> dict:
         """Loss terms of one batch (``"loss"`` is back-propagated; the others are logged)."""
@@ -83,5 +83,5 @@ class Defense:
     def load_state_dict(self, state: dict) -> None:
         pass
 
-    def settings(self) -> dict:
-        return dict(self.opts)
+    def settings_record(self) -> dict:
+        return dict(self.settings)

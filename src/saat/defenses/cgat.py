@@ -1,5 +1,5 @@
 """CgAT (Wang et al., "CgAT: Center-Guided Adversarial Training for Deep Hashing-Based Retrieval", WWW 2023),
-SPEC 8.2: the SAAT loop shape with center codes instead of mainstay codes."""
+docs/defenses.md#baseline-defenses: the SAAT loop shape with center codes instead of mainstay codes."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ class CgATDefense(Defense):
 
     def __init__(self, ctx: DefenseContext, **settings):
         super().__init__(ctx, **settings)
-        o = self.opts
+        o = self.settings
         self.memory = ctx.train_codes.clone()
         self.crafter = PGD(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"], alpha_schedule=False,
                            random_start=True, seed=ctx.seed)
         self.aug_generator = torch.Generator().manual_seed(ctx.seed + 1)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.opts["augment"]:
+        if not self.settings["augment"]:
             return x
         b, _, h, w = x.shape
         pad = max(1, h // 8)
@@ -73,10 +73,10 @@ class CgATDefense(Defense):
         return {"loss": hash_term + adv_term, "hash": hash_term, "adv": adv_term}
 
     def state_dict(self) -> dict:
-        return {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.generator.get_state(),
+        return {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.rng.get_state(),
                 "aug_generator": self.aug_generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.memory.copy_(state["memory"].to(self.memory.device))
-        self.crafter.generator.set_state(state["crafter_generator"])
+        self.crafter.rng.set_state(state["crafter_generator"])
         self.aug_generator.set_state(state["aug_generator"])

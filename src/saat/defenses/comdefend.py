@@ -1,5 +1,5 @@
 """ComDefend (Jia et al., "ComDefend: An Efficient Image Compression Model to Defend Adversarial Examples",
-CVPR 2019), SPEC 8.2: an input purifier in front of the hashing model.
+CVPR 2019), docs/defenses.md#baseline-defenses: an input purifier in front of the hashing model.
 
 ComCNN compresses an image to a 12-channel map; during training the map is binarised softly with
 ``sigmoid(z + N(0, 20^2))`` (the large noise forces the map toward 0/1 codes), at evaluation by ``z > 0``; ResCNN

@@ -1,4 +1,5 @@
-"""SAAT: semantic-aware adversarial training guided by mainstay codes (the paper's defense, SPEC 8.1)."""
+"""SAAT: semantic-aware adversarial training guided by mainstay codes (the paper's defense,
+docs/defenses.md#saat-training)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .base import DEFENSES, Defense, DefenseContext
 
 @DEFENSES.register("saat")
 class SAATDefense(Defense):
-    """Minimax adversarial training (SPEC 8.1). For each batch (x, y, idx):
+    """Minimax adversarial training (docs/defenses.md#saat-training). For each batch (x, y, idx):
 
     1. ``m = mainstay(y; U_ben, Y_train)`` from the +-1 code memory ``U_ben`` (initialised with the encoded
        training set);
@@ -47,7 +48,7 @@ class SAATDefense(Defense):
 
     def __init__(self, ctx: DefenseContext, **settings):
         super().__init__(ctx, **settings)
-        o = self.opts
+        o = self.settings
         shared = o["parity"] and getattr(ctx.method, "uses_memory", False)
         # Parity: the code memory is the hashing loss's own memory (same storage). Default: a separate +-1 memory.
         self.memory = ctx.method.U if shared else torch.empty_like(ctx.train_codes)
@@ -60,7 +61,7 @@ class SAATDefense(Defense):
         return mainstay_from_memory(y, self.memory, self.memory_labels)
 
     def step(self, x, y, idx, it):
-        o, model = self.opts, self.ctx.model
+        o, model = self.settings, self.ctx.model
         m = self.mainstay(y)
         x_adv = self.crafter(x, lambda h, _x: simple_loss(h, m))
         with autocast(self.ctx.device, self.ctx.amp):
@@ -76,8 +77,8 @@ class SAATDefense(Defense):
         return {"loss": loss, "hash": hash_term, "adv": adv_term, "quant": quant_term}
 
     def state_dict(self) -> dict:
-        return {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.generator.get_state()}
+        return {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.rng.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.memory.copy_(state["memory"].to(self.memory.device))
-        self.crafter.generator.set_state(state["crafter_generator"])
+        self.crafter.rng.set_state(state["crafter_generator"])

@@ -1,4 +1,4 @@
-"""Deep-hashing training losses (SPEC section 4), found by name in one registry.
+"""Deep-hashing training losses (docs/hashing.md#hashing-methods), found by name in one registry.
 
 >>> from saat.hashing import create_method, list_methods
 >>> list_methods()

@@ -1,4 +1,5 @@
-"""The hashing-method interface, the pairwise memory, and the name -> class registry (SPEC 4)."""
+"""The hashing-method interface, the pairwise memory, and the name -> class registry
+(docs/hashing.md#hashing-methods)."""
 
 from __future__ import annotations
 

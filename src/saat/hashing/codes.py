@@ -1,4 +1,5 @@
-"""Seeded construction of the fixed +-1 codes the centre-based losses need (SPEC 4), and the sign rule.
+"""Seeded construction of the fixed +-1 codes the centre-based losses need (docs/hashing.md#hashing-methods), and the
+sign rule.
 
 Everything here runs on CPU with an explicit ``torch.Generator`` so that one seed gives the same codes on
 every device; callers register the results as buffers and let ``.to(device)`` move them.

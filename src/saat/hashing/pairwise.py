@@ -1,4 +1,5 @@
-"""Pairwise hashing losses against a memory of the whole training set (SPEC 4): DPH, DPSH, HashNet, HSWD."""
+"""Pairwise hashing losses against a memory of the whole training set (docs/hashing.md#hashing-methods): DPH, DPSH,
+HashNet, HSWD."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ class DPSH(PairwiseMethod):
 
     ``theta_ij = h_i . U_j / 2``;
     ``L = -sum_ij (S_ij theta_ij - log(1 + e^theta_ij)) / (B N) + eta sum_i ||sign(h_i) - h_i||^2 / (B N)``.
-    ``log(1 + e^theta)`` is ``F.softplus`` (no overflow for large theta); ``sign(0) = +1`` (SPEC 1 FIX). Both terms
-    are divided by B N as SPEC 4 states (the authors' normalisation), which is why eta = 50 is large.
+    ``log(1 + e^theta)`` is ``F.softplus`` (no overflow for large theta); ``sign(0) = +1``
+    (docs/conventions.md#conventions; a deliberate deviation). Both terms are divided by B N as
+    docs/hashing.md#hashing-methods states (the authors' normalisation), which is why eta = 50 is large.
     """
 
     def __init__(self, *, bits: int, n_classes: int, n_train: int, seed: int = 0, eta: float = 50.0):
@@ -63,7 +65,7 @@ class HashNet(PairwiseMethod):
     only removes the 0/0. Continuation: the model uses ``tanh(alpha z)`` with
     ``alpha = (1 + alpha_rate * it) ** alpha_power``, ``it`` the step rounded down to a multiple of ``alpha_every``
     (the authors refresh it every 200 steps); alpha is returned by :meth:`train_alpha`, never stored in the model
-    (SPEC 3 FIX), and evaluation uses alpha = 1.
+    (docs/models.md#hashmodel; a deliberate deviation), and evaluation uses alpha = 1.
     """
 
     def __init__(self, *, bits: int, n_classes: int, n_train: int, seed: int = 0, scale: float = 10.0,

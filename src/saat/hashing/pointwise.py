@@ -1,4 +1,4 @@
-"""Point-wise hashing losses towards fixed per-class codes (SPEC 4): CSQ, DPN, OrthoHash.
+"""Point-wise hashing losses towards fixed per-class codes (docs/hashing.md#hashing-methods): CSQ, DPN, OrthoHash.
 
 Items with an all-zero label row (FLICKR-25K has some) have no class and therefore no target code: they add
 nothing to the target term (only to CSQ's quantisation term), and every mean still runs over the whole batch,
@@ -35,7 +35,7 @@ class CSQ(HashingMethod):
 
     Since the targets are exactly 0/1 the BCE is evaluated as ``-log((1 + c h)/2)`` with ``c h`` clamped away
     from -1 by the dtype's epsilon: finite for saturated outputs, equal to ``F.binary_cross_entropy`` elsewhere.
-    Decision (SPEC silent): an item with an all-zero label has no centre, so it contributes only the
+    Decision (the specification is silent): an item with an all-zero label has no centre, so it contributes only the
     quantisation term; the BCE is still averaged over all B x K entries.
     """
 
@@ -86,8 +86,8 @@ class DPN(HashingMethod):
     Polarisation loss ``L = mean(max(0, margin - h * t))``, margin = 1, with per-item +-1 target t. Per-class
     targets have exactly floor(K/2) bits at -1 (random positions, seeded; distinct when enough such codes exist);
     multi-label targets follow CSQ's rule (sign of the sum of class targets, ties -> fixed random ``tie_bits``).
-    Decision (SPEC silent), as for CSQ: an item with an all-zero label has no target and contributes 0; the mean
-    still runs over all B x K entries.
+    Decision (the specification is silent), as for CSQ: an item with an all-zero label has no target and contributes 0;
+    the mean still runs over all B x K entries.
     """
 
     def __init__(self, *, bits: int, n_classes: int, n_train: int, seed: int = 0, margin: float = 1.0):
@@ -125,9 +125,10 @@ class OrthoHash(HashingMethod):
     ``L = mean_i -sum_c (y_ic / sum_c y_ic) log softmax_c(logits_i)``, which is the cross-entropy for one-hot
     labels. Rows with no label contribute 0 (still counted in the batch mean).
 
-    FIX (SPEC 4): the authors apply BatchNorm only inside the loss, so their retrieval codes sign(z) differ from
-    what was trained. Here ``head_norm = "bn"`` makes the model compute ``h = tanh(alpha * BN(z))``, so the loss
-    takes ``cos(h, codebook)`` and the codes ``sign(h) = sign(BN(z))`` come from the trained quantity.
+    Deviation (docs/hashing.md#hashing-methods): the authors apply BatchNorm only inside the loss, so their retrieval
+    codes sign(z) differ from what was trained. Here ``head_norm = "bn"`` makes the model compute ``h = tanh(alpha *
+    BN(z))``, so the loss takes ``cos(h, codebook)`` and the codes ``sign(h) = sign(BN(z))`` come from the trained
+    quantity.
     """
 
     head_norm = "bn"

@@ -1,4 +1,4 @@
-"""Deep hashing models (SPEC section 3): a backbone registry and :class:`HashModel`."""
+"""Deep hashing models (docs/models.md#hashmodel): a backbone registry and :class:`HashModel`."""
 
 from .backbones import BACKBONES, Backbone, SmallCNN, create_backbone, list_backbones
 from .hash_model import HashModel, build_model

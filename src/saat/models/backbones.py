@@ -1,4 +1,4 @@
-"""Backbone registry: name -> feature extractor (images -> (B, F) features), per SPEC section 3.
+"""Backbone registry: name -> feature extractor (images -> (B, F) features), per docs/models.md#hashmodel.
 
 torchvision backbones are built with ``weights=None`` unless ``pretrained=True`` (ImageNet weights through the
 torch hub cache, which needs network or a warm cache) or ``weights_path`` (a local ImageNet state_dict of the

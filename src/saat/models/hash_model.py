@@ -1,4 +1,5 @@
-"""HashModel: normalise -> backbone features -> Linear(feat, K) [-> BatchNorm1d] -> tanh(alpha * z) (SPEC 3)."""
+"""HashModel: normalise -> backbone features -> Linear(feat, K) [-> BatchNorm1d] -> tanh(alpha * z)
+(docs/models.md#hashmodel)."""
 
 from __future__ import annotations
 

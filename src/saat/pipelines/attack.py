@@ -166,7 +166,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
         "seconds": seconds, "images_per_s": len(picked) / max(seconds, 1e-9),
         "network_training_seconds": getattr(method, "training_seconds", None),
         "settings": {**{k: v for k, v in asdict(cfg).items() if k not in settings and k != "options"},
-                     **method.settings()},
+                     **method.settings_record()},
         "pr_curve": adv_eval.to_dict()["pr_curve"], "precision_at_n": adv_eval.to_dict()["precision_at_n"],
         "device": str(dev),
     }

@@ -115,7 +115,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
                            seed=source.config.seed, **meta.get("method_hparams", {}))
     method.load_state_dict(source.ckpt["method_state"])
     method.to(device)
-    # Encode the whole training set in eval mode before training (SPEC 8.1).
+    # Encode the whole training set in eval mode before training (docs/defenses.md#saat-training).
     outputs = encode_split(model, ds.train, batch_size=encode_batch_size(None, device), device=device,
                            progress=progress, desc="encode train", continuous=True).to(device)
     codes = sign_codes(outputs)
@@ -173,7 +173,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
 
     metadata = {**meta, "origin": {"run": str(run_dir), "checkpoint": source.checkpoint_hash},
                 "defense": {"method": defense.name, "mode": "parity" if settings.get("parity") else "default",
-                            **_plain(defense.settings())}}
+                            **_plain(defense.settings_record())}}
     if writer:
         save_model(out_dir / MODEL_FILE, model, metadata, method.state_dict())
     epoch_times = [r["seconds"] for r in log if r.get("kind") == "epoch"]

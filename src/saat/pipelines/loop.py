@@ -65,7 +65,8 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
 
 
 def epoch_milestones(epochs: int, milestones: list[int] | None) -> list[int]:
-    """lr x gamma at epochs floor(E/3) and floor(2E/3) by default; milestones < 1 are dropped (SPEC 4 FIX: E < 3)."""
+    """lr x gamma at epochs floor(E/3) and floor(2E/3) by default; milestones < 1 are dropped
+    (docs/hashing.md#hashing-methods; a deliberate deviation: E < 3)."""
     if milestones is None:
         milestones = [epochs // 3, (2 * epochs) // 3]
     return sorted({int(m) for m in milestones if 1 <= int(m) < max(epochs, 1)})

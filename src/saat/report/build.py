@@ -205,12 +205,12 @@ class _Builder:
                                              "no SAAT-trained model of this run is in the report."))
         blocks: list[Block] = [
             Heading("Claims check"),
-            Paragraph("The paper's qualitative claims (SPEC section 9), checked automatically against the numbers of "
-                      "this report at each dataset's main ε. 'holds' needs every comparison measured and going the "
-                      "paper's way; 'holds where measured' means some comparison is missing; 'not measured' means "
-                      "the inputs are missing. Two models are compared under an attack only when it ran with the same "
-                      "settings on both. Lower MAP under attack = stronger untargeted attack; higher t-MAP = "
-                      "stronger targeted attack; higher MAP under attack = stronger defense."),
+            Paragraph("The paper's qualitative claims (docs/paper-results.md), checked automatically against the "
+                      "numbers of this report at each dataset's main ε. 'holds' needs every comparison measured and "
+                      "going the paper's way; 'holds where measured' means some comparison is missing; 'not measured'"
+                      " means the inputs are missing. Two models are compared under an attack only when it ran with "
+                      "the same settings on both. Lower MAP under attack = stronger untargeted attack; higher t-MAP ="
+                      " stronger targeted attack; higher MAP under attack = stronger defense."),
         ]
         if not checks:
             blocks.append(Paragraph("Nothing to check: no undefended or SAAT-trained run.", note=True))

@@ -1,4 +1,5 @@
-"""The automatic check of the paper's qualitative claims (SPEC section 9, last paragraph) against our results.
+"""The automatic check of the paper's qualitative claims (docs/paper-results.md#the-papers-results, last paragraph)
+against our results.
 
 Each check compares numbers that are in the report and says "holds" only when every comparison it needs was
 measured and goes the paper's way; "does not hold" when a measured comparison goes the other way; "holds where

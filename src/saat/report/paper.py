@@ -1,4 +1,5 @@
-"""The paper's published numbers (SPEC section 9: Tables I and II of Yuan et al., TIFS 2023), as data.
+"""The paper's published numbers (docs/paper-results.md#the-papers-results: Tables I and II of Yuan et al., TIFS 2023),
+as data.
 
 Values are MAP in percent (t-MAP for the targeted rows), one tuple per dataset in the order of ``BITS``. They are
 context for our measurements, never mixed with them: the report labels every one of them as the paper's.

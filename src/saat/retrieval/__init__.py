@@ -1,4 +1,5 @@
-"""Exact, fast retrieval evaluation for hash codes (SPEC sections 5 and 10).
+"""Exact, fast retrieval evaluation for hash codes (docs/retrieval.md#retrieval-metrics and
+docs/retrieval.md#public-functions-and-input-validation).
 
 >>> from saat.retrieval import mean_average_precision
 >>> mean_average_precision(query_codes, db_codes, query_labels, db_labels, topk=5000)  # doctest: +SKIP

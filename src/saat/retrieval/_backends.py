@@ -1,7 +1,7 @@
 """Ranking backends. Each turns validated codes and labels into the same per-query ranking statistics.
 
-Every backend reproduces the one ranking of SPEC section 5 (ascending Hamming distance, ties by ascending
-database index) and yields :class:`RankedChunk` objects; the metrics are then computed from those by one
+Every backend reproduces the one ranking of docs/retrieval.md#retrieval-metrics (ascending Hamming distance, ties by
+ascending database index) and yields :class:`RankedChunk` objects; the metrics are then computed from those by one
 shared implementation (:mod:`saat.retrieval.metrics`), so all backends give identical numbers.
 
 - ``cpu``: packed bits, popcount, O(M) counting-sort selection per query (numba, parallel over queries).

@@ -4,7 +4,7 @@ For each query the kernel computes all M Hamming distances (popcount of XOR over
 histogram, finds the distance ``T`` at which the top-``depth`` cut falls, and scatters the selected items into
 place with one counting-sort pass (items with distance < T, then the first items at distance T, each group in
 ascending database index). No comparison sort is involved, and the order is exactly the stable ranking of
-SPEC section 5. Queries run in parallel with numba's ``prange``.
+docs/retrieval.md#retrieval-metrics. Queries run in parallel with numba's ``prange``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Input validation at the public boundary of :mod:`saat.retrieval` (see SPEC section 10).
+"""Input validation at the public boundary of :mod:`saat.retrieval` (see
+docs/retrieval.md#public-functions-and-input-validation).
 
 Codes: numpy arrays or torch tensors of shape (n, K) whose entries are exactly +1 or -1, in any integer or
 floating dtype. Labels: multi-hot 0/1 arrays of shape (n, C), or integer class vectors of shape (n,) that are

@@ -1,4 +1,4 @@
-"""Retrieval metrics over Hamming rankings (SPEC section 5).
+"""Retrieval metrics over Hamming rankings (docs/retrieval.md#retrieval-metrics).
 
 One ranking: ascending Hamming distance, ties broken by ascending database index. One implementation of each
 metric, fed by whichever backend produced the ranking (see :mod:`saat.retrieval._backends`).
