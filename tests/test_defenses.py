@@ -80,10 +80,10 @@ def test_saat_mainstay_codes_follow_the_refreshed_memory():
     ctx = DefenseContext(model, ZeroLoss(bits=6, n_classes=2, n_train=4), torch.device("cpu"), codes.clone(),
                          codes.clone(), labels)
     defense = DEFENSES.get("saat")(ctx, eps=0.0, steps=1)
-    before = defense.mainstay(labels[:1])
+    before = defense.guide(labels[:1])
     x = torch.randn(2, 1, 2, 2)
     defense.step(x, labels[:2], torch.tensor([0, 1]), 0)
-    after = defense.mainstay(labels[:1])
+    after = defense.guide(labels[:1])
     h = torch.tanh(x.flatten(1) @ model.W.detach().T)
     refreshed = torch.where(h >= 0, 1.0, -1.0)
     # positives of class 0 are rows 0 and 1 (now the batch's codes), negatives rows 2, 3 (still +1)

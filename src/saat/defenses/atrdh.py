@@ -6,11 +6,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..attacks.generators import PGD
 from ..attacks.prototype import ADAM_BETAS, PrototypeNet, prototype_loss
 from ..attacks.targets import distinct_label_rows
 from ..utils.codes import sign_codes
-from ..utils.device import autocast
 from ..utils.schedule import lr_factor, lr_milestones
 from .base import DEFENSES, Defense, DefenseContext
 
@@ -45,8 +43,7 @@ class ATRDHDefense(Defense):
         o = self.settings
         self.memory = ctx.train_outputs.clone()  # U: benign continuous outputs
         self.code_memory = ctx.train_codes.clone()  # +-1 codes: what the PrototypeNet is trained against
-        self.crafter = PGD(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"], alpha_schedule=False,
-                           random_start=True, seed=ctx.seed)
+        self.crafter = self.make_crafter()
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(ctx.seed + 2)  # the PrototypeNet's initial weights, without disturbing the global stream
         self.prototypes = PrototypeNet(ctx.train_labels.shape[1], ctx.train_codes.shape[1]).to(ctx.device)
@@ -79,15 +76,13 @@ class ATRDHDefense(Defense):
         return sign_codes(p.detach()), loss.detach()
 
     def step(self, x, y, idx, it):
-        o, model = self.settings, self.ctx.model
-        with autocast(self.ctx.device, self.ctx.amp):
-            h_ben = model(x).float()
+        o = self.settings
+        h_ben = self.outputs(x)
         with torch.no_grad():
             self.code_memory[idx] = sign_codes(h_ben.detach())
         target_code, proto_loss = self.prototype_step(self.draw_targets(x.shape[0]), it)
         x_adv = self.crafter(x, lambda h, _x: -(h * target_code).mean())
-        with autocast(self.ctx.device, self.ctx.amp):
-            h_adv = model(x_adv).float()
+        h_adv = self.outputs(x_adv)
         with torch.no_grad():
             self.memory[idx] = h_ben.detach()
         hash_term = self.ctx.method(h_ben, y, idx)
@@ -98,15 +93,13 @@ class ATRDHDefense(Defense):
         return {"loss": loss, "hash": hash_term, "adv": adv_term, "prototype": proto_loss}
 
     def state_dict(self) -> dict:
-        return {"memory": self.memory.detach().cpu(), "code_memory": self.code_memory.detach().cpu(),
+        return {**super().state_dict(), "code_memory": self.code_memory.detach().cpu(),
                 "prototypes": self.prototypes.state_dict(), "proto_opt": self.proto_opt.state_dict(),
-                "crafter_generator": self.crafter.rng.get_state(),
                 "target_generator": self.target_generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.memory.copy_(state["memory"].to(self.memory.device))
+        super().load_state_dict(state)
         self.code_memory.copy_(state["code_memory"].to(self.code_memory.device))
         self.prototypes.load_state_dict(state["prototypes"])
         self.proto_opt.load_state_dict(state["proto_opt"])
-        self.crafter.rng.set_state(state["crafter_generator"])
         self.target_generator.set_state(state["target_generator"])

@@ -13,6 +13,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..attacks.generators import PGD
+from ..attacks.losses import simple_loss
+from ..utils.codes import sign_codes
+from ..utils.device import autocast
 from ..utils.registry import Registry
 
 DEFENSES = Registry("defense")
@@ -75,13 +79,59 @@ class Defense:
         """Training-image augmentation applied before crafting (none by default)."""
         return x
 
+    # --- what the defenses share ------------------------------------------------------------------------------
+
+    def make_crafter(self, eval_mode: bool = True) -> PGD:
+        """The inner maximisation of every defense here: PGD from a random start at alpha = 1 (7 steps are too few
+        for a continuation schedule, and the authors' defenses use none), seeded with the run seed."""
+        s = self.settings
+        return PGD(self.ctx.model, eps=s["eps"], step=s["step"], steps=s["steps"], alpha_schedule=False,
+                   random_start=True, seed=self.ctx.seed, eval_mode=eval_mode)
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """h = f(x) in float32, under autocast when the run uses AMP."""
+        with autocast(self.ctx.device, self.ctx.amp):
+            return self.ctx.model(x).float()
+
     # --- state ------------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {}
+        """The training-set memory and the crafter's random state (subclasses add theirs)."""
+        return {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.rng.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        self.memory.copy_(state["memory"].to(self.memory.device))
+        self.crafter.rng.set_state(state["crafter_generator"])
 
     def settings_record(self) -> dict:
         return dict(self.settings)
+
+
+class GuidedDefense(Defense):
+    """The SAAT loop shape, shared by SAAT and CgAT. Per batch (x, y, idx):
+
+    1. a guide code per image from the +-1 code memory of the training set (SAAT: the mainstay code, CgAT: the
+       center code; :meth:`guide`);
+    2. PGD minimising ``mean(h * guide)``, i.e. maximising the Hamming distance to the guide;
+    3. ``h_ben = f(x)``, ``h_adv = f(x_adv)``; the memory's rows of the batch take ``sign(h_ben)``; the guide is
+       recomputed from the refreshed memory;
+    4. ``L = L_hash(h_ben, y, idx) + total`` of :meth:`adversarial_terms` (h_adv, guide).
+    """
+
+    def guide(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def adversarial_terms(self, h_adv: torch.Tensor, guide: torch.Tensor) -> dict:
+        """``{"total": added to the loss, <name>: logged term, ...}``."""
+        raise NotImplementedError
+
+    def step(self, x, y, idx, it):
+        guide = self.guide(y)
+        x_adv = self.crafter(x, lambda h, _x: simple_loss(h, guide))
+        h_ben, h_adv = self.outputs(x), self.outputs(x_adv)
+        with torch.no_grad():
+            self.memory[idx] = sign_codes(h_ben.detach())
+        guide = self.guide(y)
+        hash_term = self.ctx.method(h_ben, y, idx)
+        terms = self.adversarial_terms(h_adv, guide)
+        return {"loss": hash_term + terms.pop("total"), "hash": hash_term, **terms}

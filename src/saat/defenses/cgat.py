@@ -8,16 +8,12 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..attacks.generators import PGD
-from ..attacks.losses import simple_loss
 from ..attacks.mainstay import center_from_memory
-from ..utils.codes import sign_codes
-from ..utils.device import autocast
-from .base import DEFENSES, Defense, DefenseContext
+from .base import DEFENSES, DefenseContext, GuidedDefense
 
 
 @DEFENSES.register("cgat")
-class CgATDefense(Defense):
+class CgATDefense(GuidedDefense):
     """Per batch: center codes c from the +-1 memory before the batch drive PGD (7 steps, 2/255, random start,
     eps 8/255) maximising the distance to c; after refreshing the memory with the batch's benign codes, c is
     recomputed and the loss is ``L_hash(h_ben) - mean(h_adv * c)`` (no quantisation term). SGD lr 0.01, momentum
@@ -33,10 +29,8 @@ class CgATDefense(Defense):
 
     def __init__(self, ctx: DefenseContext, **settings):
         super().__init__(ctx, **settings)
-        o = self.settings
         self.memory = ctx.train_codes.clone()
-        self.crafter = PGD(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"], alpha_schedule=False,
-                           random_start=True, seed=ctx.seed)
+        self.crafter = self.make_crafter()
         self.aug_generator = torch.Generator().manual_seed(ctx.seed + 1)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,28 +49,17 @@ class CgATDefense(Defense):
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
-    def center(self, y: torch.Tensor) -> torch.Tensor:
+    def guide(self, y: torch.Tensor) -> torch.Tensor:
+        """The center codes of the labels from the current memory."""
         return center_from_memory(y, self.memory, self.ctx.train_labels)
 
-    def step(self, x, y, idx, it):
-        model = self.ctx.model
-        c = self.center(y)
-        x_adv = self.crafter(x, lambda h, _x: simple_loss(h, c))
-        with autocast(self.ctx.device, self.ctx.amp):
-            h_ben = model(x).float()
-            h_adv = model(x_adv).float()
-        with torch.no_grad():
-            self.memory[idx] = sign_codes(h_ben)
-        c = self.center(y)
-        hash_term = self.ctx.method(h_ben, y, idx)
-        adv_term = -(h_adv * c).mean()
-        return {"loss": hash_term + adv_term, "hash": hash_term, "adv": adv_term}
+    def adversarial_terms(self, h_adv, guide):
+        adv = -(h_adv * guide).mean()
+        return {"total": adv, "adv": adv}
 
     def state_dict(self) -> dict:
-        return {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.rng.get_state(),
-                "aug_generator": self.aug_generator.get_state()}
+        return {**super().state_dict(), "aug_generator": self.aug_generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.memory.copy_(state["memory"].to(self.memory.device))
-        self.crafter.rng.set_state(state["crafter_generator"])
+        super().load_state_dict(state)
         self.aug_generator.set_state(state["aug_generator"])

@@ -7,16 +7,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..attacks.generators import PGD
-from ..attacks.losses import simple_loss
 from ..attacks.mainstay import mainstay_from_memory
 from ..utils.codes import sign_codes
-from ..utils.device import autocast
-from .base import DEFENSES, Defense, DefenseContext
+from .base import DEFENSES, DefenseContext, GuidedDefense
 
 
 @DEFENSES.register("saat")
-class SAATDefense(Defense):
+class SAATDefense(GuidedDefense):
     """Minimax adversarial training (docs/defenses.md#saat-training). For each batch (x, y, idx):
 
     1. ``m = mainstay(y; U_ben, Y_train)`` from the +-1 code memory ``U_ben`` (initialised with the encoded
@@ -54,31 +51,13 @@ class SAATDefense(Defense):
         self.memory = ctx.method.U if shared else torch.empty_like(ctx.train_codes)
         self.memory.copy_(ctx.train_codes)
         self.memory_labels = ctx.train_labels
-        self.crafter = PGD(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"], alpha_schedule=False,
-                           random_start=True, seed=ctx.seed, eval_mode=not o["parity"])
+        self.crafter = self.make_crafter(eval_mode=not o["parity"])
 
-    def mainstay(self, y: torch.Tensor) -> torch.Tensor:
+    def guide(self, y: torch.Tensor) -> torch.Tensor:
+        """The mainstay codes of the labels from the current memory."""
         return mainstay_from_memory(y, self.memory, self.memory_labels)
 
-    def step(self, x, y, idx, it):
-        o, model = self.settings, self.ctx.model
-        m = self.mainstay(y)
-        x_adv = self.crafter(x, lambda h, _x: simple_loss(h, m))
-        with autocast(self.ctx.device, self.ctx.amp):
-            h_ben = model(x).float()
-            h_adv = model(x_adv).float()
-        with torch.no_grad():
-            self.memory[idx] = sign_codes(h_ben.detach())
-        m = self.mainstay(y)
-        hash_term = self.ctx.method(h_ben, y, idx)
-        adv_term = -(h_adv * m).mean()
-        quant_term = (h_adv - sign_codes(h_adv.detach())).pow(2).mean()
-        loss = hash_term + o["lambda_"] * adv_term + o["mu"] * quant_term
-        return {"loss": loss, "hash": hash_term, "adv": adv_term, "quant": quant_term}
-
-    def state_dict(self) -> dict:
-        return {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.rng.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.memory.copy_(state["memory"].to(self.memory.device))
-        self.crafter.rng.set_state(state["crafter_generator"])
+    def adversarial_terms(self, h_adv, guide):
+        adv = -(h_adv * guide).mean()
+        quant = (h_adv - sign_codes(h_adv.detach())).pow(2).mean()
+        return {"total": self.settings["lambda_"] * adv + self.settings["mu"] * quant, "adv": adv, "quant": quant}
