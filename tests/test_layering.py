@@ -1,6 +1,6 @@
 """The package's layers (docs/architecture.md), checked by parsing every import of every module under src/saat.
 
-    foundation (utils, config, errors, checkpoint, _torch_utils)
+    foundation (utils, config, errors, checkpoint, runs, _torch_utils, _version)
       -> data -> models -> hashing -> retrieval -> attacks -> defenses -> pipelines -> report -> demo -> cli
 
 A module may import its own component and any component of a lower layer, never a higher one (the foundation
@@ -19,7 +19,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "saat"
 
 LAYERS = {
-    "utils": 0, "config": 0, "errors": 0, "checkpoint": 0, "_torch_utils": 0, "_version": 0,
+    "utils": 0, "config": 0, "errors": 0, "checkpoint": 0, "_torch_utils": 0, "_version": 0, "runs": 0,
     "data": 1, "models": 2, "hashing": 3, "retrieval": 4, "attacks": 5, "defenses": 6,
     "pipelines": 7, "report": 8, "demo": 9, "cli": 10, "__main__": 11,
     "": 12,  # the package root

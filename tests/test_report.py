@@ -20,6 +20,7 @@ from saat.report import examples as report_examples
 from saat.report.claims import FAILS, HOLDS, NOT_MEASURED
 from saat.report.collect import main_eps, pick, pick_matched
 from saat.report.paper import TABLE1_UNTARGETED, paper_dataset, paper_value
+from saat.runs import AttackRecord
 
 PNG = b"\x89PNG\r\n\x1a\n"
 XSS = "<script>alert(1)</script>"
@@ -43,22 +44,20 @@ def run_metrics(clean: float, **extra) -> dict:
 
 def attack_metrics(method: str, adv: float, *, targeted: bool = False, eps: float = 8, queries: int = 10,
                    steps: int = 20, benign: float = 0.7, curves: bool = True, **settings) -> dict:
-    key = "t-MAP" if targeted else "mAP"
+    """An attack result's metrics.json, built through the record the pipeline writes."""
     name = f"{method}-{'t' if targeted else 'u'}-eps{eps:g}-s{steps}-q{queries}"
-    m = {"attack": method, "targeted": targeted, "name": name,
-         "dataset": "toy", "checkpoint": CKPT, "defense": None, "topk": 100, "queries": queries, "benign_mAP": benign,
-         f"adversarial_{key}": adv, f"theory_{key}": None, "random_ranking_mAP": 0.1,
-         "perceptibility": {"linf_mean": eps / 255, "linf_max": eps / 255, "linf_mean_255": eps, "l2_mean": 1.234,
-                            "mse_mean": 0.00321, "psnr_mean": 33.3, "images": queries},
-         "seconds": 2.5, "images_per_s": queries / 2.5, "device": "cpu",
-         "settings": {"method": method, "targeted": targeted, "num_queries": queries, "seed": 0, "eps": eps / 255,
-                      "step": 1 / 255, "steps": steps, **settings}}
-    if targeted:
-        m["benign_t-MAP"] = 0.0456
+    record = AttackRecord(
+        attack=method, targeted=targeted, name=name, dataset="toy", checkpoint=CKPT, topk=100, queries=queries,
+        benign_map=benign, adversarial=adv, benign_tmap=0.0456 if targeted else None, random_ranking_map=0.1,
+        perceptibility={"linf_mean": eps / 255, "linf_max": eps / 255, "linf_mean_255": eps, "l2_mean": 1.234,
+                        "mse_mean": 0.00321, "psnr_mean": 33.3, "images": queries},
+        seconds=2.5, images_per_s=queries / 2.5, device="cpu",
+        settings={"method": method, "targeted": targeted, "num_queries": queries, "seed": 0, "eps": eps / 255,
+                  "step": 1 / 255, "steps": steps, **settings})
     if curves:
-        m["pr_curve"] = {"recall": [0.1, 0.5, 1.0], "precision": [adv + 0.05, adv, max(adv - 0.05, 0)]}
-        m["precision_at_n"] = {"n": [5, 10], "precision": [adv, adv]}
-    return m
+        record.pr_curve = {"recall": [0.1, 0.5, 1.0], "precision": [adv + 0.05, adv, max(adv - 0.05, 0)]}
+        record.precision_at_n = {"n": [5, 10], "precision": [adv, adv]}
+    return record.to_json()
 
 
 def add_attack(run: Path, metrics: dict) -> Path:

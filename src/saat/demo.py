@@ -8,6 +8,7 @@ Table I) -> adversarial training (SAAT, ATRDH) -> attack the robust models (HAG,
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from .attacks import ATTACKS
 from .config import DEMO_EPS
 from .pipelines.attack import AttackConfig, run_attack
+from .runs import AttackRecord, RunDir
 
 DATASET = "fashion-mosaic"
 
@@ -75,8 +77,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, device: str 
             print(f"[demo] {name}: {timings[name]:.1f} s", flush=True)
 
     base = out / "csq"
-    step("train CSQ small_cnn 32 bits", (base / "model.pt").is_file(),
-         lambda: train(resume=base) if (base / "config.yaml").is_file() else train(
+    step("train CSQ small_cnn 32 bits", RunDir(base).model.is_file(),
+         lambda: train(resume=base) if RunDir(base).config.is_file() else train(
              dataset=DATASET, method="csq", backbone="small_cnn", bits=32, epochs=plan.epochs, seed=seed,
              device=device, out=base, progress=progress))
 
@@ -90,7 +92,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, device: str 
         if "eps" in ATTACKS.get(method).defaults:
             cfg.eps = eps
         step(f"attack {run.name} with {method} ({'targeted' if targeted else 'untargeted'}, eps {eps * 255:g}/255)",
-             (run / "attacks" / name / "metrics.json").is_file(),
+             RunDir(run).attack(name).metrics.is_file(),
              lambda: run_attack(run, cfg, device=device, progress=progress))
 
     for method in UNTARGETED:
@@ -104,8 +106,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, device: str 
         robust[name] = run
         cfg = DefenseConfig(method=name, epochs=plan.defense_epochs, seed=seed, device=device,
                             train_limit=plan.defense_limit)
-        step(f"adversarial training: {name.upper()}", (run / "model.pt").is_file(),
-             lambda run=run, cfg=cfg: defend(resume=run, progress=progress) if (run / "defense.yaml").is_file()
+        step(f"adversarial training: {name.upper()}", RunDir(run).model.is_file(),
+             lambda run=run, cfg=cfg: defend(resume=run, progress=progress) if RunDir(run).is_defense_run()
              else defend(base, cfg, out=run, progress=progress))
         for method in ROBUST_ATTACKS:
             attack(run, method, False)
@@ -125,27 +127,29 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, device: str 
     return {"table": table, "report": str(report_dir / "report.html"), "seconds": total, "timings": timings}
 
 
-def _metric(run: Path, name: str, key: str):
-    import json
+def _record(run: Path, name: str) -> AttackRecord | None:
+    path = RunDir(run).attack(name).metrics
+    return AttackRecord.from_json(json.loads(path.read_text()), str(path)) if path.is_file() else None
 
-    path = run / "attacks" / name / "metrics.json"
-    return json.loads(path.read_text()).get(key) if path.is_file() else None
+
+def _adversarial(run: Path, name: str) -> float | None:
+    record = _record(run, name)
+    return None if record is None else record.adversarial
 
 
 def final_table(base: Path, robust: dict[str, Path]) -> list[dict]:
     """Clean mAP and mAP under HAG, SDHA and the SAAT attack per model, plus the targeted t-MAPs of the base."""
-    import json
-
     eps = round(DEMO_EPS * 255)
     rows = []
     for label, run in (("undefended", base), *(("SAAT-trained" if k == "saat" else "ATRDH-trained", v)
                                                for k, v in robust.items())):
-        clean = json.loads((run / "metrics.json").read_text())["mAP"] if (run / "metrics.json").is_file() else None
+        metrics = RunDir(run).metrics
+        clean = json.loads(metrics.read_text())["mAP"] if metrics.is_file() else None
         rows.append({"model": label, "clean": clean,
-                     **{m: _metric(run, f"demo-{m}-u-eps{eps}", "adversarial_mAP") for m in ROBUST_ATTACKS}})
-    targeted = {"model": "undefended (targeted: t-MAP)",
-                "benign": _metric(base, f"demo-mainstay-t-eps{eps}", "benign_t-MAP"),
-                **{m: _metric(base, f"demo-{m}-t-eps{eps}", "adversarial_t-MAP") for m in TARGETED}}
+                     **{m: _adversarial(run, f"demo-{m}-u-eps{eps}") for m in ROBUST_ATTACKS}})
+    benign = _record(base, f"demo-mainstay-t-eps{eps}")
+    targeted = {"model": "undefended (targeted: t-MAP)", "benign": None if benign is None else benign.benign,
+                **{m: _adversarial(base, f"demo-{m}-t-eps{eps}") for m in TARGETED}}
     rows.append(targeted)
     return rows
 

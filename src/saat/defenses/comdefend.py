@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_file
+from ..runs import RunDir
 
 NOISE_STD = 20.0
 
@@ -85,7 +86,7 @@ class PurifiedModel(nn.Module):
 
 
 def purifier_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "purifiers" / "comdefend.pt"
+    return RunDir(run_dir).purifier
 
 
 def load_purifier(run_dir: str | Path, device: torch.device) -> tuple[ComDefend, dict]:

@@ -18,6 +18,7 @@ from ..attacks import ATTACKS, AttackContext, Perceptibility, load_or_create_tar
 from ..config import DEMO_EPS
 from ..data import to_device_batch
 from ..retrieval import evaluate_retrieval, mean_average_precision
+from ..runs import AttackRecord, RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.images import save_example_grid
@@ -111,8 +112,8 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     query_labels = ds.query.labels.numpy()[picked]
     targets = None
     if cfg.targeted:
-        all_targets = load_or_create_targets(Path(run_dir) / "attacks" / f"targets-seed{cfg.seed}.npz",
-                                             ds.query.labels.numpy(), db_labels, cfg.seed)
+        all_targets = load_or_create_targets(RunDir(run_dir).targets(cfg.seed), ds.query.labels.numpy(), db_labels,
+                                             cfg.seed)
         targets = all_targets[picked]
 
     def on_dev(a):
@@ -120,7 +121,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
 
     ctx = AttackContext(attacker, dev, on_dev(train_codes), ds.train.labels.to(dev), on_dev(db_codes),
                         ds.database.labels.to(dev), seed=cfg.seed, progress=progress, train_split=ds.train,
-                        cache_dir=Path(run_dir) / "cache", checkpoint_hash=run.checkpoint_hash)
+                        cache_dir=RunDir(run_dir).cache, checkpoint_hash=run.checkpoint_hash)
     method = method_cls(ctx, targeted=cfg.targeted, **settings)
     name = attack_name(cfg, settings)
 
@@ -152,33 +153,29 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     relevance = targets if cfg.targeted else query_labels
     benign_codes = query_codes[picked]
     adv_eval = evaluate_retrieval(adv_codes, db_codes, relevance, db_labels, topk=k)
-    key = "t-MAP" if cfg.targeted else "mAP"
-    metrics = {
-        "attack": method.name, "targeted": cfg.targeted, "name": name,
-        "dataset": ds.name, "run": str(run_dir), "checkpoint": run.checkpoint_hash,
-        "defense": run.metadata.get("defense"), "topk": k, "queries": len(picked),
-        "benign_mAP": mean_average_precision(benign_codes, db_codes, query_labels, db_labels, topk=k),
-        f"adversarial_{key}": adv_eval.map,
-        "theory_" + key: (None if theory is None
-                          else mean_average_precision(theory, db_codes, relevance, db_labels, topk=k)),
-        "random_ranking_mAP": adv_eval.extra["random_ranking_mAP"],
-        "perceptibility": percept.result(),
-        "seconds": seconds, "images_per_s": len(picked) / max(seconds, 1e-9),
-        "network_training_seconds": getattr(method, "training_seconds", None),
-        "settings": {**{k: v for k, v in asdict(cfg).items() if k not in settings and k != "options"},
-                     **method.settings_record()},
-        "pr_curve": adv_eval.to_dict()["pr_curve"], "precision_at_n": adv_eval.to_dict()["precision_at_n"],
-        "device": str(dev),
-    }
-    if cfg.targeted:
-        metrics["benign_t-MAP"] = mean_average_precision(benign_codes, db_codes, targets, db_labels, topk=k)
+    record = AttackRecord(
+        attack=method.name, targeted=cfg.targeted, name=name, dataset=ds.name, run=str(run_dir),
+        checkpoint=run.checkpoint_hash, defense=run.metadata.get("defense"), topk=k, queries=len(picked),
+        benign_map=mean_average_precision(benign_codes, db_codes, query_labels, db_labels, topk=k),
+        adversarial=adv_eval.map,
+        theory=None if theory is None else mean_average_precision(theory, db_codes, relevance, db_labels, topk=k),
+        benign_tmap=(mean_average_precision(benign_codes, db_codes, targets, db_labels, topk=k)
+                     if cfg.targeted else None),
+        random_ranking_map=adv_eval.extra["random_ranking_mAP"], perceptibility=percept.result(),
+        seconds=seconds, images_per_s=len(picked) / max(seconds, 1e-9),
+        network_training_seconds=getattr(method, "training_seconds", None),
+        settings={**{k: v for k, v in asdict(cfg).items() if k not in settings and k != "options"},
+                  **method.settings_record()},
+        pr_curve=adv_eval.to_dict()["pr_curve"], precision_at_n=adv_eval.to_dict()["precision_at_n"],
+        device=str(dev))
+    metrics = record.to_json()
     if write and is_main_process():
-        out = Path(run_dir) / "attacks" / metrics["name"]
-        atomic_write_json(out / "metrics.json", metrics)
-        atomic_save_npy(out / "adv_codes.npy", adv_codes)
-        atomic_save_npy(out / "query_indices.npy", picked)
+        out = RunDir(run_dir).attack(name)
+        atomic_write_json(out.metrics, metrics)
+        atomic_save_npy(out.adv_codes, adv_codes)
+        atomic_save_npy(out.query_indices, picked)
         if shown:
-            save_example_grid(out / "examples.png", shown, settings.get("eps") or 8 / 255)
+            save_example_grid(out.examples_png, shown, settings.get("eps") or 8 / 255)
             # The same examples as uint8 arrays, for the report's retrieval figure.
             import io
 
@@ -190,7 +187,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
             buf = io.BytesIO()
             np.savez_compressed(buf, query_indices=picked[:len(shown)], benign=to_u8([b for b, _ in shown]),
                                 adversarial=to_u8([a for _, a in shown]))
-            atomic_write_bytes(out / "examples.npz", buf.getvalue())
+            atomic_write_bytes(out.examples_npz, buf.getvalue())
     return metrics
 
 
@@ -240,22 +237,22 @@ def run_attack_family(run_dir: str | Path, config: AttackConfig, *, device: str 
                 cfg = replace(cfg, **{key: None})
         if progress:
             print(f"[{len(rows) + 1}] {name} ({kind})", flush=True)
-        rows.append(run_attack(run_dir, cfg, device=device, progress=progress))
+        rows.append(AttackRecord.from_json(run_attack(run_dir, cfg, device=device, progress=progress)))
     key = "t-MAP" if config.targeted else "mAP"
     summary = {
         "kind": kind, "metric": key, "run": str(run_dir),
-        "benign": rows[0]["benign_t-MAP" if config.targeted else "benign_mAP"] if rows else None,
-        "rows": [{"attack": r["attack"], "name": r["name"], key: r[f"adversarial_{key}"],
-                  "theory": r.get(f"theory_{key}"), "linf_255": r["perceptibility"]["linf_mean_255"],
-                  "psnr": r["perceptibility"]["psnr_mean"], "seconds": r["seconds"], "queries": r["queries"],
-                  "eps_255": r["settings"].get("eps", 0) * 255} for r in rows],
+        "benign": rows[0].benign if rows else None,
+        "rows": [{"attack": r.attack, "name": r.name, key: r.adversarial, "theory": r.theory,
+                  "linf_255": r.perceptibility["linf_mean_255"], "psnr": r.perceptibility["psnr_mean"],
+                  "seconds": r.seconds, "queries": r.queries, "eps_255": r.settings.get("eps", 0) * 255}
+                 for r in rows],
     }
     if is_main_process() and rows:
-        out = Path(run_dir) / "attacks"
-        atomic_write_json(out / f"summary-{kind}.json", summary)
+        run = RunDir(run_dir)
+        atomic_write_json(run.attack_summary(kind), summary)
         from ..utils.io import atomic_write_text
 
-        atomic_write_text(out / f"summary-{kind}.md", format_family_table(summary))
+        atomic_write_text(run.attack_summary(kind, ".md"), format_family_table(summary))
     return summary
 
 

@@ -12,7 +12,8 @@ from .._torch_utils import generator_normal
 from ..checkpoint import load_file, save_file
 from ..config import DEMO_DATASETS
 from ..data import FirstItems, make_loader, to_device_batch
-from ..defenses.comdefend import NOISE_STD, ComDefend, purifier_path
+from ..defenses.comdefend import NOISE_STD, ComDefend
+from ..runs import RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.progress import progress_bar
@@ -35,7 +36,7 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
     width = width if width is not None else (0.25 if demo else 1.0)
     settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "code_weight": code_weight, "seed": seed,
                 "noise_std": NOISE_STD, "code_channels": 12, "width": width, "limit": limit}
-    final, partial = purifier_path(run_dir), purifier_path(run_dir).with_suffix(".partial.pt")
+    final, partial = RunDir(run_dir).purifier, RunDir(run_dir).purifier_partial
     torch.manual_seed(seed)
     net = ComDefend(12, width).to(dev)
     train_split = ds.train if limit is None else FirstItems(ds.train, limit)

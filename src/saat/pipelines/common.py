@@ -16,11 +16,10 @@ from ..config import TrainConfig, config_from_dict
 from ..data import to_device_batch
 from ..models import build_model
 from ..retrieval import random_ranking_map
+from ..runs import RunDir
 from ..utils.device import autocast
 from ..utils.io import atomic_save_npy
 from ..utils.progress import progress_bar
-
-MODEL_FILE = "model.pt"
 
 
 def resolve_image_size(backbone_native: int | None, requested: int | None) -> int | None:
@@ -81,7 +80,7 @@ def encode_batch_size(requested: int | None, device: torch.device) -> int:
 
 def cached_codes(run_dir: Path, key: str, compute: Callable[[], torch.Tensor]) -> np.ndarray:
     """Codes cached at ``run_dir/cache/<key>.npy``; the key carries the checkpoint's content hash."""
-    path = Path(run_dir) / "cache" / f"{key}.npy"
+    path = RunDir(run_dir).codes_cache(key)
     if path.is_file():
         try:
             return np.load(path, allow_pickle=False)
@@ -115,11 +114,12 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedR
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
-    model_path = run_dir / MODEL_FILE
+    files = RunDir(run_dir)
+    model_path = files.model
     if not model_path.is_file():
-        hint = " (training has not finished: resume it with 'saat train --resume')" if (
-            run_dir / "checkpoint.pt").is_file() else ""
-        raise FileNotFoundError(f"{run_dir} has no {MODEL_FILE}{hint}")
+        hint = (" (training has not finished: resume it with 'saat train --resume')" if files.checkpoint.is_file()
+                else "")
+        raise FileNotFoundError(f"{run_dir} has no {model_path.name}{hint}")
     ckpt = load_model_file(model_path)
     model = build_model(ckpt)
     if device is not None:

@@ -19,17 +19,16 @@ from ..checkpoint import save_model
 from ..config import DEMO_DATASETS, DEMO_EPS
 from ..data import FirstItems
 from ..defenses import DEFENSES, DefenseContext
+from ..runs import RunDir
 from ..utils.codes import sign_codes
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.schedule import lr_milestones
-from .common import MODEL_FILE, encode_batch_size, encode_split, load_run, open_dataset
+from .common import encode_batch_size, encode_split, load_run, open_dataset
 from .evaluate import evaluate
 from .loop import run_epoch
-from .train import LOG_FILE, STATE_FILE, read_log, restore_training_state, save_training_state, write_log
-
-CONFIG_FILE = "defense.yaml"
+from .train import read_log, restore_training_state, save_training_state, write_log
 
 
 @dataclass
@@ -82,9 +81,9 @@ def defend(run_dir: str | Path | None = None, config: DefenseConfig | None = Non
     """
     if resume is not None:
         out_dir = Path(resume)
-        if not (out_dir / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"--resume: {out_dir} has no {CONFIG_FILE}; is it a defense run directory?")
-        saved = yaml.safe_load((out_dir / CONFIG_FILE).read_text())
+        if not RunDir(out_dir).defense_config.is_file():
+            raise FileNotFoundError(f"--resume: {out_dir} has no defense.yaml; is it a defense run directory?")
+        saved = yaml.safe_load(RunDir(out_dir).defense_config.read_text())
         cfg = DefenseConfig(**saved["config"])
         run_dir = Path(saved["source_run"])
         return _defend(run_dir, cfg, out_dir, resume=True, progress=progress)
@@ -93,13 +92,14 @@ def defend(run_dir: str | Path | None = None, config: DefenseConfig | None = Non
     cfg = config or DefenseConfig(**{k: v for k, v in overrides.items() if v is not None})
     DEFENSES.get(cfg.method)  # an unknown name fails before anything is loaded
     out_dir = Path(out) if out is not None else Path(f"{Path(run_dir).as_posix().rstrip('/')}-{cfg.method}")
-    if (out_dir / STATE_FILE).exists() or (out_dir / MODEL_FILE).exists():
+    if RunDir(out_dir).has_started():
         raise FileExistsError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
                               "or choose another --out")
     return _defend(Path(run_dir), cfg, out_dir, resume=False, progress=progress)
 
 
 def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, progress: bool) -> dict:
+    files = RunDir(out_dir)
     from ..data import make_loader
     from ..hashing import create_method
 
@@ -135,14 +135,14 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     writer = is_main_process()
     log: list[dict] = []
     start_epoch = step = 0
-    if resume and (out_dir / STATE_FILE).is_file():
+    if resume and files.checkpoint.is_file():
         start_epoch, step, log = restore_training_state(out_dir, "defense checkpoint", model=model, method=method,
                                                         defense=defense, optimizer=optimizer, scheduler=scheduler)
         if progress:
             print(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
     elif writer:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(
+        atomic_write_text(files.defense_config, yaml.safe_dump(
             {"source_run": str(run_dir), "source_checkpoint": source.checkpoint_hash, "config": asdict(cfg),
              "settings": _plain(settings)}, sort_keys=False))
     if progress:
@@ -166,20 +166,20 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
                               if k not in ("kind", "epoch", "step", "seconds", "images_per_s", "lr"))
             print(f"epoch {epoch + 1}/{epochs}: {terms}; {summary['seconds']:.1f} s")
         if writer:
-            save_training_state(out_dir / STATE_FILE, epoch + 1, step, model=model, method=method, defense=defense,
+            save_training_state(files.checkpoint, epoch + 1, step, model=model, method=method, defense=defense,
                                 optimizer=optimizer, scheduler=scheduler)
-            write_log(out_dir / LOG_FILE, log)
+            write_log(files.train_log, log)
     seconds = time.perf_counter() - t0
 
     metadata = {**meta, "origin": {"run": str(run_dir), "checkpoint": source.checkpoint_hash},
                 "defense": {"method": defense.name, "mode": "parity" if settings.get("parity") else "default",
                             **_plain(defense.settings_record())}}
     if writer:
-        save_model(out_dir / MODEL_FILE, model, metadata, method.state_dict())
+        save_model(files.model, model, metadata, method.state_dict())
     epoch_times = [r["seconds"] for r in log if r.get("kind") == "epoch"]
     result = {"defense": metadata["defense"], "epochs": epochs, "training_seconds_this_session": seconds,
               "seconds_per_epoch": sum(epoch_times) / max(len(epoch_times), 1)}
-    plain = [r["seconds"] for r in read_log(run_dir / LOG_FILE) if r.get("kind") == "epoch"]
+    plain = [r["seconds"] for r in read_log(RunDir(run_dir).train_log) if r.get("kind") == "epoch"]
     if plain:
         result["plain_training_seconds_per_epoch"] = sum(plain) / len(plain)
         result["epoch_time_ratio_to_plain_training"] = result["seconds_per_epoch"] / result[
@@ -187,7 +187,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     if cfg.evaluate:
         result.update(evaluate(out_dir, device=str(device), progress=progress, dataset=ds, write=False))
     if writer:
-        atomic_write_json(out_dir / "metrics.json", result)
+        atomic_write_json(files.metrics, result)
     if progress and "mAP" in result:
         print(f"clean mAP of the defended model: {result['mAP']:.4f}; wrote {out_dir}")
     return result

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from ..retrieval import evaluate_retrieval
+from ..runs import RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_json
@@ -44,6 +45,5 @@ def evaluate(run_dir: str | Path, *, topk: int | None = None, split: str = "test
         "seconds": {"encode_queries": tq, "encode_database": tdb, "metrics": time.perf_counter() - t0},
     })
     if write and is_main_process():
-        name = "metrics.json" if split == "test" else f"metrics-{split}.json"
-        atomic_write_json(Path(run_dir) / name, metrics)
+        atomic_write_json(RunDir(run_dir).split_metrics(split), metrics)
     return metrics

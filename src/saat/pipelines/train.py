@@ -18,16 +18,13 @@ import torch
 from .._version import __version__
 from ..checkpoint import load_file, save_file, save_model
 from ..config import TrainConfig, config_from_dict, resolve_config, save_config
+from ..runs import RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_text
-from .common import MODEL_FILE, open_dataset, resolve_image_size
+from .common import open_dataset, resolve_image_size
 from .evaluate import evaluate
 from .loop import build_optimizer, epoch_milestones, hashing_step, run_epoch
-
-STATE_FILE = "checkpoint.pt"
-LOG_FILE = "train_log.jsonl"
-CONFIG_FILE = "config.yaml"
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -73,12 +70,12 @@ def save_training_state(path: Path, epoch: int, step: int, **objects) -> None:
 def restore_training_state(run_dir: Path, what: str, **objects) -> tuple[int, int, list[dict]]:
     """Load ``run_dir/checkpoint.pt`` into ``objects`` (by name) and the RNG; return (epoch, step, log), the log
     cut back to the checkpoint so that records of an interrupted epoch disappear."""
-    state = load_file(run_dir / STATE_FILE, what)
+    state = load_file(RunDir(run_dir).checkpoint, what)
     for name, obj in objects.items():
         obj.load_state_dict(state[name])
     set_rng_state(state["rng"])
     epoch, step = int(state["epoch"]), int(state["step"])
-    return epoch, step, [r for r in read_log(run_dir / LOG_FILE) if r.get("epoch", 0) <= epoch]
+    return epoch, step, [r for r in read_log(RunDir(run_dir).train_log) if r.get("epoch", 0) <= epoch]
 
 
 def train(config: TrainConfig | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
@@ -97,16 +94,16 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None, r
     """
     if resume is not None:
         run_dir = Path(resume)
-        cfg_path = run_dir / CONFIG_FILE
+        cfg_path = RunDir(run_dir).config
         if not cfg_path.is_file():
-            raise FileNotFoundError(f"--resume: {run_dir} has no {CONFIG_FILE}; is it a saat run directory?")
+            raise FileNotFoundError(f"--resume: {run_dir} has no config.yaml; is it a saat run directory?")
         import yaml
 
         cfg = config_from_dict(TrainConfig, yaml.safe_load(cfg_path.read_text()))
     else:
         cfg = config if config is not None else resolve_config(TrainConfig, overrides, config_file)
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
-        if (run_dir / STATE_FILE).exists() or (run_dir / MODEL_FILE).exists():
+        if (RunDir(run_dir).checkpoint).exists() or (RunDir(run_dir).model).exists():
             raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                                   "or choose another --out")
     return _fit(cfg, run_dir, resume=resume is not None, progress=progress)
@@ -135,14 +132,14 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     writer = is_main_process()
     log: list[dict] = []
     start_epoch = step = 0
-    if resume and (run_dir / STATE_FILE).is_file():
+    if resume and (RunDir(run_dir).checkpoint).is_file():
         start_epoch, step, log = restore_training_state(run_dir, "training checkpoint", model=model, method=method,
                                                         optimizer=optimizer, scheduler=scheduler)
         if progress:
             print(f"resuming {run_dir} after epoch {start_epoch}/{cfg.epochs}")
     elif writer:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / CONFIG_FILE)
+        save_config(cfg, RunDir(run_dir).config)
     if progress:
         print(f"training {cfg.method} / {cfg.backbone} / {cfg.bits} bits on {ds.name} "
               f"({len(ds.train):,} training images, {image_size or ds.image_size}px) on {device}")
@@ -159,9 +156,9 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
             print(f"epoch {epoch + 1}/{cfg.epochs}: loss {summary['loss']:.4f}, "
                   f"{summary['images_per_s']:.0f} img/s, {summary['seconds']:.1f} s")
         if writer:
-            save_training_state(run_dir / STATE_FILE, epoch + 1, step, model=model, method=method,
+            save_training_state(RunDir(run_dir).checkpoint, epoch + 1, step, model=model, method=method,
                                 optimizer=optimizer, scheduler=scheduler)
-            write_log(run_dir / LOG_FILE, log)
+            write_log(RunDir(run_dir).train_log, log)
     train_seconds = time.perf_counter() - t_train
 
     metadata = {
@@ -178,7 +175,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
         "defense": None,
     }
     if writer:
-        save_model(run_dir / MODEL_FILE, model, metadata, method.state_dict())
+        save_model(RunDir(run_dir).model, model, metadata, method.state_dict())
     if not cfg.evaluate:
         if progress:
             print(f"wrote {run_dir} (no evaluation: run 'saat evaluate {run_dir}')")
@@ -189,7 +186,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     if writer:
         from ..utils.io import atomic_write_json
 
-        atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic_write_json(RunDir(run_dir).metrics, metrics)
     if progress:
         k = "all" if metrics["topk"] is None else metrics["topk"]
         print(f"clean mAP@{k}: {metrics['mAP']:.4f} (random ranking {metrics['random_ranking_mAP']:.4f}); "

@@ -17,7 +17,6 @@ from .collect import (
     AttackResult,
     Run,
     collect_runs,
-    curve_of,
     describe,
     eps_key,
     families,
@@ -417,7 +416,7 @@ class _Builder:
             reasons = Counter()
             drawn = False
             for a in cands:
-                if not (a.directory / "examples.npz").is_file():
+                if not a.files.examples_npz.is_file():
                     reasons["examples.npz missing"] += 1
                     continue
                 try:
@@ -462,8 +461,8 @@ class _Builder:
                 rows.append([r.name, a.name, a.display, eps_text(a), fmt(p.get("linf_mean_255"), 4),
                              fmt(number(p.get("linf_max")) * 255 if number(p.get("linf_max")) is not None else None),
                              fmt(p.get("l2_mean")), fmt(p.get("mse_mean")), fmt(p.get("psnr_mean")),
-                             str(p.get("images", a.queries or DASH)), fmt(a.metrics.get("seconds")),
-                             fmt(a.metrics.get("images_per_s")), str(a.metrics.get("device") or DASH)])
+                             str(p.get("images", a.queries or DASH)), fmt(a.record.seconds),
+                             fmt(a.record.images_per_s), str(a.record.device or DASH)])
         blocks: list[Block] = [Heading("Perceptibility and attack time")]
         if rows:
             blocks.append(Table(["run", "result", "attack", "budget", "L∞ mean (/255)", "L∞ max (/255)", "L2",
@@ -506,8 +505,7 @@ class _Builder:
                 rows.append([r.name, a.name, a.display, "targeted" if a.targeted else "untargeted",
                              a.purifier or DASH, eps_text(a), str(a.queries or DASH), str(a.steps or DASH),
                              a.generator or DASH, pct(a.benign), pct(a.adversarial), pct(a.theory),
-                             pct(number(a.metrics.get("random_ranking_mAP"))), "yes" if curve_of(
-                                 a.metrics, "pr_curve", "recall") else "no", used])
+                             pct(a.record.random_ranking_map), "yes" if a.curve("pr_curve", "recall") else "no", used])
         if not rows:
             return blocks + [Paragraph("No attack results in these runs.", note=True)]
         blocks.append(Paragraph("benign = MAP of the same benign queries (t-MAP with the target labels for targeted "

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RUN_MARKERS = ("model.pt", "metrics.json", "config.yaml", "defense.yaml")
+from ..runs import AttackDir, AttackRecord, RunDir
+
+RUN_MARKERS = RunDir.MARKERS
 DEFENSE_NAMES = {"saat": "SAAT", "atrdh": "ATRDH", "cgat": "CgAT", "comdefend": "ComDefend"}
 ATTACK_NAMES = {"hag": "HAG", "sdha": "SDHA", "mainstay": "SAAT attack", "p2p": "P2P", "dhta": "DHTA", "tha": "THA",
                 "prosgan": "ProS-GAN", "cgat": "CgAT attack"}
@@ -68,18 +70,22 @@ def number(value: Any) -> float | None:
 
 @dataclass
 class AttackResult:
-    """One ``RUN/attacks/<name>/metrics.json``."""
+    """One attack result folder, ``RUN/attacks/<name>/``, and its :class:`~saat.runs.AttackRecord`."""
 
     directory: Path
-    metrics: dict
+    record: AttackRecord
+
+    @property
+    def files(self) -> AttackDir:
+        return AttackDir(self.directory)
 
     @property
     def name(self) -> str:
-        return str(self.metrics.get("name") or self.directory.name)
+        return self.record.name or self.directory.name
 
     @property
     def method(self) -> str:
-        return str(self.metrics.get("attack") or "?")
+        return self.record.attack
 
     @property
     def display(self) -> str:
@@ -88,29 +94,28 @@ class AttackResult:
 
     @property
     def targeted(self) -> bool:
-        return bool(self.metrics.get("targeted"))
+        return self.record.targeted
 
     @property
     def metric_key(self) -> str:
-        return "t-MAP" if self.targeted else "mAP"
+        return self.record.metric_key
 
     @property
     def adversarial(self) -> float | None:
-        return number(self.metrics.get(f"adversarial_{self.metric_key}"))
+        return self.record.adversarial
 
     @property
     def benign(self) -> float | None:
         """Benign MAP of the same queries (benign t-MAP for targeted attacks: the target labels as relevance)."""
-        return number(self.metrics.get("benign_t-MAP" if self.targeted else "benign_mAP"))
+        return self.record.benign
 
     @property
     def theory(self) -> float | None:
-        return number(self.metrics.get(f"theory_{self.metric_key}"))
+        return self.record.theory
 
     @property
     def settings(self) -> dict:
-        s = self.metrics.get("settings")
-        return s if isinstance(s, dict) else {}
+        return self.record.settings
 
     @property
     def bounded(self) -> bool:
@@ -132,8 +137,7 @@ class AttackResult:
 
     @property
     def queries(self) -> int | None:
-        v = number(self.metrics.get("queries"))
-        return None if v is None else int(v)
+        return self.record.queries
 
     @property
     def purifier(self) -> str | None:
@@ -154,18 +158,17 @@ class AttackResult:
 
     @property
     def perceptibility(self) -> dict:
-        p = self.metrics.get("perceptibility")
-        return p if isinstance(p, dict) else {}
+        return self.record.perceptibility
 
     def curve(self, key: str, x: str) -> tuple[list[float], list[float]] | None:
         """A stored curve (``pr_curve`` recall/precision, ``precision_at_n`` n/precision) or None."""
-        return curve_of(self.metrics, key, x)
+        return curve_of({key: getattr(self.record, key)}, key, x)
 
     def preference(self) -> tuple:
         """Sort key among results of one attack at one eps: the paper's default generator and mode first, then the
         most queries, the most iterations, the newest."""
         try:
-            mtime = (self.directory / "metrics.json").stat().st_mtime
+            mtime = self.files.metrics.stat().st_mtime
         except OSError:
             mtime = 0.0
         return (self.generator in (None, "pgd"), not self.parity, self.queries or 0, self.steps or 0, mtime)
@@ -267,11 +270,11 @@ class Run:
 
 def is_attack_dir(path: Path) -> bool:
     """``RUN/attacks/<name>/``: an attack result, not a run."""
-    return path.parent.name == "attacks" and (path / "metrics.json").is_file() and not (path / "model.pt").is_file()
+    return AttackDir(path).is_result()
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and not is_attack_dir(path) and any((path / m).is_file() for m in RUN_MARKERS)
+    return RunDir(path).is_run()
 
 
 def check_run_dir(path: str | Path) -> Path:
@@ -295,23 +298,24 @@ def check_run_dir(path: str | Path) -> Path:
 
 def load_run_info(path: Path, *, read_model: bool = True) -> Run:
     run = Run(path)
-    run.metrics, why = read_json(path / "metrics.json")
+    files = RunDir(path)
+    run.metrics, why = read_json(files.metrics)
     if why:
         run.notes.append(why + " (no clean metrics)")
-    if (path / "config.yaml").is_file():
-        run.config, why = read_yaml(path / "config.yaml")
+    if files.config.is_file():
+        run.config, why = read_yaml(files.config)
         if why:
             run.notes.append(why)
-    if (path / "defense.yaml").is_file():
-        run.defense_config, why = read_yaml(path / "defense.yaml")
+    if files.is_defense_run():
+        run.defense_config, why = read_yaml(files.defense_config)
         if why:
             run.notes.append(why)
     for target, source in (("config", run.config), ("defense_config", run.defense_config)):
         if source is not None and not isinstance(source, dict):
             setattr(run, target, None)
             run.notes.append(f"{'config.yaml' if target == 'config' else 'defense.yaml'} is not a mapping")
-    run.train_log = read_jsonl(path / "train_log.jsonl")
-    model_path = path / "model.pt"
+    run.train_log = read_jsonl(files.train_log)
+    model_path = files.model
     if read_model and model_path.is_file():
         from ..checkpoint import file_hash, load_model_file
 
@@ -324,23 +328,24 @@ def load_run_info(path: Path, *, read_model: bool = True) -> Run:
         run.notes.append("model.pt missing (defense/origin taken from metrics.json and defense.yaml)")
     if run.checkpoint_hash is None:
         run.checkpoint_hash = (run.metrics or {}).get("checkpoint")
-    run.attacks = load_attacks(path / "attacks", run.notes)
+    run.attacks = load_attacks(RunDir(path), run.notes)
     return run
 
 
-def load_attacks(attacks_dir: Path, notes: list[str]) -> list[AttackResult]:
-    if not attacks_dir.is_dir():
+def load_attacks(run_dir: RunDir, notes: list[str]) -> list[AttackResult]:
+    if not run_dir.attacks.is_dir():
         notes.append("no attacks/ folder (no attack results)")
         return []
     results = []
-    for d in sorted(p for p in attacks_dir.iterdir() if p.is_dir()):
-        m, why = read_json(d / "metrics.json")
+    for d in run_dir.attack_dirs():
+        m, why = read_json(d.metrics)
         if why:
             notes.append(f"attacks/{d.name}: {why}")
-        elif not isinstance(m, dict):
-            notes.append(f"attacks/{d.name}: metrics.json is not an object")
-        else:
-            results.append(AttackResult(d, m))
+            continue
+        try:
+            results.append(AttackResult(d.path, AttackRecord.from_json(m, f"attacks/{d.name}/metrics.json")))
+        except ValueError as exc:
+            notes.append(str(exc))
     if not results:
         notes.append("attacks/ holds no attack result")
     return results
@@ -355,9 +360,9 @@ def discover_defended(runs: list[Run]) -> list[Path]:
     found = []
     for parent in sorted({r.path.resolve().parent for r in runs if not r.defended}):
         for cand in sorted(p for p in parent.iterdir() if p.is_dir() and p.resolve() not in known):
-            if not (cand / "defense.yaml").is_file():
+            if not RunDir(cand).is_defense_run():
                 continue
-            cfg, _ = read_yaml(cand / "defense.yaml")
+            cfg, _ = read_yaml(RunDir(cand).defense_config)
             if not isinstance(cfg, dict):
                 continue
             source = cfg.get("source_run")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runs import RunDir
 from .collect import ATTACK_NAMES, AttackResult, Run
 
 TOP = 10
@@ -54,7 +55,7 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
 def load_inputs(run: Run, attack: AttackResult, max_queries: int = MAX_QUERIES) -> ExampleInputs:
     if attack.purifier:
         raise ExampleUnavailable("attack evaluated through an input purifier (its codes are not the model's)")
-    npz = attack.directory / "examples.npz"
+    npz = attack.files.examples_npz
     if not npz.is_file():
         raise ExampleUnavailable("examples.npz missing (attack run by an older saat)")
     try:
@@ -62,13 +63,13 @@ def load_inputs(run: Run, attack: AttackResult, max_queries: int = MAX_QUERIES) 
             ex_idx, benign, adversarial = ex["query_indices"], ex["benign"], ex["adversarial"]
     except (OSError, ValueError, KeyError) as exc:
         raise ExampleUnavailable(f"examples.npz unreadable ({exc})") from None
-    adv_codes = _load_npy(attack.directory / "adv_codes.npy", "adversarial codes")
-    attacked = _load_npy(attack.directory / "query_indices.npy", "attacked query indices")
-    digest = attack.metrics.get("checkpoint") or run.checkpoint_hash
+    adv_codes = _load_npy(attack.files.adv_codes, "adversarial codes")
+    attacked = _load_npy(attack.files.query_indices, "attacked query indices")
+    digest = attack.record.checkpoint or run.checkpoint_hash
     if not digest:
         raise ExampleUnavailable("checkpoint hash unknown (needed to find the cached codes)")
-    query_codes = _load_npy(run.path / "cache" / f"codes-query-{digest}.npy", "cached query codes")
-    db_codes = _load_npy(run.path / "cache" / f"codes-database-{digest}.npy", "cached database codes")
+    query_codes = _load_npy(RunDir(run.path).codes_cache(f"codes-query-{digest}"), "cached query codes")
+    db_codes = _load_npy(RunDir(run.path).codes_cache(f"codes-database-{digest}"), "cached database codes")
     position = {int(q): i for i, q in enumerate(np.asarray(attacked).reshape(-1))}
     keep = [i for i, q in enumerate(np.asarray(ex_idx).reshape(-1)) if int(q) in position
             and 0 <= int(q) < len(query_codes)][:max_queries]

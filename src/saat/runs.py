@@ -1,0 +1,275 @@
+"""Run directories: every file name of a run, in one place, and the typed record of an attack result.
+
+A **run** is what ``saat train`` or ``saat defend`` writes::
+
+    RUN/
+      config.yaml        training settings (a training run)        RunDir.config
+      defense.yaml       defense settings and origin (a defense run) RunDir.defense_config
+      checkpoint.pt      per-epoch training state, for --resume       RunDir.checkpoint
+      train_log.jsonl    one JSON record per logged step / epoch      RunDir.train_log
+      model.pt           state_dict + metadata (weights_only)         RunDir.model
+      metrics.json       clean retrieval metrics                      RunDir.metrics
+      metrics-<split>.json                                            RunDir.split_metrics(split)
+      cache/             encoded codes, attack networks               RunDir.cache, RunDir.codes_cache(key)
+      purifiers/         ComDefend purifier (+ .partial.pt)           RunDir.purifier, RunDir.purifier_partial
+      attacks/<name>/    one attack result                            RunDir.attack(name) -> AttackDir
+      attacks/targets-seed<S>.npz   shared target labels              RunDir.targets(seed)
+      attacks/summary-<kind>.json/.md  Table I summary                RunDir.attack_summary(kind)
+
+An **attack result** (:class:`AttackDir`) holds ``metrics.json`` (an :class:`AttackRecord`), ``adv_codes.npy``,
+``query_indices.npy``, ``examples.png`` and ``examples.npz``.
+
+:class:`AttackRecord` is the schema of an attack's ``metrics.json``: the pipeline writes it, the report and the demo
+read it, tests build it. ``from_json`` reads files of the current schema and of the release before it (no
+``schema`` field); a file without the two fields every result has (``attack``, ``targeted``) is refused with an
+error that names the field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ATTACK_SCHEMA_VERSION = 1
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for missing / null / non-numeric / NaN values."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class AttackDir:
+    """``RUN/attacks/<name>/``: the files of one attack result."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def adv_codes(self) -> Path:
+        return self.path / "adv_codes.npy"
+
+    @property
+    def query_indices(self) -> Path:
+        return self.path / "query_indices.npy"
+
+    @property
+    def examples_png(self) -> Path:
+        return self.path / "examples.png"
+
+    @property
+    def examples_npz(self) -> Path:
+        return self.path / "examples.npz"
+
+    def is_result(self) -> bool:
+        """An attack result: a metrics.json inside an ``attacks/`` folder, with no model of its own."""
+        return self.path.parent.name == "attacks" and self.metrics.is_file() and not (self.path / "model.pt").is_file()
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of a training or defense run directory (module docstring)."""
+
+    path: Path
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    # the run's own files
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def defense_config(self) -> Path:
+        return self.path / "defense.yaml"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train_log.jsonl"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    def split_metrics(self, split: str) -> Path:
+        """Clean metrics of the queries of ``split``: ``metrics.json`` for the query split ("test"), else
+        ``metrics-<split>.json``."""
+        return self.metrics if split == "test" else self.path / f"metrics-{split}.json"
+
+    # caches and auxiliary networks
+    @property
+    def cache(self) -> Path:
+        return self.path / "cache"
+
+    def codes_cache(self, key: str) -> Path:
+        return self.cache / f"{key}.npy"
+
+    @property
+    def purifier(self) -> Path:
+        return self.path / "purifiers" / "comdefend.pt"
+
+    @property
+    def purifier_partial(self) -> Path:
+        return self.path / "purifiers" / "comdefend.partial.pt"
+
+    # attack results
+    @property
+    def attacks(self) -> Path:
+        return self.path / "attacks"
+
+    def attack(self, name: str) -> AttackDir:
+        return AttackDir(self.attacks / name)
+
+    def targets(self, seed: int) -> Path:
+        """The seeded target labels every targeted attack of the run shares."""
+        return self.attacks / f"targets-seed{seed}.npz"
+
+    def attack_summary(self, kind: str, suffix: str = ".json") -> Path:
+        """The Table I summary of ``saat attack --method all`` (kind "untargeted" or "targeted"), .json or .md."""
+        return self.attacks / f"summary-{kind}{suffix}"
+
+    def attack_dirs(self) -> list[AttackDir]:
+        """Every attack result folder, sorted by name."""
+        if not self.attacks.is_dir():
+            return []
+        return [AttackDir(p) for p in sorted(self.attacks.iterdir()) if p.is_dir()]
+
+    # what the run is
+    MARKERS = ("model.pt", "metrics.json", "config.yaml", "defense.yaml")
+
+    def is_run(self) -> bool:
+        return (self.path.is_dir() and not AttackDir(self.path).is_result()
+                and any((self.path / m).is_file() for m in self.MARKERS))
+
+    def is_defense_run(self) -> bool:
+        return self.defense_config.is_file()
+
+    def has_started(self) -> bool:
+        """Training state or a finished model exists: a new run here would overwrite it."""
+        return self.checkpoint.exists() or self.model.exists()
+
+
+@dataclass
+class AttackRecord:
+    """The result of one attack on a run's queries: ``RUN/attacks/<name>/metrics.json``.
+
+    ``adversarial`` is the mAP of the adversarial queries (untargeted) or their t-MAP (targeted: the target labels
+    decide relevance); ``benign`` the same measure for the benign queries (``benign_map`` is always the benign mAP
+    with the queries' own labels); ``theory`` the measure of the attack's ideal codes (None where an attack has
+    none). In the file these are ``adversarial_mAP`` / ``adversarial_t-MAP``, ``benign_mAP``, ``benign_t-MAP``,
+    ``theory_mAP`` / ``theory_t-MAP``.
+    """
+
+    attack: str
+    targeted: bool
+    name: str = ""
+    dataset: str | None = None
+    run: str | None = None
+    checkpoint: str | None = None
+    defense: dict | None = None
+    topk: int | None = None
+    queries: int | None = None
+    benign_map: float | None = None
+    adversarial: float | None = None
+    theory: float | None = None
+    benign_tmap: float | None = None
+    random_ranking_map: float | None = None
+    perceptibility: dict = field(default_factory=dict)
+    seconds: float | None = None
+    images_per_s: float | None = None
+    network_training_seconds: float | None = None
+    settings: dict = field(default_factory=dict)
+    pr_curve: dict | None = None
+    precision_at_n: dict | None = None
+    device: str | None = None
+    schema: int = ATTACK_SCHEMA_VERSION
+
+    @property
+    def metric_key(self) -> str:
+        return "t-MAP" if self.targeted else "mAP"
+
+    @property
+    def benign(self) -> float | None:
+        """Benign value of the attack's measure: mAP (untargeted) or t-MAP (targeted) of the benign queries."""
+        return self.benign_tmap if self.targeted else self.benign_map
+
+    def to_json(self) -> dict:
+        key = self.metric_key
+        out = {
+            "schema": self.schema, "attack": self.attack, "targeted": self.targeted, "name": self.name,
+            "dataset": self.dataset, "run": self.run, "checkpoint": self.checkpoint, "defense": self.defense,
+            "topk": self.topk, "queries": self.queries, "benign_mAP": self.benign_map,
+            f"adversarial_{key}": self.adversarial, f"theory_{key}": self.theory,
+            "random_ranking_mAP": self.random_ranking_map, "perceptibility": self.perceptibility,
+            "seconds": self.seconds, "images_per_s": self.images_per_s,
+            "network_training_seconds": self.network_training_seconds, "settings": self.settings,
+            "pr_curve": self.pr_curve, "precision_at_n": self.precision_at_n, "device": self.device,
+        }
+        if self.targeted:
+            out["benign_t-MAP"] = self.benign_tmap
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "metrics.json") -> AttackRecord:
+        """Read a ``metrics.json`` object; a value of the wrong type reads as missing (None)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: an attack result must be a JSON object, got {type(data).__name__}")
+        for required in ("attack", "targeted"):
+            if required not in data:
+                raise ValueError(f"{source}: field {required!r} is missing; is this an attack result of saat?")
+        schema = data.get("schema", 0)
+        if isinstance(schema, int) and schema > ATTACK_SCHEMA_VERSION:
+            raise ValueError(f"{source}: written by a newer saat (attack schema {schema}); upgrade saat")
+        targeted = bool(data["targeted"])
+        key = "t-MAP" if targeted else "mAP"
+
+        def number(k):
+            return _number(data.get(k))
+
+        def mapping(k):
+            v = data.get(k)
+            return v if isinstance(v, dict) else None
+
+        def integer(k):
+            v = _number(data.get(k))
+            return None if v is None else int(v)
+
+        def text(k):
+            v = data.get(k)
+            return None if v is None else str(v)
+
+        return cls(
+            attack=str(data["attack"]), targeted=targeted, name=str(data.get("name") or ""),
+            dataset=text("dataset"), run=text("run"), checkpoint=text("checkpoint"), defense=mapping("defense"),
+            topk=integer("topk"), queries=integer("queries"), benign_map=number("benign_mAP"),
+            adversarial=number(f"adversarial_{key}"), theory=number(f"theory_{key}"),
+            benign_tmap=number("benign_t-MAP"), random_ranking_map=number("random_ranking_mAP"),
+            perceptibility=mapping("perceptibility") or {}, seconds=number("seconds"),
+            images_per_s=number("images_per_s"), network_training_seconds=number("network_training_seconds"),
+            settings=mapping("settings") or {}, pr_curve=mapping("pr_curve"),
+            precision_at_n=mapping("precision_at_n"), device=text("device"), schema=ATTACK_SCHEMA_VERSION,
+        )
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
