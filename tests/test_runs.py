@@ -62,3 +62,27 @@ def test_attack_record_bad_files_name_the_problem():
     odd = AttackRecord.from_json({"attack": "hag", "targeted": False, "adversarial_mAP": "high", "queries": None,
                                   "settings": [1], "benign_mAP": float("nan")})
     assert odd.adversarial is None and odd.queries is None and odd.settings == {} and odd.benign is None
+
+
+def test_train_and_defense_records_keep_the_file_as_it_was_and_add_a_schema():
+    from saat.runs import RUN_SCHEMA_VERSION, DefenseRecord, TrainRecord
+
+    evaluation = {"counts": {"queries": 500, "database": 8000}, "topk": 1000, "mAP": 0.908,
+                  "pr_curve": {"recall": [0.5], "precision": [0.9]}, "random_ranking_mAP": 0.371}
+    legacy = {**evaluation, "dataset": "fashion-mosaic", "split": "test", "method": "csq", "backbone": "small_cnn",
+              "bits": 32, "checkpoint": "abc", "defense": None, "seconds": {"metrics": 0.1},
+              "training_seconds_this_session": 59.1, "epochs": 12}
+    record = TrainRecord.from_json(legacy)
+    assert type(record) is TrainRecord and record.map == 0.908 and record.queries == 500 and record.epochs == 12
+    assert record.evaluation == evaluation
+    assert record.to_json() == {"schema": RUN_SCHEMA_VERSION, **legacy}
+    defended = {**legacy, "defense": {"method": "saat", "mode": "default"}, "seconds_per_epoch": 30.0,
+                "epoch_time_ratio_to_plain_training": 6.1}
+    d = TrainRecord.from_json(defended)
+    assert isinstance(d, DefenseRecord) and d.epoch_time_ratio_to_plain_training == 6.1 and d.map == 0.908
+    assert TrainRecord.from_json(d.to_json()) == d
+    assert TrainRecord.from_json({"mAP": "x", "bits": "32"}).map is None  # wrong types read as missing
+    with pytest.raises(ValueError, match="newer saat"):
+        TrainRecord.from_json({"schema": RUN_SCHEMA_VERSION + 1})
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        TrainRecord.from_json("0.9")

@@ -273,3 +273,89 @@ class AttackRecord:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+RUN_SCHEMA_VERSION = 1
+
+
+@dataclass
+class TrainRecord:
+    """A training run's ``metrics.json``: the clean retrieval metrics of its query split (``evaluation``, the
+    dictionary :meth:`saat.retrieval.RetrievalMetrics.to_dict` gives: mAP, topk, counts, curves, ...) and what
+    the run was. In the file the evaluation's keys and the run's fields sit side by side, with ``schema``."""
+
+    evaluation: dict = field(default_factory=dict)
+    dataset: str | None = None
+    split: str | None = None
+    method: str | None = None
+    backbone: str | None = None
+    bits: int | None = None
+    checkpoint: str | None = None
+    defense: dict | None = None
+    seconds: dict | None = None
+    training_seconds_this_session: float | None = None
+    epochs: int | None = None
+    schema: int = RUN_SCHEMA_VERSION
+
+    RUN_FIELDS = ("dataset", "split", "method", "backbone", "bits", "checkpoint", "defense", "seconds",
+                  "training_seconds_this_session", "epochs")
+
+    @property
+    def map(self) -> float | None:
+        return _number(self.evaluation.get("mAP"))
+
+    @property
+    def queries(self) -> int | None:
+        counts = self.evaluation.get("counts")
+        q = _number(counts.get("queries")) if isinstance(counts, dict) else None
+        return None if q is None else int(q)
+
+    def to_json(self) -> dict:
+        return {"schema": self.schema, **self.evaluation, **{k: getattr(self, k) for k in self._fields()}}
+
+    @classmethod
+    def _fields(cls) -> tuple[str, ...]:
+        return cls.RUN_FIELDS
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "metrics.json") -> TrainRecord:
+        """Read a run's ``metrics.json`` (a defense run's gives a :class:`DefenseRecord`); values of the wrong
+        type read as missing."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: a run's metrics must be a JSON object, got {type(data).__name__}")
+        schema = data.get("schema", 0)
+        if isinstance(schema, int) and schema > RUN_SCHEMA_VERSION:
+            raise ValueError(f"{source}: written by a newer saat (run schema {schema}); upgrade saat")
+        kind = DefenseRecord if isinstance(data.get("defense"), dict) else TrainRecord
+        names = kind._fields()
+        typed = {"bits": int, "epochs": int, "training_seconds_this_session": float, "seconds_per_epoch": float,
+                 "plain_training_seconds_per_epoch": float, "epoch_time_ratio_to_plain_training": float,
+                 "defense": dict, "seconds": dict}
+        values = {}
+        for k in names:
+            v = data.get(k)
+            want = typed.get(k, str)
+            if want is dict:
+                values[k] = v if isinstance(v, dict) else None
+            elif want in (int, float):
+                n = _number(v)
+                values[k] = None if n is None else want(n)
+            else:
+                values[k] = None if v is None else str(v)
+        evaluation = {k: v for k, v in data.items() if k not in names and k != "schema"}
+        return kind(evaluation=evaluation, **values)
+
+
+@dataclass
+class DefenseRecord(TrainRecord):
+    """A defense run's ``metrics.json``: a :class:`TrainRecord` with ``defense`` set (the method, its mode and
+    settings) and the cost of adversarial training against plain training."""
+
+    seconds_per_epoch: float | None = None
+    plain_training_seconds_per_epoch: float | None = None
+    epoch_time_ratio_to_plain_training: float | None = None
+
+    @classmethod
+    def _fields(cls) -> tuple[str, ...]:
+        return (*TrainRecord.RUN_FIELDS, "seconds_per_epoch", "plain_training_seconds_per_epoch",
+                "epoch_time_ratio_to_plain_training")

@@ -19,7 +19,7 @@ from ..checkpoint import save_model
 from ..config import DEMO_DATASETS, DEMO_EPS
 from ..data import FirstItems
 from ..defenses import DEFENSES, DefenseContext
-from ..runs import RunDir
+from ..runs import RunDir, TrainRecord
 from ..utils.codes import sign_codes
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
@@ -186,6 +186,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
             "plain_training_seconds_per_epoch"]
     if cfg.evaluate:
         result.update(evaluate(out_dir, device=str(device), progress=progress, dataset=ds, write=False))
+    result = TrainRecord.from_json(result).to_json()  # a DefenseRecord: result["defense"] is set
     if writer:
         atomic_write_json(files.metrics, result)
     if progress and "mAP" in result:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..retrieval import evaluate_retrieval
-from ..runs import RunDir
+from ..runs import RunDir, TrainRecord
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_json
@@ -45,5 +45,5 @@ def evaluate(run_dir: str | Path, *, topk: int | None = None, split: str = "test
         "seconds": {"encode_queries": tq, "encode_database": tdb, "metrics": time.perf_counter() - t0},
     })
     if write and is_main_process():
-        atomic_write_json(RunDir(run_dir).split_metrics(split), metrics)
+        atomic_write_json(RunDir(run_dir).split_metrics(split), TrainRecord.from_json(metrics).to_json())
     return metrics

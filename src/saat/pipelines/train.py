@@ -18,7 +18,7 @@ import torch
 from .._version import __version__
 from ..checkpoint import load_file, save_file, save_model
 from ..config import TrainConfig, config_from_dict, resolve_config, save_config
-from ..runs import RunDir
+from ..runs import RunDir, TrainRecord
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_text
@@ -181,8 +181,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
             print(f"wrote {run_dir} (no evaluation: run 'saat evaluate {run_dir}')")
         return {"training_seconds_this_session": train_seconds, "epochs": cfg.epochs}
     metrics = evaluate(run_dir, device=str(device), progress=progress, dataset=ds, write=False)
-    metrics["training_seconds_this_session"] = train_seconds
-    metrics["epochs"] = cfg.epochs
+    metrics = TrainRecord.from_json({**metrics, "training_seconds_this_session": train_seconds,
+                                     "epochs": cfg.epochs}).to_json()
     if writer:
         from ..utils.io import atomic_write_json
 

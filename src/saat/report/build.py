@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..runs import TrainRecord
 from ..utils.io import atomic_write_text
 from . import examples as _examples
 from . import paper
@@ -255,7 +256,7 @@ class _Builder:
     def clean_cell(self, r: Run) -> str:
         if r.clean_map is None:
             return DASH
-        q = ((r.metrics or {}).get("counts") or {}).get("queries")
+        q = r.record.queries
         return f"{pct(r.clean_map)} ({q} q)" if q else pct(r.clean_map)
 
     @staticmethod
@@ -477,18 +478,18 @@ class _Builder:
         rows = []
         for r in self.runs:
             epochs = r.epoch_seconds()
-            m = r.metrics or {}
-            per_epoch = number(m.get("seconds_per_epoch"))
+            m = r.record or TrainRecord()
+            per_epoch = getattr(m, "seconds_per_epoch", None)
             if per_epoch is None and epochs:
                 per_epoch = sum(epochs) / len(epochs)
-            ratio, source = number(m.get("epoch_time_ratio_to_plain_training")), "metrics.json"
+            ratio, source = getattr(m, "epoch_time_ratio_to_plain_training", None), "metrics.json"
             origin = next((o for o in self.runs if not o.defended and r.defended and o is not r
                            and (r.origin or {}).get("checkpoint") == o.checkpoint_hash), None)
             if ratio is None and per_epoch is not None and origin is not None and origin.epoch_seconds():
                 plain = origin.epoch_seconds()
                 ratio, source = per_epoch / (sum(plain) / len(plain)), f"train logs of {r.name} and {origin.name}"
-            total = number(m.get("training_seconds_this_session"))
-            rows.append([r.name, r.label, str(len(epochs) or m.get("epochs") or DASH), fmt(per_epoch),
+            total = m.training_seconds_this_session
+            rows.append([r.name, r.label, str(len(epochs) or m.epochs or DASH), fmt(per_epoch),
                          fmt(sum(epochs)) if epochs else fmt(total),
                          DASH if not r.defended else (f"{ratio:.1f}x ({source})" if ratio is not None else DASH)])
         return Table(["run", "model", "epochs", "seconds / epoch", "training seconds", "epoch time vs plain training"],

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runs import AttackDir, AttackRecord, RunDir
+from ..runs import AttackDir, AttackRecord, RunDir, TrainRecord
 
 RUN_MARKERS = RunDir.MARKERS
 DEFENSE_NAMES = {"saat": "SAAT", "atrdh": "ATRDH", "cgat": "CgAT", "comdefend": "ComDefend"}
@@ -260,8 +260,16 @@ class Run:
         return (self.config or {}).get(key)
 
     @property
+    def record(self) -> TrainRecord | None:
+        """The run's clean metrics (a DefenseRecord for a defense run), or None when metrics.json is unreadable."""
+        try:
+            return TrainRecord.from_json(self.metrics) if self.metrics is not None else None
+        except ValueError:
+            return None
+
+    @property
     def clean_map(self) -> float | None:
-        return number((self.metrics or {}).get("mAP"))
+        return self.record.map if self.record else None
 
     def epoch_seconds(self) -> list[float]:
         return [s for s in (number(r.get("seconds")) for r in self.train_log if r.get("kind") == "epoch")

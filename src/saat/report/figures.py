@@ -69,7 +69,7 @@ def curve_panels(run: Run, attacks: list[AttackResult], key: str, x: str, xlabel
     missing = []
     untargeted = Panel("untargeted (relevance: query labels)", xlabel, "precision")
     targeted = Panel("targeted (relevance: target labels)", xlabel, "precision")
-    benign = curve_of(run.metrics, key, x)
+    benign = curve_of(run.record.evaluation if run.record else None, key, x)
     if benign:
         untargeted.series.append(Series("benign (no attack)", *benign, color="black", style="-"))
     for a in attacks:
