@@ -79,11 +79,50 @@ def default_preset(dataset: str | None) -> str:
     return "demo" if dataset is not None and dataset.lower() in DEMO_DATASETS else "paper"
 
 
-def _check_keys(cls, values: dict, source: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+def check_settings(given, known, what: str, *, as_flags: bool = False) -> None:
+    """The one unknown-setting check, for training configs, attacks, defenses and ComDefend alike: a ValueError
+    that names the unknown key (as a command-line flag when ``as_flags``) and lists the known ones."""
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    listing = ", ".join(sorted(known))
+    if as_flags:
+        flag = "--" + unknown[0].rstrip("_").replace("_", "-")
+        raise ValueError(f"{flag} does not apply to {what}; its settings: {listing}")
+    raise ValueError(f"{what}: unknown setting(s) {', '.join(unknown)}; its settings: {listing}")
+
+
+def class_presets(defaults: dict, demo_defaults: dict) -> dict[str, dict]:
+    """The two presets of an attack or defense class: ``paper`` (its defaults) and ``demo`` (the shared demo eps
+    where the class has an eps, then the class's own demo changes)."""
+    return {"paper": {}, "demo": {**({"eps": DEMO_EPS} if "eps" in defaults else {}), **demo_defaults}}
+
+
+def resolve_settings(defaults: dict, *, what: str, presets: dict[str, dict] | None = None, preset: str = "paper",
+                     file_values: dict | None = None, file_name: str = "--config", explicit: dict | None = None,
+                     explicit_as_flags: bool = True) -> dict:
+    """Settings, later layers winning: ``defaults`` (the paper's) <- ``presets[preset]`` <- a config file's values
+    <- explicit settings (flags or keyword arguments; None means "not given"). Every layer is checked against the
+    defaults' keys once, here, so a misspelt setting fails before any work."""
+    presets = presets if presets is not None else {"paper": {}}
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r} for {what}; available: {', '.join(presets)}")
+    explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
+    file_values = file_values or {}
+    check_settings(presets[preset], defaults, f"{what} (preset {preset!r})")
+    check_settings(file_values, defaults, f"{what} ({file_name})")
+    check_settings(explicit, defaults, what, as_flags=explicit_as_flags)
+    return {**defaults, **presets[preset], **file_values, **explicit}
+
+
+def _dataclass_defaults(cls) -> dict:
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+    return values
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -101,20 +140,16 @@ def load_yaml(path: str | Path) -> dict:
 
 def resolve_config(cls=TrainConfig, overrides: dict | None = None, config_file: str | Path | None = None,
                    presets: dict[str, dict] | None = None):
-    """Build a config: defaults <- preset <- YAML <- overrides (None values in overrides are ignored)."""
+    """Build a config: defaults <- preset <- YAML <- overrides (None values in overrides are ignored); the preset
+    is ``demo`` for the shipped demo datasets unless one is named."""
     presets = PRESETS if presets is None else presets
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     file_values = load_yaml(config_file) if config_file else {}
-    _check_keys(cls, file_values, f"--config {config_file}")
-    _check_keys(cls, overrides, "options")
-    values: dict[str, Any] = {}
     dataset = overrides.get("dataset", file_values.get("dataset", getattr(cls, "dataset", None)))
     preset = overrides.get("preset", file_values.get("preset", default_preset(dataset)))
-    if preset not in presets:
-        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(presets)}")
-    values.update(presets[preset])
-    values.update(file_values)
-    values.update(overrides)
+    values = resolve_settings(_dataclass_defaults(cls), what="training config", presets=presets, preset=preset,
+                              file_values=file_values, file_name=f"--config {config_file}", explicit=overrides,
+                              explicit_as_flags=False)
     values["preset"] = preset
     return cls(**values)
 
@@ -124,5 +159,5 @@ def save_config(config, path: str | Path) -> None:
 
 
 def config_from_dict(cls, data: dict):
-    _check_keys(cls, data, "config")
+    check_settings(data, [f.name for f in dataclasses.fields(cls)], "config")
     return cls(**data)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .attacks import ATTACKS
+from .attacks import ATTACKS, TABLE1_ATTACKS, TABLE2_ATTACKS
 from .config import DEMO_EPS
 from .pipelines.attack import AttackConfig, run_attack
 from .runs import AttackRecord, RunDir
@@ -47,9 +47,9 @@ QUICK = DemoPlan(
     defense_epochs=1, defense_limit=256, eps_sweep=(8 / 255,),
 )
 
-UNTARGETED = ("hag", "sdha", "mainstay")
-TARGETED = ("p2p", "dhta", "tha", "prosgan", "mainstay")
-ROBUST_ATTACKS = ("hag", "sdha", "mainstay")
+UNTARGETED = TABLE1_ATTACKS[False]
+TARGETED = TABLE1_ATTACKS[True]
+ROBUST_ATTACKS = TABLE2_ATTACKS
 
 
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, device: str = "auto", seed: int = 0,

@@ -10,7 +10,16 @@ from .base import ALPHA_SCHEDULE, Attack, OptimizerAttack, continuation_alpha, f
 from .generators import BIM, DIFGSM, GENERATORS, NIFGSM, PGD, SINIFGSM, VMIFGSM, create_generator, list_generators
 from .losses import mainstay_loss, simple_loss
 from .mainstay import center_codes, mainstay_codes
-from .methods import ATTACKS, AttackContext, AttackMethod, CenterAttack, MainstayAttack, list_attacks
+from .methods import (
+    ATTACKS,
+    TABLE1_ATTACKS,
+    TABLE2_ATTACKS,
+    AttackContext,
+    AttackMethod,
+    CenterAttack,
+    MainstayAttack,
+    list_attacks,
+)
 from .perceptibility import Perceptibility
 from .targets import load_or_create_targets, query_subset, select_target_labels
 
@@ -30,6 +39,8 @@ __all__ = [
     "PGD",
     "Perceptibility",
     "SINIFGSM",
+    "TABLE1_ATTACKS",
+    "TABLE2_ATTACKS",
     "VMIFGSM",
     "center_codes",
     "continuation_alpha",

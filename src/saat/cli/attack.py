@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from fractions import Fraction
 
-from .common import DefaultsHelpFormatter, add_device_arg
+from .common import DefaultsHelpFormatter, add_device_arg, config_values
 
 
 def parse_budget(text: str) -> float:
@@ -83,11 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipelines.attack import AttackConfig, run_attack
     from . import CommandError
 
-    cfg = AttackConfig(method=args.method, targeted=args.targeted, generator=args.generator, eps=args.eps,
-                       step=args.step, steps=args.steps, num_queries=args.num_queries, batch_size=args.batch_size,
-                       seed=args.seed, topk=args.topk, parity=args.parity, name=args.name,
-                       options=dict(parse_option(o) for o in args.option), defense=args.defense,
-                       adaptive=args.adaptive)
+    cfg = AttackConfig(**config_values(args, AttackConfig, options=dict(parse_option(o) for o in args.option)))
     if args.method == "all":
         from ..pipelines.attack import format_family_table, run_attack_family
 

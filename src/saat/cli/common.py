@@ -31,6 +31,17 @@ def parse_topk(text: str) -> int | None:
     return value
 
 
+def config_values(args: argparse.Namespace, config_cls, **renamed) -> dict:
+    """The values of ``config_cls``'s fields that the command line has flags for (``renamed``: field -> value for
+    fields whose flag carries another shape, e.g. ``options`` from repeated --option). A new setting is one
+    dataclass field plus one flag; tests/test_cli.py checks that every field has a flag or is config-only."""
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if hasattr(args, f.name)}
+    values.update(renamed)
+    return values
+
+
 def add_device_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
     """--device; None as default lets a config file's device stand (resolved as auto when none is given)."""
     p.add_argument("--device", default=default,

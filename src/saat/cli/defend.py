@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .attack import parse_budget, parse_option
-from .common import add_device_args
+from .common import add_device_args, config_values
 
 
 def _defaults(key: str, names: list[str] | None = None) -> str:
@@ -74,18 +74,13 @@ def run(args: argparse.Namespace) -> int:
 
         if args.run_dir is None:
             raise ValueError("give the run directory whose model the purifier will protect")
-        opts = dict(parse_option(o) for o in args.option)
-        out = train_comdefend(args.run_dir, epochs=args.epochs, lr=args.lr or 1e-4, batch_size=args.batch_size or 32,
-                              seed=args.seed, device=args.device or "auto", width=opts.pop("width", None),
-                              limit=opts.pop("limit", None))
-        if opts:
-            raise ValueError(f"comdefend has no setting(s) {', '.join(opts)}; its options: width, limit")
+        out = train_comdefend(args.run_dir, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                              seed=args.seed, device=args.device or "auto",
+                              **dict(parse_option(o) for o in args.option))
         print(f"wrote {out['purifier']}")
         return 0
-    cfg = DefenseConfig(method=args.method, eps=args.eps, step=args.step, steps=args.steps, epochs=args.epochs,
-                        batch_size=args.batch_size, lr=args.lr, lambda_=args.lambda_, mu=args.mu,
-                        parity=args.parity, options=dict(parse_option(o) for o in args.option), seed=args.seed,
-                        device=args.device or "auto", amp=bool(args.amp), num_workers=args.num_workers or 0,
-                        evaluate=args.evaluate)
+    cfg = DefenseConfig(**config_values(args, DefenseConfig, options=dict(parse_option(o) for o in args.option),
+                                        device=args.device or "auto", amp=bool(args.amp),
+                                        num_workers=args.num_workers or 0))
     defend(args.run_dir, cfg, out=args.out)
     return 0

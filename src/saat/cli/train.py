@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from .common import add_device_args, parse_topk
+from .common import add_device_args, config_values, parse_topk
 
 
 def _preset_defaults(key: str) -> str:
@@ -71,10 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         train(resume=args.resume)
         return 0
-    overrides = {k: getattr(args, k) for k in (
-        "dataset", "data_root", "dataset_dir", "image_root", "download", "method", "backbone", "bits", "pretrained",
-        "backbone_weights", "image_size", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-        "seed", "preset", "device", "amp", "num_workers", "evaluate")}
-    overrides["topk"] = args.topk
-    train(out=args.out, config_file=args.config, **overrides)
+    from ..config import TrainConfig
+
+    train(out=args.out, config_file=args.config, **config_values(args, TrainConfig))
     return 0

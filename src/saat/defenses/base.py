@@ -15,6 +15,7 @@ import torch
 
 from ..attacks.generators import PGD
 from ..attacks.losses import simple_loss
+from ..config import check_settings
 from ..utils.codes import sign_codes
 from ..utils.device import autocast
 from ..utils.registry import Registry
@@ -50,10 +51,7 @@ class Defense:
     demo_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, ctx: DefenseContext, **settings):
-        unknown = sorted(set(settings) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"defense {self.name!r} has no setting(s) {', '.join(unknown)}; "
-                             f"its settings: {', '.join(sorted(self.defaults))}")
+        check_settings(settings, self.defaults, f"defense {self.name!r}")
         self.ctx = ctx
         self.settings: dict[str, Any] = {**self.defaults, **settings}
 

@@ -19,6 +19,9 @@ from ..checkpoint import load_file
 from ..runs import RunDir
 
 NOISE_STD = 20.0
+# Training settings (the paper's preset; no eps: the purifier trains on clean images) and the demo preset's changes.
+DEFAULTS = {"epochs": 30, "lr": 1e-4, "batch_size": 32, "code_weight": 1e-4, "width": 1.0, "limit": None}
+DEMO_DEFAULTS = {"epochs": 2, "width": 0.25}
 
 
 def _conv_stack(widths: list[int], act: type[nn.Module], norm: bool) -> nn.Sequential:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..attacks import ATTACKS, AttackContext, Perceptibility, load_or_create_targets, query_subset
-from ..config import DEMO_EPS
+from ..attacks import ATTACKS, TABLE1_ATTACKS, AttackContext, Perceptibility, load_or_create_targets, query_subset
+from ..config import class_presets, resolve_settings
 from ..data import to_device_batch
 from ..retrieval import evaluate_retrieval, mean_average_precision
 from ..runs import AttackRecord, RunDir
@@ -49,23 +49,12 @@ class AttackConfig:
     adaptive: bool = False  # with a purifier: the attacker differentiates through it (straight-through binarisation)
 
 
-def resolve_settings(method_cls, cfg: AttackConfig, demo: bool) -> dict:
+def attack_settings(method_cls, cfg: AttackConfig, demo: bool) -> dict:
     """The method's paper defaults, then the demo preset (if demo), then the user's explicit settings."""
-    settings = dict(method_cls.defaults)
-    if demo:
-        if "eps" in settings:
-            settings["eps"] = DEMO_EPS
-        settings.update(method_cls.demo_defaults)
-    overrides = {k: getattr(cfg, k) for k in ("generator", "eps", "step", "steps", "parity")
-                 if getattr(cfg, k) is not None}
-    overrides.update(cfg.options)
-    for key in overrides:
-        if key not in settings:
-            flag = "--" + key.replace("_", "-")
-            raise ValueError(f"{flag} does not apply to attack {method_cls.name!r}; its settings: "
-                             f"{', '.join(sorted(settings))}")
-    settings.update(overrides)
-    return settings
+    explicit = {k: getattr(cfg, k) for k in ("generator", "eps", "step", "steps", "parity")}
+    return resolve_settings(method_cls.defaults, what=f"attack {method_cls.name!r}",
+                            presets=class_presets(method_cls.defaults, method_cls.demo_defaults),
+                            preset="demo" if demo else "paper", explicit={**explicit, **cfg.options})
 
 
 def attack_name(cfg: AttackConfig, settings: dict) -> str:
@@ -96,7 +85,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     ds = open_dataset(run.config, run.image_size)
     from ..config import DEMO_DATASETS
 
-    settings = resolve_settings(method_cls, cfg, demo=ds.name.lower() in DEMO_DATASETS)
+    settings = attack_settings(method_cls, cfg, demo=ds.name.lower() in DEMO_DATASETS)
     k = cfg.topk if cfg.topk is not None else (run.config.topk if run.config.topk is not None else ds.default_topk)
     bs_enc = encode_batch_size(run.config.eval_batch_size, dev)
 
@@ -211,10 +200,6 @@ def _systems(run, cfg: AttackConfig, dev):
     return system, run.model, tag, ""
 
 
-# The attack families of the paper's Table I, in its column order.
-TABLE1 = {False: ("hag", "sdha", "mainstay"), True: ("p2p", "dhta", "tha", "prosgan", "mainstay")}
-
-
 def run_attack_family(run_dir: str | Path, config: AttackConfig, *, device: str = "auto", progress: bool = True,
                       methods: tuple[str, ...] | None = None) -> dict:
     """Every attack of Table I (untargeted or targeted) on the same queries, with the same eps and targets.
@@ -226,7 +211,7 @@ def run_attack_family(run_dir: str | Path, config: AttackConfig, *, device: str 
 
     kind = "targeted" if config.targeted else "untargeted"
     rows = []
-    for name in methods or TABLE1[config.targeted]:
+    for name in methods or TABLE1_ATTACKS[config.targeted]:
         if name not in ATTACKS:
             continue
         cls = ATTACKS.get(name)

@@ -10,9 +10,9 @@ import torch
 
 from .._torch_utils import generator_normal
 from ..checkpoint import load_file, save_file
-from ..config import DEMO_DATASETS
+from ..config import DEMO_DATASETS, class_presets, resolve_settings
 from ..data import FirstItems, make_loader, to_device_batch
-from ..defenses.comdefend import NOISE_STD, ComDefend
+from ..defenses.comdefend import DEFAULTS, DEMO_DEFAULTS, NOISE_STD, ComDefend
 from ..runs import RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
@@ -20,20 +20,26 @@ from ..utils.progress import progress_bar
 from .common import load_run, open_dataset
 
 
-def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float = 1e-4, batch_size: int = 32,
-                    code_weight: float = 1e-4, width: float | None = None, limit: int | None = None, seed: int = 0,
-                    device: str = "auto", progress: bool = True) -> dict:
+def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float | None = None,
+                    batch_size: int | None = None, code_weight: float | None = None, width: float | None = None,
+                    limit: int | None = None, seed: int = 0, device: str = "auto", progress: bool = True,
+                    **options) -> dict:
     """Train the purifier on the run's clean training images; saved at ``RUN/purifiers/comdefend.pt``.
 
-    Resumes from ``comdefend.partial.pt`` after an interruption. Defaults: 30 epochs at full width; on the demo
-    datasets 2 epochs at width 0.25. ``limit`` trains on the first N training images only.
+    Resumes from ``comdefend.partial.pt`` after an interruption. Settings left at None take ComDefend's defaults
+    (:data:`saat.defenses.comdefend.DEFAULTS`: 30 epochs at full width, Adam 1e-4, batch 32), on the demo datasets
+    its demo preset (2 epochs at width 0.25). ``limit`` trains on the first N training images only.
     """
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
     ds = open_dataset(run.config, run.image_size)
-    demo = ds.name.lower() in DEMO_DATASETS
-    epochs = epochs if epochs is not None else (2 if demo else 30)
-    width = width if width is not None else (0.25 if demo else 1.0)
+    resolved = resolve_settings(
+        DEFAULTS, what="defense 'comdefend'", presets=class_presets(DEFAULTS, DEMO_DEFAULTS),
+        preset="demo" if ds.name.lower() in DEMO_DATASETS else "paper",
+        explicit={"epochs": epochs, "lr": lr, "batch_size": batch_size, "code_weight": code_weight, "width": width,
+                  "limit": limit, **options})
+    epochs, lr, batch_size, code_weight, width, limit = (resolved[k] for k in (
+        "epochs", "lr", "batch_size", "code_weight", "width", "limit"))
     settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "code_weight": code_weight, "seed": seed,
                 "noise_std": NOISE_STD, "code_channels": 12, "width": width, "limit": limit}
     final, partial = RunDir(run_dir).purifier, RunDir(run_dir).purifier_partial

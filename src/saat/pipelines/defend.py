@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from ..checkpoint import save_model
-from ..config import DEMO_DATASETS, DEMO_EPS
+from ..config import DEMO_DATASETS, class_presets, resolve_settings
 from ..data import FirstItems
 from ..defenses import DEFENSES, DefenseContext
 from ..runs import RunDir, TrainRecord
@@ -54,20 +54,13 @@ class DefenseConfig:
     train_limit: int | None = None  # iterate only the first N training images (quick experiments, the quick demo)
 
 
-def resolve_defense_settings(cls, cfg: DefenseConfig, demo: bool) -> dict:
-    settings = dict(cls.defaults)
-    if demo:
-        settings["eps"] = DEMO_EPS
-        settings.update(cls.demo_defaults)
+def defense_settings(cls, cfg: DefenseConfig, demo: bool) -> dict:
+    """The defense's paper defaults, then the demo preset (if demo), then the user's explicit settings."""
     explicit = {k: getattr(cfg, k) for k in ("eps", "step", "steps", "epochs", "batch_size", "lr", "lambda_", "mu",
-                                             "parity") if getattr(cfg, k) is not None}
-    explicit.update(cfg.options)
-    for key in explicit:
-        if key not in settings:
-            raise ValueError(f"--{key.rstrip('_').replace('_', '-')} does not apply to defense {cls.name!r}; its "
-                             f"settings: {', '.join(sorted(settings))}")
-    settings.update(explicit)
-    return settings
+                                             "parity")}
+    return resolve_settings(cls.defaults, what=f"defense {cls.name!r}",
+                            presets=class_presets(cls.defaults, cls.demo_defaults),
+                            preset="demo" if demo else "paper", explicit={**explicit, **cfg.options})
 
 
 def defend(run_dir: str | Path | None = None, config: DefenseConfig | None = None, *, out: str | Path | None = None,
@@ -108,7 +101,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     source = load_run(run_dir, device)
     model, meta = source.model, source.metadata
     ds = open_dataset(source.config, source.image_size)
-    settings = resolve_defense_settings(defense_cls, cfg, demo=ds.name.lower() in DEMO_DATASETS)
+    settings = defense_settings(defense_cls, cfg, demo=ds.name.lower() in DEMO_DATASETS)
     torch.manual_seed(cfg.seed)
 
     method = create_method(meta["method"], bits=model.bits, n_classes=ds.n_classes, n_train=len(ds.train),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..attacks.methods import TABLE1_ATTACKS
 from ..runs import TrainRecord
 from ..utils.io import atomic_write_text
 from . import examples as _examples
@@ -35,8 +36,8 @@ from .figures import eps_figure, retrieval_curve_figure
 
 TITLE = "SAAT report: deep hashing retrieval under attack and adversarial training"
 DASH = "—"
-UNTARGETED_COLUMNS = ("hag", "sdha", "mainstay")
-TARGETED_COLUMNS = ("p2p", "dhta", "tha", "prosgan", "mainstay")
+UNTARGETED_COLUMNS = TABLE1_ATTACKS[False]
+TARGETED_COLUMNS = TABLE1_ATTACKS[True]
 
 
 def build_report(run_dirs: list[str | Path], out_dir: str | Path = "report", *, discover: bool = True,

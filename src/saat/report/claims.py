@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..attacks.methods import TABLE1_ATTACKS, TABLE2_ATTACKS
 from .collect import ATTACK_NAMES, AttackResult, Run, describe, pick, pick_matched, signature
 
 HOLDS, FAILS, PARTLY, NOT_MEASURED = "holds", "does not hold", "holds where measured", "not measured"
 # "Far more MAP than an undefended model": read as at least this many MAP points (x100). The paper's smallest such
 # margin in Table II is about 15 points (FLICKR-25K, 16 bits, SAAT attack: 30.55 vs 14.92).
 FAR_MARGIN = 0.10
-UNTARGETED_BASELINES = ("hag", "sdha")
-TARGETED_BASELINES = ("p2p", "dhta", "tha")
-TABLE2_ATTACKS = ("hag", "sdha", "mainstay")
+UNTARGETED_BASELINES = tuple(m for m in TABLE1_ATTACKS[False] if m != "mainstay")
+TARGETED_BASELINES = ("p2p", "dhta", "tha")  # the claim names these three (not ProS-GAN)
 
 CLAIM_ATTACK = "The SAAT attack lowers MAP more than HAG and SDHA."
 CLAIM_TARGETED = "The targeted SAAT attack reaches a higher t-MAP than P2P, DHTA and THA."
