@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..utils.progress import progress_bar
+from ..utils.rng import seeded_generator
 
 ALPHA_SCHEDULE = (0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
@@ -85,7 +86,7 @@ class Attack:
         self.seed = int(seed)
         self.progress = progress
         self.eval_mode = eval_mode
-        self.rng = torch.Generator().manual_seed(self.seed)
+        self.rng = seeded_generator(self.seed)
 
     def __call__(self, images: torch.Tensor, objective: Objective) -> torch.Tensor:
         """Adversarial versions of ``images`` (B, 3, H, W) in [0, 1] that minimise ``objective``."""

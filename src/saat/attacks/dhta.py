@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..utils.codes import sign_codes
+from ..utils.rng import seeded_generator
 from .generators import BIM
 from .methods import ATTACKS, AttackMethod
 
@@ -48,7 +49,7 @@ class _AnchorAttack(AttackMethod):
         o = self.settings
         self.crafter = BIM(ctx.model, eps=o["eps"], step=o["step"], steps=o["steps"],
                              alpha_schedule=o["alpha_schedule"], seed=ctx.seed)
-        self._anchor_generator = torch.Generator().manual_seed(ctx.seed)
+        self._anchor_generator = seeded_generator(ctx.seed)
         self._anchors: dict[tuple, torch.Tensor] = {}
 
     def anchors(self, targets: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from ..data import EpochShuffleSampler
 from ..utils.codes import sign_codes
 from ..utils.progress import progress_bar
+from ..utils.rng import derive_seed, seeded_generator
 from ..utils.schedule import lr_factor, lr_milestones
 from ._prosgan_nets import ProSDiscriminator, ProSGenerator, PrototypeNet
 from .base import frozen_eval
@@ -65,7 +66,7 @@ _INIT_PROTOTYPE, _DRAW_PROTOTYPE, _INIT_GENERATOR, _INIT_DISCRIMINATOR, _DRAW_TA
 
 
 def _stream_seed(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return derive_seed(seed, stream)
 
 
 def _num(t: torch.Tensor) -> float:
@@ -121,7 +122,7 @@ def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache
     steps, batch, lr = int(opts["proto_steps"]), int(opts["proto_batch"]), float(opts["proto_lr"])
     pool = distinct_label_rows(ctx.db_labels)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=ADAM_BETAS)
-    rng = torch.Generator().manual_seed(_stream_seed(ctx.seed, _DRAW_PROTOTYPE))
+    rng = seeded_generator(ctx.seed, _DRAW_PROTOTYPE)
     start, seconds, log = 0, 0.0, []
     partial = cache.load_partial()
     if partial is not None:
@@ -200,7 +201,7 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
     pool = distinct_label_rows(ctx.db_labels)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=ADAM_BETAS)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=ADAM_BETAS)
-    rng = torch.Generator().manual_seed(_stream_seed(ctx.seed, _DRAW_TARGETS))
+    rng = seeded_generator(ctx.seed, _DRAW_TARGETS)
     start, seconds, log, sums = 0, 0.0, [], {}
     partial = cache.load_partial()
     if partial is not None:

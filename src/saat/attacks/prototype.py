@@ -26,6 +26,7 @@ from torch import nn
 
 from ..utils.codes import sign_codes
 from ..utils.progress import progress_bar
+from ..utils.rng import seeded_generator
 from ..utils.schedule import lr_factor, lr_milestones
 from .cache import CachedTraining
 
@@ -78,7 +79,7 @@ def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torc
     drawn uniformly with replacement (seeded) from ``label_pool`` (the distinct database label vectors), lr x 0.1
     at each fraction in ``milestones`` of the steps. Resumable from ``cache``'s partial checkpoint."""
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=ADAM_BETAS)
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     decay_at = lr_milestones(milestones, steps)
     start = 0
     partial = cache.load_partial()

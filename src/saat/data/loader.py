@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, default_collate
 
+from ..utils.rng import derive_seed, seeded_generator
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed 63-bit seed for (seed, epoch), so neighbouring epochs get unrelated permutations."""
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return derive_seed(seed, epoch)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -29,7 +31,7 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        generator = seeded_generator(self.seed, self.epoch)
         return iter(torch.randperm(self.n, generator=generator).tolist())
 
     def __len__(self) -> int:
@@ -65,7 +67,7 @@ def make_loader(split: Dataset, batch_size: int, *, shuffle: bool = False, seed:
         sampler.set_epoch(epoch)
     batches = BatchSampler(sampler, int(batch_size), drop_last)
     return DataLoader(split, batch_sampler=batches, collate_fn=_collate, num_workers=int(num_workers),
-                      generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+                      generator=seeded_generator(seed, epoch))
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:

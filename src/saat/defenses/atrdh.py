@@ -9,8 +9,9 @@ import torch
 from ..attacks.prototype import ADAM_BETAS, PrototypeNet, prototype_loss
 from ..attacks.targets import distinct_label_rows
 from ..utils.codes import sign_codes
+from ..utils.rng import seeded_generator
 from ..utils.schedule import lr_factor, lr_milestones
-from .base import DEFENSES, Defense, DefenseContext
+from .base import DEFENSES, PROTOTYPE_INIT_STREAM, TARGET_STREAM, Defense, DefenseContext
 
 
 @DEFENSES.register("atrdh")
@@ -45,7 +46,7 @@ class ATRDHDefense(Defense):
         self.code_memory = ctx.train_codes.clone()  # +-1 codes: what the PrototypeNet is trained against
         self.crafter = self.make_crafter()
         gen_state = torch.random.get_rng_state()
-        torch.manual_seed(ctx.seed + 2)  # the PrototypeNet's initial weights, without disturbing the global stream
+        torch.manual_seed(ctx.seed + PROTOTYPE_INIT_STREAM)  # its initial weights; the global stream is restored
         self.prototypes = PrototypeNet(ctx.train_labels.shape[1], ctx.train_codes.shape[1]).to(ctx.device)
         torch.random.set_rng_state(gen_state)
         self.proto_opt = torch.optim.Adam(self.prototypes.parameters(), lr=o["proto_lr"], betas=ADAM_BETAS)
@@ -54,7 +55,7 @@ class ATRDHDefense(Defense):
                                  if ctx.total_iterations else [])
         pool_source = ctx.db_labels if ctx.db_labels is not None else ctx.train_labels
         self.label_pool = distinct_label_rows(pool_source.to(ctx.device))
-        self.target_generator = torch.Generator().manual_seed(ctx.seed + 3)
+        self.target_generator = seeded_generator(ctx.seed + TARGET_STREAM)
 
     def draw_targets(self, n: int) -> torch.Tensor:
         pick = torch.randint(self.label_pool.shape[0], (n,), generator=self.target_generator)

@@ -22,6 +22,11 @@ from ..utils.registry import Registry
 
 DEFENSES = Registry("defense")
 
+# The defenses' random streams, at fixed offsets from the run seed (their derivation since the first release, kept
+# so that seeded runs reproduce): PGD random starts, CgAT's augmentation, ATRDH's PrototypeNet initial weights and
+# its target draws.
+CRAFTER_STREAM, AUGMENT_STREAM, PROTOTYPE_INIT_STREAM, TARGET_STREAM = 0, 1, 2, 3
+
 
 @dataclass
 class DefenseContext:
@@ -84,7 +89,7 @@ class Defense:
         for a continuation schedule, and the authors' defenses use none), seeded with the run seed."""
         s = self.settings
         return PGD(self.ctx.model, eps=s["eps"], step=s["step"], steps=s["steps"], alpha_schedule=False,
-                   random_start=True, seed=self.ctx.seed, eval_mode=eval_mode)
+                   random_start=True, seed=self.ctx.seed + CRAFTER_STREAM, eval_mode=eval_mode)
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """h = f(x) in float32, under autocast when the run uses AMP."""

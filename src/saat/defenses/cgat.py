@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks.mainstay import center_from_memory
-from .base import DEFENSES, DefenseContext, GuidedDefense
+from ..utils.rng import seeded_generator
+from .base import AUGMENT_STREAM, DEFENSES, DefenseContext, GuidedDefense
 
 
 @DEFENSES.register("cgat")
@@ -31,7 +32,7 @@ class CgATDefense(GuidedDefense):
         super().__init__(ctx, **settings)
         self.memory = ctx.train_codes.clone()
         self.crafter = self.make_crafter()
-        self.aug_generator = torch.Generator().manual_seed(ctx.seed + 1)
+        self.aug_generator = seeded_generator(ctx.seed + AUGMENT_STREAM)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         if not self.settings["augment"]:

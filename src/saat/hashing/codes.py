@@ -8,10 +8,10 @@ every device; callers register the results as buffers and let ``.to(device)`` mo
 from __future__ import annotations
 
 import math
-import zlib
 
-import numpy as np
 import torch
+
+from ..utils import rng
 
 # Codes up to this length are drawn exactly (uniformly among the admissible distinct codes, by enumerating
 # them); longer ones are drawn i.i.d. and the rare duplicates redrawn.
@@ -20,13 +20,9 @@ _MAX_REDRAW_ROUNDS = 1000
 
 
 def seeded_generator(seed: int, purpose: str, *counters: int) -> torch.Generator:
-    """A CPU generator for one random choice, derived from (seed, purpose, counters).
-
-    Distinct purposes give independent streams, so adding a random choice to one method never shifts another's.
-    """
-    key = [int(seed), zlib.crc32(purpose.encode()), *(int(c) for c in counters)]
-    state = np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
+    """The generator of one fixed-code construction: :func:`saat.utils.rng.seeded_generator` with 64-bit seeds
+    (the hashing methods' streams since the first release)."""
+    return rng.seeded_generator(seed, purpose, *counters, bits=64)
 
 
 def sylvester_hadamard(k: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ from ..runs import RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.progress import progress_bar
+from ..utils.rng import seeded_generator
 from .common import load_run, open_dataset
 
 
@@ -47,7 +48,7 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
     net = ComDefend(12, width).to(dev)
     train_split = ds.train if limit is None else FirstItems(ds.train, limit)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    noise_gen = torch.Generator().manual_seed(seed)
+    noise_gen = seeded_generator(seed)
     start, log = 0, []
     if partial.is_file():
         state = load_file(partial, "partial ComDefend checkpoint")
