@@ -1,10 +1,11 @@
 # Quick start: `make demo` and `make test`. Both create .venv/ on first use.
+# `make test-fast` skips the tests marked slow (end to end: the quick demo, training on shipped data).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.saat-installed
 
-.PHONY: test demo bench lint clean
+.PHONY: test test-fast demo bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +14,9 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(VENV)/bin/saat demo

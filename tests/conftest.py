@@ -1,5 +1,10 @@
+import shutil
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 
 def make_retrieval_data(seed, n_query, n_db, n_bits, n_classes, label_p=0.2, code_p=0.5):
@@ -16,10 +21,95 @@ def retrieval_data():
     return make_retrieval_data
 
 
+# ------------------------------------------------------------------------------ tiny in-memory unit-test fixtures
+
+
+class TinyHashModel(nn.Module):
+    """``h = tanh(alpha * linear(flatten(x)))`` on small images in [0, 1]: a hashing model with the interface the
+    attacks use (``forward(x, alpha)``, ``bits``, ``encode``) whose forward pass costs microseconds.
+
+    The bias centres each bit at the mid-grey image (``linear(0.5) = 0``), so every bit of every image sits within
+    reach of a moderate L-infinity perturbation."""
+
+    def __init__(self, shape=(3, 8, 8), bits=16, seed=0):
+        super().__init__()
+        dim = int(np.prod(shape))
+        self.shape, self.bits = tuple(shape), bits
+        self.linear = nn.Linear(dim, bits)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(bits, dim, generator=g))
+            self.linear.bias.copy_(-0.5 * self.linear.weight.sum(1))
+
+    def forward(self, x, alpha=1.0):
+        return torch.tanh(alpha * self.linear(x.flatten(1)))
+
+    @torch.no_grad()
+    def encode(self, x):
+        return torch.where(self(x) >= 0, 1, -1).to(torch.int8)
+
+
+@pytest.fixture
+def tiny_hash_model():
+    """A fresh :class:`TinyHashModel` (3 x 8 x 8 images, 16 bits), float32, eval mode."""
+    return TinyHashModel().eval()
+
+
+@dataclass
+class PlantedRetrieval:
+    """A retrieval problem planted in a :class:`TinyHashModel`: ``n_classes`` one-hot classes, each a prototype
+    image plus a little noise. Training and database codes are the model's own codes of their images, so benign
+    retrieval is near perfect; ``targets`` gives each query another class (for targeted attacks)."""
+
+    model: TinyHashModel
+    x: torch.Tensor  # (Q, 3, 8, 8) query images in [0, 1]; pixels 0 and 1 of channel 0 sit on the box edges
+    y: torch.Tensor  # (Q, C) one-hot query labels
+    targets: torch.Tensor  # (Q, C) one-hot target labels, never the query's class
+    train_codes: torch.Tensor  # (N, K) +-1 float
+    train_labels: torch.Tensor  # (N, C)
+    db_codes: torch.Tensor  # (M, K) +-1 float
+    db_labels: torch.Tensor  # (M, C)
+
+    def codes(self, images: torch.Tensor) -> np.ndarray:
+        """+-1 int8 codes of images, as the retrieval metrics take them."""
+        return self.model.encode(images).numpy()
+
+
+def make_planted_retrieval(model: TinyHashModel, n_classes=4, per_class=(8, 12, 4), spread=0.15, noise=0.01,
+                           seed=0) -> PlantedRetrieval:
+    g = torch.Generator().manual_seed(seed)
+    prototypes = 0.5 + spread * (2 * torch.rand((n_classes, *model.shape), generator=g) - 1)
+
+    def split(n):
+        labels = torch.arange(n_classes).repeat_interleave(n)
+        images = prototypes[labels] + noise * (2 * torch.rand((len(labels), *model.shape), generator=g) - 1)
+        images[:, 0, 0, 0], images[:, 0, 0, 1] = 0.0, 1.0  # on the box edges: attacks must keep them in [0, 1]
+        return images.clamp(0, 1), labels
+
+    (train_x, train_c), (db_x, db_c), (x, c) = (split(n) for n in per_class)
+    eye = torch.eye(n_classes)
+    codes = [model.encode(images).float() for images in (train_x, db_x)]
+    return PlantedRetrieval(model, x, eye[c], eye[(c + 1 + c % (n_classes - 1)) % n_classes], codes[0],
+                            eye[train_c], codes[1], eye[db_c])
+
+
+@pytest.fixture
+def planted_retrieval(tiny_hash_model):
+    """:class:`PlantedRetrieval` on ``tiny_hash_model``: 4 classes; 32 training, 48 database, 16 query images."""
+    return make_planted_retrieval(tiny_hash_model)
+
+
+# ------------------------------------------------------------------------------------ end-to-end (slow) fixtures
+
+
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
     """`saat demo --quick` run once per session: a CSQ model on fashion-mosaic, every attack, SAAT and ATRDH
-    models, a report. End-to-end tests read its outputs; attack tests reuse its trained model."""
+    models, a report. End-to-end tests read its outputs; attack tests reuse its trained model.
+
+    Shared by the whole session: tests that write anything (attack results, targets, caches, a purifier, a
+    rebuilt report) use :func:`quick_demo_copy` or :func:`mosaic_run_copy` instead, so that no result depends on
+    the order the tests run in."""
     from saat.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
@@ -29,5 +119,53 @@ def quick_demo(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mosaic_run(quick_demo):
-    """The demo's CSQ small_cnn model (3 epochs on the shipped fashion-mosaic data)."""
+    """The demo's CSQ small_cnn model (3 epochs on the shipped fashion-mosaic data). Read-only: see
+    :func:`mosaic_run_copy`."""
     return quick_demo[0] / "csq"
+
+
+def _without_attack_networks(directory, names):
+    """copytree filter: leave out the attack networks cached in a run's ``cache/`` (THA's and ProS-GAN's, ~55 MB
+    per run); a test that runs those attacks with its own settings trains its own networks anyway. The cached
+    codes (``cache/*.npy``) are kept, so a copy never re-encodes a split."""
+    from pathlib import Path
+
+    return {n for n in names if n.endswith(".pt")} if Path(directory).name == "cache" else set()
+
+
+@pytest.fixture
+def mosaic_run_copy(mosaic_run, tmp_path):
+    """A private copy of the demo's CSQ run directory (model, cached codes, attack results and targets: ~8 MB),
+    for tests that write into a run directory."""
+    return shutil.copytree(mosaic_run, tmp_path / "csq", ignore=_without_attack_networks)
+
+
+@pytest.fixture
+def quick_demo_copy(quick_demo, tmp_path):
+    """A private copy of the whole demo directory (``(out, result)`` like :func:`quick_demo`), for tests that run
+    the demo again on it."""
+    out, result = quick_demo
+    return shutil.copytree(out, tmp_path / "demo", ignore=_without_attack_networks), result
+
+
+def _snapshot(root):
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def _shared_demo_stays_unchanged(request):
+    """Fails a test that changed anything in the session's shared demo directory (results would then depend on
+    the order tests run in): tests that write take ``mosaic_run_copy`` or ``quick_demo_copy``."""
+    if "quick_demo" not in request.fixturenames:
+        yield
+        return
+    root = request.getfixturevalue("quick_demo")[0]
+    before = _snapshot(root)
+    yield
+    after = _snapshot(root)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        pytest.fail(f"the test changed the shared demo directory ({', '.join(changed[:5])}"
+                    f"{', ...' if len(changed) > 5 else ''}); a test that writes takes mosaic_run_copy or "
+                    "quick_demo_copy", pytrace=False)

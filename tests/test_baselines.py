@@ -1,4 +1,8 @@
-"""Baseline attacks of Table I: their losses on hand-made tensors and their effect on a demo model."""
+"""Baseline attacks of Table I: their losses on hand-made tensors and their effect on a demo model.
+
+The demo-model tests are slow (the session's quick demo trains the model). Those that write into the run
+directory — target labels of a new seed, a cached THA PrototypeNet, a summary table — attack a private copy
+(``mosaic_run_copy``); fast tests of every method on a tiny model are in test_attack_methods_fast.py."""
 
 import numpy as np
 import pytest
@@ -59,13 +63,14 @@ def test_dhta_anchor_is_the_majority_vote_of_the_chosen_items():
     assert tie.tolist() == [[1.0, 1.0, -1.0]]  # sum [2, 0, -2]: the 0 becomes +1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, targeted", [("hag", False), ("sdha", False), ("cgat", False),
                                               ("p2p", True), ("dhta", True), ("tha", True), ("cgat", True)])
-def test_baseline_attacks_work_on_a_demo_model(mosaic_run, method, targeted):
+def test_baseline_attacks_work_on_a_demo_model(mosaic_run_copy, method, targeted):
     options = {"proto_steps": 150} if method == "tha" else {}
     cfg = AttackConfig(method=method, targeted=targeted, num_queries=32, batch_size=32, steps=25, seed=1,
                        options=options)
-    m = run_attack(mosaic_run, cfg, progress=False, write=False)
+    m = run_attack(mosaic_run_copy, cfg, progress=False, write=False)  # writes targets-seed1.npz, THA's cache
     p = m["perceptibility"]
     assert p["linf_max"] <= 32 / 255 + 1e-6 and p["images"] == 32
     if targeted:
@@ -74,19 +79,21 @@ def test_baseline_attacks_work_on_a_demo_model(mosaic_run, method, targeted):
         assert m["adversarial_mAP"] < m["benign_mAP"] - 0.2, m
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, targeted", [("hag", False), ("sdha", False), ("p2p", True), ("tha", True),
                                               ("mainstay", False)])
-def test_seeded_attacks_repeat_exactly(mosaic_run, method, targeted):
+def test_seeded_attacks_repeat_exactly(mosaic_run_copy, method, targeted):
     options = {"proto_steps": 20} if method == "tha" else {}
     cfg = AttackConfig(method=method, targeted=targeted, num_queries=8, batch_size=8, steps=3, seed=2,
                        options=options)
-    runs = [run_attack(mosaic_run, cfg, progress=False, write=False) for _ in range(2)]
+    runs = [run_attack(mosaic_run_copy, cfg, progress=False, write=False) for _ in range(2)]
     key = "adversarial_t-MAP" if targeted else "adversarial_mAP"
     assert runs[0][key] == runs[1][key]
     assert runs[0]["perceptibility"] == runs[1]["perceptibility"]
 
 
-def test_method_settings_are_checked_and_recorded(mosaic_run):
+@pytest.mark.slow
+def test_method_settings_are_checked_and_recorded(mosaic_run):  # read-only: writes nothing into the run
     with pytest.raises(ValueError, match="--generator does not apply to attack 'hag'"):
         run_attack(mosaic_run, AttackConfig(method="hag", generator="pgd", num_queries=4), progress=False)
     with pytest.raises(ValueError, match="untargeted only"):
@@ -102,11 +109,12 @@ def test_method_settings_are_checked_and_recorded(mosaic_run):
     assert all(ATTACKS.get(n).defaults["alpha_schedule"] for n in ("hag", "sdha", "dhta", "p2p", "tha"))
 
 
-def test_attack_family_writes_one_summary_table(mosaic_run):
+@pytest.mark.slow
+def test_attack_family_writes_one_summary_table(mosaic_run_copy):
     cfg = AttackConfig(targeted=False, num_queries=16, batch_size=16, steps=5)
-    summary = run_attack_family(mosaic_run, cfg, progress=False)
+    summary = run_attack_family(mosaic_run_copy, cfg, progress=False)
     assert [r["attack"] for r in summary["rows"]] == ["hag", "sdha", "mainstay"]
     assert len({r["queries"] for r in summary["rows"]}) == 1 and len({r["eps_255"] for r in summary["rows"]}) == 1
-    table = (mosaic_run / "attacks" / "summary-untargeted.md").read_text()
+    table = (mosaic_run_copy / "attacks" / "summary-untargeted.md").read_text()
     assert "| hag |" in table and "| mainstay |" in table and "clean mAP" in table
     assert np.isfinite(summary["benign"])

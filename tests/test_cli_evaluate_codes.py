@@ -89,6 +89,7 @@ def test_bad_topk_is_rejected_by_the_parser(code_files, capsys):
     assert "expected a positive integer or 'all'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # three subprocesses, each importing torch
 def test_help_and_version_from_the_console_script():
     res = subprocess.run([sys.executable, "-m", "saat", "--version"], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == f"saat {saat.__version__}"

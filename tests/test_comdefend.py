@@ -35,7 +35,9 @@ def test_purified_model_is_model_after_purifier():
     assert torch.equal(system.encode(x), model.encode(net(x)[0]))
 
 
-def test_training_and_evaluation_behind_the_purifier(mosaic_run):
+@pytest.mark.slow
+def test_training_and_evaluation_behind_the_purifier(mosaic_run_copy):
+    mosaic_run = mosaic_run_copy  # trains a purifier into the run and caches codes behind it: a private copy
     with pytest.raises(FileNotFoundError, match="--method comdefend"):
         run_attack(mosaic_run, AttackConfig(defense="comdefend", num_queries=4), progress=False)
     out = train_comdefend(mosaic_run, epochs=1, width=0.125, limit=64, progress=False)

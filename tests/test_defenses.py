@@ -93,7 +93,7 @@ def test_saat_mainstay_codes_follow_the_refreshed_memory():
 
 
 @pytest.fixture(scope="module")
-def tiny_setup():
+def tiny_setup():  # encodes the shipped training set (seconds): only the slow tests use it
     ds = load_dataset("fashion-mnist", verbose=False)
     torch.manual_seed(0)
     model = HashModel("small_cnn", 16)
@@ -104,6 +104,7 @@ def tiny_setup():
     return ds, model, outputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["saat", "atrdh", "cgat"])
 def test_one_epoch_on_a_tiny_demo_subset(tiny_setup, name):
     ds, base_model, outputs = tiny_setup
@@ -134,6 +135,8 @@ def test_one_epoch_on_a_tiny_demo_subset(tiny_setup, name):
     assert torch.equal(other.memory, defense.memory)
 
 
+# The two pipeline tests read the shared demo run and write their defended runs under tmp_path.
+@pytest.mark.slow
 def test_defend_pipeline_writes_a_run_that_evaluate_and_attack_accept(mosaic_run, tmp_path):
     from saat.checkpoint import load_model_file
     from saat.pipelines.attack import AttackConfig, run_attack
@@ -154,6 +157,7 @@ def test_defend_pipeline_writes_a_run_that_evaluate_and_attack_accept(mosaic_run
         defend(mosaic_run, DefenseConfig(method="saat", epochs=1), out=out, progress=False)
 
 
+@pytest.mark.slow
 def test_defense_resumes_after_an_interruption_like_an_uninterrupted_run(mosaic_run, tmp_path, monkeypatch):
     import saat.pipelines.defend as defend_module
     from saat.pipelines.defend import DefenseConfig, defend

@@ -3,8 +3,12 @@
 import json
 import re
 
+import pytest
+
 from saat.cli import main
 from saat.demo import TARGETED, UNTARGETED, final_table, format_table
+
+pytestmark = pytest.mark.slow  # the session's quick demo: minutes
 
 
 def test_quick_demo_writes_every_result(quick_demo):
@@ -37,8 +41,8 @@ def test_quick_demo_report_has_every_table_and_figure(quick_demo):
     assert result["report"] == str(report / "report.html")
 
 
-def test_rerunning_the_demo_reuses_every_finished_step(quick_demo, capsys):
-    out, _ = quick_demo
+def test_rerunning_the_demo_reuses_every_finished_step(quick_demo_copy, capsys):
+    out, _ = quick_demo_copy  # the rerun rebuilds the report: on a private copy of the demo directory
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "done earlier, reused" in printed

@@ -263,6 +263,7 @@ def test_paper_defaults():
     assert set(ProSGANAttack.demo_defaults) <= set(d)
 
 
+@pytest.mark.slow  # trains the PrototypeNet and the GAN three times
 def test_seeded_training_repeats_exactly_and_the_seed_matters():
     a, b, c = (build(tiny_context(seed=s)) for s in (7, 7, 8))
     assert_same_weights(weights(a.generator), weights(b.generator))
@@ -273,6 +274,7 @@ def test_seeded_training_repeats_exactly_and_the_seed_matters():
     assert torch.equal(a.attack(x, None, t), b.attack(x, None, t))
 
 
+@pytest.mark.slow
 def test_cache_loads_without_training_and_a_changed_setting_retrains_only_what_depends_on_it(tmp_path,
                                                                                               monkeypatch):
     first = build(tiny_context(cache_dir=tmp_path))
@@ -296,6 +298,7 @@ def test_cache_loads_without_training_and_a_changed_setting_retrains_only_what_d
     assert len(proto_calls) == 1
 
 
+@pytest.mark.slow
 def test_interrupted_prototype_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     reference = build(tiny_context(cache_dir=tmp_path / "a"), proto_steps=4)
     with monkeypatch.context() as mp, pytest.raises(KeyboardInterrupt):
@@ -311,6 +314,7 @@ def test_interrupted_prototype_training_resumes_to_the_same_weights(tmp_path, mo
     assert_same_weights(weights(reference.generator), weights(resumed.generator))
 
 
+@pytest.mark.slow
 def test_interrupted_gan_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     reference = build(tiny_context(cache_dir=tmp_path / "a"), d_every=3)
     with monkeypatch.context() as mp, pytest.raises(KeyboardInterrupt):

@@ -73,6 +73,7 @@ def test_cheap_commands_run(tmp_path, capsys):
     assert (tmp_path / "metrics.json").is_file()
 
 
+@pytest.mark.slow  # three subprocesses, each importing torch
 def test_benchmark_commands_exist_and_explain_themselves():
     scripts = [c[1] for c in ALL if c[0] == "python" and c[1].startswith("benchmarks/")]
     assert len(scripts) == 3

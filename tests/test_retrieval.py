@@ -202,6 +202,7 @@ def test_bad_options():
         R.precision_within_radius(q, db, ql, dl, radius=-1)
 
 
+@pytest.mark.slow  # one query per chunk on every backend
 def test_small_chunks_give_the_same_result():
     from saat.retrieval.metrics import _collect, _prepare
 

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import resource
 import numpy as np
@@ -25,6 +27,7 @@ except (OSError, StopIteration):
 """
 
 
+@pytest.mark.slow  # a subprocess ranking 2,100 x 193,734 codes
 def test_nus_wide_scale_evaluation_stays_under_2gb():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True)
     peak_mb = int(out.stdout.strip().splitlines()[-1]) / 1024

@@ -19,6 +19,7 @@ FAST = {"dataset": "fashion-mnist", "backbone": "small_cnn", "bits": 16, "batch_
         "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-5, "device": "cpu", "topk": 1000}
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(tmp_path):
     run = tmp_path / "run"
     metrics = saat.train(out=run, progress=False, method="dph", epochs=1, **FAST)
@@ -39,6 +40,7 @@ def test_train_writes_a_complete_run_directory(tmp_path):
         saat.train(out=run, progress=False, epochs=1, **FAST)
 
 
+@pytest.mark.slow
 def test_evaluate_caches_database_codes_by_checkpoint_content(tmp_path, monkeypatch):
     import saat.pipelines.common as common
 
@@ -72,6 +74,7 @@ def _train_cmd(out, epochs):
             "--out", str(out)]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
     full = tmp_path / "full"
@@ -107,6 +110,7 @@ def test_resume_errors(tmp_path, capsys):
     assert "has no model.pt" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list_methods())
 def test_every_method_learns_codes_well_above_random_ranking(tmp_path, method):
     metrics = saat.train(out=tmp_path / method, progress=False, method=method, epochs=2, **FAST)
