@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from ..data import EpochShuffleSampler
 from ..utils.codes import sign_codes
 from ..utils.progress import progress_bar
+from ..utils.resume import Checkpointer
 from ..utils.rng import derive_seed, seeded_generator
 from ..utils.schedule import lr_factor, lr_milestones
 from ._prosgan_nets import ProSDiscriminator, ProSGenerator, PrototypeNet
@@ -123,13 +124,10 @@ def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache
     pool = distinct_label_rows(ctx.db_labels)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=ADAM_BETAS)
     rng = seeded_generator(ctx.seed, _DRAW_PROTOTYPE)
-    start, seconds, log = 0, 0.0, []
-    partial = cache.load_partial()
-    if partial is not None:
-        net.load_state_dict(partial["prototype_net"])
-        opt.load_state_dict(partial["optimizer"])
-        rng.set_state(partial["rng"])
-        start, seconds, log = int(partial["step"]), float(partial["seconds"]), list(partial["log"])
+    ckpt = Checkpointer({"prototype_net": net, "optimizer": opt, "rng": rng}, load=cache.load_partial,
+                        save=cache.save_partial, every=int(opts["proto_checkpoint_every"]))
+    start, saved = ckpt.resume()
+    seconds, log = float(saved.get("seconds", 0.0)), list(saved.get("log", []))
     bar = progress_bar(total=steps, initial=start, desc="ProS-GAN prototype net", unit="step",
                        disable=not ctx.progress)
     every = int(opts["proto_checkpoint_every"])
@@ -144,10 +142,7 @@ def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache
             log.append({"step": step + 1, **terms})
         bar.update(1)
         bar.set_postfix(loss=f"{terms['loss']:.4f}", refresh=False)
-        if (step + 1) % every == 0 and step + 1 < steps:
-            cache.save_partial({"prototype_net": net.state_dict(), "optimizer": opt.state_dict(),
-                                "rng": rng.get_state(), "step": step + 1,
-                                "seconds": seconds + time.perf_counter() - t0, "log": log})
+        ckpt.after(step + 1, steps, seconds=seconds + time.perf_counter() - t0, log=log)
     bar.close()
     net.eval()
     return {"prototype_net": net.state_dict(), "seconds": seconds + time.perf_counter() - t0, "log": log}
@@ -202,23 +197,17 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=ADAM_BETAS)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=ADAM_BETAS)
     rng = seeded_generator(ctx.seed, _DRAW_TARGETS)
-    start, seconds, log, sums = 0, 0.0, [], {}
-    partial = cache.load_partial()
-    if partial is not None:
-        generator.load_state_dict(partial["generator"])
-        discriminator.load_state_dict(partial["discriminator"])
-        opt_g.load_state_dict(partial["opt_g"])
-        opt_d.load_state_dict(partial["opt_d"])
-        rng.set_state(partial["rng"])
-        start, seconds = int(partial["step"]), float(partial["seconds"])
-        log, sums = list(partial["log"]), dict(partial["sums"])
+    ckpt = Checkpointer({"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d,
+                         "rng": rng}, load=cache.load_partial, save=cache.save_partial,
+                        every=int(opts["gan_checkpoint_every"]))
+    start, saved = ckpt.resume()
+    seconds, log, sums = float(saved.get("seconds", 0.0)), list(saved.get("log", [])), dict(saved.get("sums", {}))
     nets = {"generator": generator, "discriminator": discriminator, "prototype_net": prototype_net,
             "model": ctx.model, "opt_g": opt_g, "opt_d": opt_d}
     sampler = EpochShuffleSampler(n, _stream_seed(ctx.seed, _DATA_ORDER))
     order, order_epoch = None, -1
     bar = progress_bar(total=steps, initial=start, desc="ProS-GAN generator", unit="step",
                        disable=not ctx.progress)
-    every = int(opts["gan_checkpoint_every"])
     t0 = time.perf_counter()
     generator.train()
     discriminator.train()
@@ -245,11 +234,7 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
             bar.update(1)
             bar.set_postfix(hash=f"{terms['hash_loss']:.3f}", rec=f"{terms['reconstruction']:.4f}",
                             refresh=False)
-            if (step + 1) % every == 0 and step + 1 < steps:
-                cache.save_partial({"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                                    "rng": rng.get_state(), "step": step + 1,
-                                    "seconds": seconds + time.perf_counter() - t0, "log": log, "sums": sums})
+            ckpt.after(step + 1, steps, seconds=seconds + time.perf_counter() - t0, log=log, sums=sums)
     bar.close()
     generator.eval()
     return {"generator": generator.state_dict(), "seconds": seconds + time.perf_counter() - t0, "log": log}

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..utils.codes import sign_codes
 from ..utils.progress import progress_bar
+from ..utils.resume import Checkpointer
 from ..utils.rng import seeded_generator
 from ..utils.schedule import lr_factor, lr_milestones
 from .cache import CachedTraining
@@ -81,13 +82,9 @@ def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torc
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=ADAM_BETAS)
     gen = seeded_generator(seed)
     decay_at = lr_milestones(milestones, steps)
-    start = 0
-    partial = cache.load_partial()
-    if partial is not None:
-        net.load_state_dict(partial["net"])
-        opt.load_state_dict(partial["optimizer"])
-        gen.set_state(partial["generator"])
-        start = int(partial["step"])
+    ckpt = Checkpointer({"net": net, "optimizer": opt, "generator": gen}, load=cache.load_partial,
+                        save=cache.save_partial, every=save_every)
+    start, _ = ckpt.resume()
     bar = progress_bar(total=steps, initial=start, desc="THA prototype net", unit="step", disable=not progress)
     net.train()
     for step in range(start, steps):
@@ -101,8 +98,6 @@ def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torc
         opt.step()
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        if (step + 1) % save_every == 0 and step + 1 < steps:
-            cache.save_partial({"net": net.state_dict(), "optimizer": opt.state_dict(),
-                                "generator": gen.get_state(), "step": step + 1})
+        ckpt.after(step + 1, steps)
     bar.close()
     net.eval()

@@ -17,6 +17,7 @@ from ..runs import RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.progress import progress_bar
+from ..utils.resume import Checkpointer
 from ..utils.rng import seeded_generator
 from .common import load_run, open_dataset
 
@@ -49,14 +50,12 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
     train_split = ds.train if limit is None else FirstItems(ds.train, limit)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     noise_gen = seeded_generator(seed)
-    start, log = 0, []
-    if partial.is_file():
-        state = load_file(partial, "partial ComDefend checkpoint")
-        if state["settings"] == settings:
-            net.load_state_dict(state["state_dict"])
-            opt.load_state_dict(state["optimizer"])
-            noise_gen.set_state(state["noise_generator"])
-            start, log = int(state["epoch"]), list(state["log"])
+    ckpt = Checkpointer({"state_dict": net, "optimizer": opt, "noise_generator": noise_gen},
+                        load=lambda: load_file(partial, "partial ComDefend checkpoint") if partial.is_file() else None,
+                        save=lambda state: save_file(state, partial) if is_main_process() else None,
+                        counter="epoch", accept=lambda state: state.get("settings") == settings)
+    start, saved = ckpt.resume()
+    log = list(saved.get("log", []))
     for epoch in range(start, epochs):
         net.train()
         t0, total, n = time.perf_counter(), 0.0, 0
@@ -79,9 +78,7 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
         log.append({"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0})
         if progress:
             print(f"comdefend epoch {epoch + 1}/{epochs}: loss {log[-1]['loss']:.5f}")
-        if is_main_process():
-            save_file({"state_dict": net.state_dict(), "optimizer": opt.state_dict(), "settings": settings,
-                       "noise_generator": noise_gen.get_state(), "epoch": epoch + 1, "log": log}, partial)
+        ckpt.after(epoch + 1, epochs, settings=settings, log=log)
     if is_main_process():
         save_file({"state_dict": net.state_dict(), "settings": settings, "log": log,
                    "checkpoint": run.checkpoint_hash}, final)

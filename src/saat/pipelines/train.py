@@ -22,6 +22,7 @@ from ..runs import RunDir, TrainRecord
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_text
+from ..utils.resume import capture, restore
 from .common import open_dataset, resolve_image_size
 from .evaluate import evaluate
 from .loop import build_optimizer, epoch_milestones, hashing_step, run_epoch
@@ -62,17 +63,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_training_state(path: Path, epoch: int, step: int, **objects) -> None:
-    """Everything a run needs to continue after ``epoch``: each object's state_dict and the RNG state."""
-    save_file({"epoch": epoch, "step": step, "rng": rng_state(),
-               **{name: obj.state_dict() for name, obj in objects.items()}}, path)
+    """Everything a run needs to continue after ``epoch``: each object's state and the global RNG state."""
+    save_file({"epoch": epoch, "step": step, "rng": rng_state(), **capture(objects)}, path)
 
 
 def restore_training_state(run_dir: Path, what: str, **objects) -> tuple[int, int, list[dict]]:
     """Load ``run_dir/checkpoint.pt`` into ``objects`` (by name) and the RNG; return (epoch, step, log), the log
     cut back to the checkpoint so that records of an interrupted epoch disappear."""
     state = load_file(RunDir(run_dir).checkpoint, what)
-    for name, obj in objects.items():
-        obj.load_state_dict(state[name])
+    restore(objects, state)
     set_rng_state(state["rng"])
     epoch, step = int(state["epoch"]), int(state["step"])
     return epoch, step, [r for r in read_log(RunDir(run_dir).train_log) if r.get("epoch", 0) <= epoch]
