@@ -18,8 +18,8 @@ from saat.checkpoint import file_hash, save_model
 from saat.report import build_report, collect_runs
 from saat.report import examples as report_examples
 from saat.report.claims import FAILS, HOLDS, NOT_MEASURED
-from saat.report.collect import main_eps, pick, pick_matched
 from saat.report.paper import TABLE1_UNTARGETED, paper_dataset, paper_value
+from saat.report.select import main_eps, pick, pick_matched
 from saat.runs import AttackRecord
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -14,25 +14,21 @@ from ..utils.io import atomic_write_text
 from . import examples as _examples
 from . import paper
 from .claims import attack_strength, defense_strength, pct
-from .collect import (
-    ATTACK_NAMES,
-    AttackResult,
-    Run,
-    collect_runs,
+from .collect import ATTACK_NAMES, AttackResult, Run, collect_runs, number
+from .document import Block, Bullets, Figure, Heading, Paragraph, Table, to_html, to_markdown
+from .examples import ExampleUnavailable, retrieval_example_figure
+from .figures import eps_figure, retrieval_curve_figure
+from .select import (
     describe,
     eps_key,
     families,
     group_by_dataset,
     main_eps,
-    number,
     pick,
     pick_matched,
     same_eps,
     signature,
 )
-from .document import Block, Bullets, Figure, Heading, Paragraph, Table, to_html, to_markdown
-from .examples import ExampleUnavailable, retrieval_example_figure
-from .figures import eps_figure, retrieval_curve_figure
 
 TITLE = "SAAT report: deep hashing retrieval under attack and adversarial training"
 DASH = "—"

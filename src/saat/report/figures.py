@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .collect import ATTACK_NAMES, AttackResult, Run, curve_of, describe
+from .collect import ATTACK_NAMES, AttackResult, Run, curve_of
+from .select import describe
 
 DPI = 110
 # One colour per attack family in every figure; the benign curve is black.
