@@ -48,7 +48,7 @@ from ..data import EpochShuffleSampler
 from ..utils.codes import sign_codes
 from ..utils.progress import progress_bar
 from ..utils.resume import Checkpointer
-from ..utils.rng import derive_seed, seeded_generator
+from ..utils.rng import derive_seed, seeded_generator, seeded_init
 from ..utils.schedule import lr_factor, lr_milestones
 from ._prosgan_nets import ProSDiscriminator, ProSGenerator, PrototypeNet
 from .base import frozen_eval
@@ -358,8 +358,7 @@ class ProSGANAttack(AttackMethod):
 
     def _fit_prototype_net(self) -> PrototypeNet:
         ctx = self.ctx
-        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left as it was
-            torch.manual_seed(_stream_seed(ctx.seed, _INIT_PROTOTYPE))
+        with seeded_init(ctx.seed, _INIT_PROTOTYPE):
             net = PrototypeNet(ctx.db_labels.shape[1], ctx.train_codes.shape[1])
         net.to(ctx.device)
         cache = CachedTraining(ctx.cache_dir, "prosgan-prototype", ctx.checkpoint_hash, self._prototype_key())
@@ -374,8 +373,7 @@ class ProSGANAttack(AttackMethod):
 
     def _fit_generator(self) -> ProSGenerator:
         ctx, o = self.ctx, self.settings
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_stream_seed(ctx.seed, _INIT_GENERATOR))
+        with seeded_init(ctx.seed, _INIT_GENERATOR):
             generator = ProSGenerator(self.image_size)
         generator.to(ctx.device)
         key = {**self._prototype_key(), **{k: o[k] for k in _GAN_KEYS}, "image_size": list(self.image_size),
@@ -385,8 +383,7 @@ class ProSGANAttack(AttackMethod):
         cache = CachedTraining(ctx.cache_dir, "prosgan-generator", ctx.checkpoint_hash, key)
         state = cache.load_final()
         if state is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_stream_seed(ctx.seed, _INIT_DISCRIMINATOR))
+            with seeded_init(ctx.seed, _INIT_DISCRIMINATOR):
                 discriminator = ProSDiscriminator(ctx.db_labels.shape[1], self.image_size).to(ctx.device)
             state = train_gan(generator, discriminator, self.prototype_net, ctx, o, cache)
             cache.save_final(state)

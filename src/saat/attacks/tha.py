@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..utils.codes import sign_codes
+from ..utils.rng import seeded_init
 from .cache import CachedTraining
 from .generators import PGD
 from .methods import ATTACKS, AttackMethod
@@ -51,8 +52,9 @@ class THAAttack(AttackMethod):
         keys = ("proto_steps", "proto_batch", "proto_lr", "proto_lr_milestones", "gamma", "quant_weight")
         cache = CachedTraining(ctx.cache_dir, "tha-prototype", ctx.checkpoint_hash,
                                {**{k: o[k] for k in keys}, "seed": ctx.seed, "version": CACHE_VERSION})
-        torch.manual_seed(ctx.seed)  # the network's initial weights
-        net = PrototypeNet(ctx.db_labels.shape[1], ctx.train_codes.shape[1]).to(ctx.device, ctx.train_codes.dtype)
+        with seeded_init(ctx.seed):  # the network's initial weights
+            net = PrototypeNet(ctx.db_labels.shape[1], ctx.train_codes.shape[1])
+        net = net.to(ctx.device, ctx.train_codes.dtype)
         done = cache.load_final()
         if done is not None:
             net.load_state_dict(done["net"])

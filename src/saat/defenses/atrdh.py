@@ -9,7 +9,7 @@ import torch
 from ..attacks.prototype import ADAM_BETAS, PrototypeNet, prototype_loss
 from ..attacks.targets import distinct_label_rows
 from ..utils.codes import sign_codes
-from ..utils.rng import seeded_generator
+from ..utils.rng import seeded_generator, seeded_init
 from ..utils.schedule import lr_factor, lr_milestones
 from .base import DEFENSES, PROTOTYPE_INIT_STREAM, TARGET_STREAM, Defense, DefenseContext
 
@@ -45,10 +45,9 @@ class ATRDHDefense(Defense):
         self.memory = ctx.train_outputs.clone()  # U: benign continuous outputs
         self.code_memory = ctx.train_codes.clone()  # +-1 codes: what the PrototypeNet is trained against
         self.crafter = self.make_crafter()
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(ctx.seed + PROTOTYPE_INIT_STREAM)  # its initial weights; the global stream is restored
-        self.prototypes = PrototypeNet(ctx.train_labels.shape[1], ctx.train_codes.shape[1]).to(ctx.device)
-        torch.random.set_rng_state(gen_state)
+        with seeded_init(ctx.seed + PROTOTYPE_INIT_STREAM):  # its initial weights
+            self.prototypes = PrototypeNet(ctx.train_labels.shape[1], ctx.train_codes.shape[1])
+        self.prototypes.to(ctx.device)
         self.proto_opt = torch.optim.Adam(self.prototypes.parameters(), lr=o["proto_lr"], betas=ADAM_BETAS)
         # The model's lr schedule (stepped per iteration by the training loop), repeated for the PrototypeNet.
         self.proto_milestones = (lr_milestones(self.lr_milestone_fractions(), ctx.total_iterations)
