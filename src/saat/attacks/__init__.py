@@ -5,9 +5,11 @@
 >>> adv = PGD(model, eps=8/255, step=1/255, steps=100)(x, lambda h, _: mainstay_loss(h, m))  # doctest: +SKIP
 """
 
-from . import dhta, hag, prosgan, sdha, tha  # noqa: F401  (importing registers the baseline attacks)
+from .api import HashingModel, TensorAttack, create_attack, evaluate_attack, list_tensor_attacks
 from .base import ALPHA_SCHEDULE, Attack, OptimizerAttack, continuation_alpha, frozen_eval
+from .dhta import DHTAAttack, P2PAttack
 from .generators import BIM, DIFGSM, GENERATORS, NIFGSM, PGD, SINIFGSM, VMIFGSM, create_generator, list_generators
+from .hag import HAGAttack
 from .losses import mainstay_loss, simple_loss
 from .mainstay import center_codes, mainstay_codes
 from .methods import (
@@ -21,9 +23,23 @@ from .methods import (
     list_attacks,
 )
 from .perceptibility import Perceptibility
+from .prosgan import ProSGANAttack
+from .sdha import SDHAAttack
 from .targets import load_or_create_targets, query_subset, select_target_labels
+from .tha import THAAttack
 
 __all__ = [
+    "DHTAAttack",
+    "HAGAttack",
+    "HashingModel",
+    "P2PAttack",
+    "ProSGANAttack",
+    "SDHAAttack",
+    "THAAttack",
+    "TensorAttack",
+    "create_attack",
+    "evaluate_attack",
+    "list_tensor_attacks",
     "ALPHA_SCHEDULE",
     "ATTACKS",
     "Attack",

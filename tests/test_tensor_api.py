@@ -1,0 +1,148 @@
+"""The tensor-level attack API: create_attack(name, model, ...)(images, labels) on a plain nn.Sequential that knows
+nothing of saat (no ``alpha`` argument), class-index or multi-hot labels, and one-line errors for bad inputs."""
+
+import pytest
+import torch
+from torch import nn
+
+from saat.attacks import create_attack, list_tensor_attacks
+from saat.retrieval import mean_average_precision
+
+EPS = 16 / 255
+SETTINGS = {
+    "hag": {"steps": 30}, "sdha": {"steps": 30},
+    "mainstay": {"step": 4 / 255, "steps": 20}, "cgat": {"step": 4 / 255, "steps": 20},
+    "p2p": {"step": 4 / 255, "steps": 20}, "dhta": {"step": 4 / 255, "steps": 20},
+    "tha": {"step": 4 / 255, "steps": 20, "proto_steps": 20, "proto_lr": 1e-3},
+}
+UNTARGETED = {"hag", "sdha", "mainstay", "cgat"}
+TARGETED = {"sdha", "mainstay", "cgat", "p2p", "dhta", "tha"}
+CASES = [(n, False) for n in sorted(UNTARGETED)] + [(n, True) for n in sorted(TARGETED)]
+
+
+def sequential_like(tiny):
+    """The planted problem's model as a plain nn.Sequential: same function at alpha = 1, no alpha argument."""
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(tiny.linear.in_features, tiny.bits), nn.Tanh())
+    seq[1].load_state_dict(tiny.linear.state_dict())
+    return seq
+
+
+def test_every_tensor_attack_is_tested():
+    assert set(list_tensor_attacks()) == UNTARGETED | TARGETED
+
+
+@pytest.mark.parametrize("name, targeted", CASES)
+def test_create_attack_on_a_plain_sequential(planted_retrieval, name, targeted):
+    p = planted_retrieval
+    model = sequential_like(p.model)
+    model.train()
+    model[1].bias.requires_grad_(False)  # a mixed state, to be restored as found
+    classes = p.y.argmax(1)  # class indices this time
+    atk = create_attack(name, model, eps=EPS, train_codes=p.train_codes, train_labels=p.train_labels,
+                        db_codes=p.db_codes, db_labels=p.db_labels, num_classes=4, **SETTINGS[name])
+    adv = atk(p.x, classes, target_labels=p.targets.argmax(1) if targeted else None)
+    assert adv.shape == p.x.shape and float((adv - p.x).abs().max()) <= EPS + 1e-6
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    assert model.training and model[1].weight.requires_grad and not model[1].bias.requires_grad
+    assert all(q.grad is None for q in model.parameters())
+    relevance = p.targets if targeted else p.y
+    before = mean_average_precision(p.codes(p.x), p.db_codes.numpy(), relevance.numpy(), p.db_labels.numpy(),
+                                    topk=None)
+    after = mean_average_precision(p.codes(adv), p.db_codes.numpy(), relevance.numpy(), p.db_labels.numpy(),
+                                   topk=None)
+    if targeted:
+        assert after > before + 0.5, (before, after)
+    else:
+        assert after < before - 0.5, (before, after)
+
+
+def test_untargeted_hag_and_sdha_need_only_the_model(planted_retrieval):
+    p = planted_retrieval
+    model = sequential_like(p.model)
+    for name in ("hag", "sdha"):
+        adv = create_attack(name, model, eps=EPS, **SETTINGS[name])(p.x, p.y)
+        assert float((adv - p.x).abs().max()) > 1 / 255
+
+
+def test_alpha_reaches_only_forwards_that_take_it(planted_retrieval):
+    p = planted_retrieval
+    seen = []
+
+    class Recording(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, alpha=1.0):
+            seen.append(alpha)
+            return self.inner(x, alpha=alpha)
+
+    create_attack("mainstay", Recording(p.model), eps=EPS, steps=10, train_codes=p.train_codes,
+                  train_labels=p.train_labels)(p.x, p.y)
+    assert 0.1 in seen and 1.0 in seen  # the continuation schedule reached it
+    create_attack("hag", lambda x: torch.tanh(x.flatten(1)[:, :16] - 0.5), eps=EPS, steps=3)(p.x, p.y)  # a callable
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda a, p: a(p.x * 255, p.y), "divide by 255"),
+    (lambda a, p: a((p.x - 0.45) / 0.225, p.y), "normalised"),
+    (lambda a, p: a(p.x.double().to(torch.uint8), p.y), "floats in \\[0, 1\\]"),
+    (lambda a, p: a(p.x[:3], p.y), "labels has 16 rows but the batch has 3"),
+    (lambda a, p: a(p.x, p.y.argmax(1) + 10), "class indices must be in \\[0, 4\\)"),
+    (lambda a, p: a(p.x, p.y * 2), "multi-hot 0/1"),
+    (lambda a, p: a(p.x[:, :, 0], p.y), "4-D"),
+])
+def test_bad_inputs_give_one_line_errors(planted_retrieval, call, message):
+    p = planted_retrieval
+    atk = create_attack("mainstay", p.model, eps=EPS, steps=2, train_codes=p.train_codes,
+                        train_labels=p.train_labels)
+    with pytest.raises(ValueError, match=message):
+        call(atk, p)
+
+
+def test_bad_settings_and_missing_knowledge_name_the_fix(planted_retrieval):
+    p = planted_retrieval
+    with pytest.raises(ValueError, match="use eps=8/255"):
+        create_attack("mainstay", p.model, eps=8)
+    for eps in (0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="eps must be positive"):
+            create_attack("mainstay", p.model, eps=eps)
+    with pytest.raises(ValueError, match="attack 'mainstay': unknown setting\\(s\\) momentum"):
+        create_attack("mainstay", p.model, momentum=0.9)
+    with pytest.raises(ValueError, match="needs train_codes, train_labels: pass train_codes=..., train_labels="):
+        create_attack("mainstay", p.model, eps=EPS, num_classes=4)(p.x, p.y)
+    with pytest.raises(ValueError, match="targeted dhta attack needs db_codes, db_labels"):
+        create_attack("dhta", p.model, eps=EPS, num_classes=4)(p.x, p.y, target_labels=p.targets)
+    with pytest.raises(ValueError, match="targeted only: pass target_labels"):
+        create_attack("p2p", p.model, eps=EPS, db_codes=p.db_codes, db_labels=p.db_labels)(p.x, p.y)
+    with pytest.raises(ValueError, match="not available on tensors"):
+        create_attack("prosgan", p.model)
+    with pytest.raises(ValueError, match="shape \\(B, K\\)"):
+        create_attack("hag", lambda x: x, eps=EPS, steps=2, num_classes=4)(p.x, p.y)
+    with pytest.raises(ValueError, match="NaN or infinite codes"):
+        create_attack("hag", lambda x: x.flatten(1) / 0 - float("inf"), eps=EPS, steps=2, num_classes=4)(p.x, p.y)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_evaluate_attack_returns_the_attack_record_and_writes_nothing(planted_retrieval, targeted, tmp_path,
+                                                                      monkeypatch):
+    from saat.attacks import evaluate_attack
+    from saat.runs import AttackRecord
+
+    monkeypatch.chdir(tmp_path)
+    p = planted_retrieval
+    model = sequential_like(p.model)
+    atk = create_attack("mainstay", model, eps=EPS, train_codes=p.train_codes, train_labels=p.train_labels,
+                        **SETTINGS["mainstay"])
+    m = evaluate_attack(model, atk, p.x, p.y, p.db_codes, p.db_labels, topk=None, batch_size=5,
+                        target_labels=p.targets if targeted else None)
+    record = AttackRecord.from_json(m)
+    benign = mean_average_precision(p.codes(p.x), p.db_codes.numpy(), p.y.numpy(), p.db_labels.numpy(), topk=None)
+    assert record.benign_map == pytest.approx(benign) and record.queries == 16 and record.attack == "mainstay"
+    assert record.perceptibility["linf_max"] <= EPS + 1e-6 and record.perceptibility["images"] == 16
+    assert record.theory is not None and record.seconds > 0
+    if targeted:
+        assert record.adversarial > record.benign_tmap + 0.5
+    else:
+        assert record.adversarial < record.benign_map - 0.5
+    assert list(tmp_path.iterdir()) == []
