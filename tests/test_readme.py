@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from saat.cli import build_parser, main
 
@@ -87,7 +88,7 @@ def test_python_api_block_is_valid_and_names_exist():
     import saat.attacks
     import saat.retrieval
 
-    (block,) = [b for _, b in code_blocks("python")]
+    (block,) = [b for m, b in code_blocks("python") if not m]
     tree = ast.parse(block)
     called = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
     assert {"train", "evaluate", "attack", "defend"} <= called
@@ -95,8 +96,25 @@ def test_python_api_block_is_valid_and_names_exist():
     assert callable(saat.attacks.mainstay_codes) and callable(saat.retrieval.mean_average_precision)
 
 
+@pytest.mark.slow  # trains a ResNet-18 adversarially for a few steps (about half a minute on 2 cores)
+def test_your_own_model_blocks_run_as_written(capsys):
+    blocks = [b for m, b in code_blocks("python") if m and "README-TEST: run" in m]
+    assert len(blocks) == 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own snippets
+    out = capsys.readouterr().out
+    benign, adversarial = (float(v) for v in re.search(r"mAP@20 ([0-9.]+) -> ([0-9.]+)", out).groups())
+    assert 0 <= adversarial <= 1 and 0 <= benign <= 1
+    assert namespace["adv"].shape == (8, 3, 64, 64) and float((namespace["adv"] - namespace["images"]).abs().max()) \
+        <= 8 / 255 + 1e-6
+    assert torch.isfinite(namespace["loss"]) and namespace["it"] == 4  # five SAAT steps ran
+    print(out)
+
+
 def test_parse_only_blocks_are_marked():
     marked = [m for m, _ in code_blocks("bash") if m]
+    assert all("README-TEST: run" in m for m, _ in code_blocks("python") if m)
     assert all("parse-only" in m for m in marked)
 
 

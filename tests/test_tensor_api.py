@@ -146,3 +146,41 @@ def test_evaluate_attack_returns_the_attack_record_and_writes_nothing(planted_re
     else:
         assert record.adversarial < record.benign_map - 0.5
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["saat", "atrdh", "cgat"])
+def test_create_defense_trains_a_plain_sequential(planted_retrieval, name):
+    from saat.defenses import create_defense
+
+    p = planted_retrieval
+    model = sequential_like(p.model)
+    before = [q.detach().clone() for q in model.parameters()]
+    defense = create_defense(name, model, "dpsh", train_codes=p.train_codes, train_labels=p.train_labels.argmax(1),
+                             num_classes=4, db_labels=p.db_labels, eps=EPS, step=4 / 255, steps=2)
+    opt = defense.build_optimizer(model.parameters())
+    model.train()
+    for it, start in enumerate(range(0, 32, 8)):
+        idx = torch.arange(start, start + 8)
+        images = p.x[idx % 16]  # stand-ins for the training images of rows idx (the loop only needs their shape)
+        terms = defense.step(defense.augment(images), p.train_labels[idx], idx, it)
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+    assert torch.isfinite(terms["loss"]) and {"hash", "adv"} <= set(terms)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_create_defense_errors_name_the_argument(planted_retrieval):
+    from saat.defenses import create_defense
+
+    p = planted_retrieval
+    model = sequential_like(p.model)
+    with pytest.raises(ValueError, match="train_codes must be \\(N, K\\) \\+-1 codes"):
+        create_defense("saat", model, "dpsh", train_codes=p.train_codes * 0.5, train_labels=p.train_labels)
+    with pytest.raises(ValueError, match="hashing_loss must be a method name or a callable"):
+        create_defense("saat", model, 3, train_codes=p.train_codes, train_labels=p.train_labels)
+    with pytest.raises(ValueError, match="--lambd does not apply to defense 'saat'"):
+        create_defense("saat", model, "dpsh", train_codes=p.train_codes, train_labels=p.train_labels, lambd=2)
+    custom = create_defense("saat", model, lambda h, y, idx: (h ** 2).mean(), train_codes=p.train_codes,
+                            train_labels=p.train_labels)
+    assert float(custom.step(p.x[:4], p.train_labels[:4], torch.arange(4), 0)["hash"].detach()) >= 0

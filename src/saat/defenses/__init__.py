@@ -7,6 +7,7 @@ adversarial-training loop, found by name.
 """
 
 from . import atrdh, cgat, saat  # noqa: F401  (importing registers the defenses)
+from .api import create_defense
 from .base import DEFENSES, Defense, DefenseContext
 
 
@@ -14,4 +15,4 @@ def list_defenses() -> list[str]:
     return DEFENSES.names()
 
 
-__all__ = ["DEFENSES", "Defense", "DefenseContext", "list_defenses"]
+__all__ = ["DEFENSES", "Defense", "DefenseContext", "create_defense", "list_defenses"]
