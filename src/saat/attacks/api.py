@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from ..config import check_settings
+from ..runs import AttackRecord
 from ..utils.validation import check_eps, check_images, check_labels, check_outputs
 from .methods import ATTACKS, AttackContext, list_attacks
 
@@ -182,6 +184,65 @@ def create_attack(name: str, model, *, eps: float | None = 8 / 255, steps: int |
                         progress=progress, settings=settings)
 
 
+@dataclass
+class AttackRun:
+    """What attacking a set of queries produced: adversarial and ideal codes, perceptibility, time, examples."""
+
+    adv_codes: np.ndarray  # (Q, K) int8
+    theory_codes: np.ndarray | None  # (Q, K) int8, None when the method has no ideal codes
+    perceptibility: dict
+    seconds: float
+    shown: list  # up to `examples` (benign, adversarial) image pairs, on the CPU
+
+
+def attack_queries(batches, attack, theory, encode, *, examples: int = 0, bar=None) -> AttackRun:
+    """The one attack loop behind :func:`evaluate_attack` and ``saat attack``: for each batch ``(x, y, t)`` (t the
+    target labels or None) craft ``attack(x, y, t)``, encode it with ``encode`` (the evaluated system: -> int8 +-1
+    codes), take the ideal codes ``theory(x, t or y)``, and accumulate perceptibility."""
+    from .perceptibility import Perceptibility
+
+    adv_parts, theory_parts = [], []
+    percept, shown = Perceptibility(), []
+    t0 = time.perf_counter()
+    for x, y, t in batches:
+        x_adv = attack(x, y, t)
+        adv_parts.append(encode(x_adv))
+        ideal = theory(x, t if t is not None else y)
+        theory_parts.append(None if ideal is None else ideal.cpu().numpy().astype(np.int8))
+        percept.update(x, x_adv)
+        if len(shown) < examples:
+            shown.extend((x[i].cpu(), x_adv[i].cpu()) for i in range(min(x.shape[0], examples - len(shown))))
+        if bar is not None:
+            bar.update(x.shape[0])
+    seconds = time.perf_counter() - t0
+    has_theory = bool(theory_parts) and all(part is not None for part in theory_parts)
+    return AttackRun(np.concatenate(adv_parts), np.concatenate(theory_parts) if has_theory else None,
+                     percept.result(), seconds, shown)
+
+
+def attack_record(result: AttackRun, *, benign_codes, db_codes, labels, db_labels, target_labels, topk,
+                  **fields) -> AttackRecord:
+    """The :class:`~saat.runs.AttackRecord` of an :class:`AttackRun` (``result``): benign and adversarial mAP (or
+    t-MAP with the target labels as relevance), theory MAP, random-ranking mAP, curves; ``fields`` fill the rest."""
+    from ..retrieval import evaluate_retrieval, mean_average_precision
+
+    targeted = target_labels is not None
+    relevance = target_labels if targeted else labels
+    adv_eval = evaluate_retrieval(result.adv_codes, db_codes, relevance, db_labels, topk=topk)
+    curves = adv_eval.to_dict()
+    return AttackRecord(
+        targeted=targeted, topk=topk, queries=len(result.adv_codes),
+        benign_map=mean_average_precision(benign_codes, db_codes, labels, db_labels, topk=topk),
+        adversarial=adv_eval.map,
+        theory=(None if result.theory_codes is None
+                else mean_average_precision(result.theory_codes, db_codes, relevance, db_labels, topk=topk)),
+        benign_tmap=(mean_average_precision(benign_codes, db_codes, target_labels, db_labels, topk=topk)
+                     if targeted else None),
+        random_ranking_map=adv_eval.extra["random_ranking_mAP"], perceptibility=result.perceptibility,
+        seconds=result.seconds, images_per_s=len(result.adv_codes) / max(result.seconds, 1e-9),
+        pr_curve=curves["pr_curve"], precision_at_n=curves["precision_at_n"], **fields)
+
+
 def evaluate_attack(model, atk: TensorAttack, images: torch.Tensor, labels, db_codes, db_labels, *,
                     topk: int | None = 5000, target_labels=None, batch_size: int = 64) -> dict:
     """Attack ``images`` with ``atk`` and measure retrieval against the database codes: the dictionary an attack's
@@ -194,10 +255,7 @@ def evaluate_attack(model, atk: TensorAttack, images: torch.Tensor, labels, db_c
                             images, labels, db_codes, db_labels, topk=1000)
         m["benign_mAP"], m["adversarial_mAP"]
     """
-    from ..retrieval import evaluate_retrieval, mean_average_precision
-    from ..runs import AttackRecord
     from ..utils.codes import sign_codes
-    from .perceptibility import Perceptibility
 
     x = check_images(images)
     width = atk._width(labels)
@@ -207,7 +265,7 @@ def evaluate_attack(model, atk: TensorAttack, images: torch.Tensor, labels, db_c
     t = check_labels(target_labels, "target_labels", width, batch=x.shape[0]) if targeted else None
     wrapped = HashingModel(model)
 
-    def encode(batch: torch.Tensor):
+    def encode(batch: torch.Tensor) -> np.ndarray:
         was_training = wrapped.training
         wrapped.eval()
         try:
@@ -216,32 +274,18 @@ def evaluate_attack(model, atk: TensorAttack, images: torch.Tensor, labels, db_c
         finally:
             wrapped.train(was_training)
 
-    percept = Perceptibility()
-    adv_parts, benign_parts, theory_parts = [], [], []
-    t0 = time.perf_counter()
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size]
-        yb, tb = y[start:start + batch_size], (t[start:start + batch_size] if targeted else None)
-        adv = atk(xb, yb, target_labels=tb)
-        percept.update(xb, adv)
-        adv_parts.append(encode(adv))
-        benign_parts.append(encode(xb))
-        theory = atk.theory_codes(xb, yb, target_labels=tb)
-        theory_parts.append(None if theory is None else theory.to(torch.int8).cpu().numpy())
-    seconds = time.perf_counter() - t0
-    adv_codes, benign_codes = np.concatenate(adv_parts), np.concatenate(benign_parts)
-    db = torch.as_tensor(db_codes).cpu().numpy()
-    y_np, db_np = y.cpu().numpy(), db_y.cpu().numpy()
-    relevance = t.cpu().numpy() if targeted else y_np
-    adv_eval = evaluate_retrieval(adv_codes, db, relevance, db_np, topk=topk)
-    theory = (None if any(p is None for p in theory_parts)
-              else mean_average_precision(np.concatenate(theory_parts), db, relevance, db_np, topk=topk))
-    record = AttackRecord(
-        attack=atk.name, targeted=targeted, name=atk.name, topk=topk, queries=int(x.shape[0]),
-        benign_map=mean_average_precision(benign_codes, db, y_np, db_np, topk=topk), adversarial=adv_eval.map,
-        theory=theory,
-        benign_tmap=mean_average_precision(benign_codes, db, relevance, db_np, topk=topk) if targeted else None,
-        random_ranking_map=adv_eval.extra["random_ranking_mAP"], perceptibility=percept.result(), seconds=seconds,
-        images_per_s=x.shape[0] / max(seconds, 1e-9), settings=dict(atk.settings), device=str(x.device),
-        pr_curve=adv_eval.to_dict()["pr_curve"], precision_at_n=adv_eval.to_dict()["precision_at_n"])
+    def batches():
+        for start in range(0, x.shape[0], batch_size):
+            end = start + batch_size
+            yield x[start:end], y[start:end], (t[start:end] if targeted else None)
+
+    def theory(xb, labels_b):
+        return atk.theory_codes(xb, labels_b)
+
+    run = attack_queries(batches(), lambda xb, yb, tb: atk(xb, yb, target_labels=tb), theory, encode)
+    benign = np.concatenate([encode(x[s:s + batch_size]) for s in range(0, x.shape[0], batch_size)])
+    record = attack_record(run, benign_codes=benign, db_codes=torch.as_tensor(db_codes).cpu().numpy(),
+                           labels=y.cpu().numpy(), db_labels=db_y.cpu().numpy(),
+                           target_labels=t.cpu().numpy() if targeted else None, topk=topk, attack=atk.name,
+                           name=atk.name, settings=dict(atk.settings), device=str(x.device))
     return record.to_json()

@@ -7,17 +7,16 @@ of the same queries —, theory MAP, perceptibility, time, images/s, every setti
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..attacks import ATTACKS, TABLE1_ATTACKS, AttackContext, Perceptibility, load_or_create_targets, query_subset
+from ..attacks import ATTACKS, TABLE1_ATTACKS, AttackContext, load_or_create_targets, query_subset
+from ..attacks.api import attack_queries, attack_record
 from ..config import class_presets, resolve_settings
 from ..data import to_device_batch
-from ..retrieval import evaluate_retrieval, mean_average_precision
 from ..runs import AttackRecord, RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
@@ -114,48 +113,27 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     method = method_cls(ctx, targeted=cfg.targeted, **settings)
     name = attack_name(cfg, settings)
 
-    adv_codes = np.empty((len(picked), db_codes.shape[1]), np.int8)
-    theory: np.ndarray | None = np.empty_like(adv_codes)
-    percept = Perceptibility()
-    shown: list[tuple[torch.Tensor, torch.Tensor]] = []
-    bar = progress_bar(total=len(picked), desc=f"attack {cfg.method}", unit="img", disable=not progress)
-    t0 = time.perf_counter()
-    for start in range(0, len(picked), cfg.batch_size):
-        rows = picked[start:start + cfg.batch_size]
-        x, y, _ = to_device_batch(ds.query.__getitems__(rows.tolist()), dev, run.model.channels_last)
-        t = on_dev(targets[start:start + len(rows)]) if targets is not None else None
-        x_adv = method.attack(x, y, t)
-        with torch.no_grad():
-            adv_codes[start:start + len(rows)] = system.encode(x_adv).cpu().numpy()
-        ideal = method.theory_codes(x, t if cfg.targeted else y)
-        if ideal is None:
-            theory = None
-        elif theory is not None:
-            theory[start:start + len(rows)] = ideal.cpu().numpy().astype(np.int8)
-        percept.update(x, x_adv)
-        if len(shown) < examples:
-            shown.extend((x[i].cpu(), x_adv[i].cpu()) for i in range(min(len(rows), examples - len(shown))))
-        bar.update(len(rows))
-    seconds = time.perf_counter() - t0
-    bar.close()
+    def batches():
+        for start in range(0, len(picked), cfg.batch_size):
+            rows = picked[start:start + cfg.batch_size]
+            x, y, _ = to_device_batch(ds.query.__getitems__(rows.tolist()), dev, run.model.channels_last)
+            yield x, y, (on_dev(targets[start:start + len(rows)]) if targets is not None else None)
 
-    relevance = targets if cfg.targeted else query_labels
-    benign_codes = query_codes[picked]
-    adv_eval = evaluate_retrieval(adv_codes, db_codes, relevance, db_labels, topk=k)
-    record = AttackRecord(
-        attack=method.name, targeted=cfg.targeted, name=name, dataset=ds.name, run=str(run_dir),
-        checkpoint=run.checkpoint_hash, defense=run.metadata.get("defense"), topk=k, queries=len(picked),
-        benign_map=mean_average_precision(benign_codes, db_codes, query_labels, db_labels, topk=k),
-        adversarial=adv_eval.map,
-        theory=None if theory is None else mean_average_precision(theory, db_codes, relevance, db_labels, topk=k),
-        benign_tmap=(mean_average_precision(benign_codes, db_codes, targets, db_labels, topk=k)
-                     if cfg.targeted else None),
-        random_ranking_map=adv_eval.extra["random_ranking_mAP"], perceptibility=percept.result(),
-        seconds=seconds, images_per_s=len(picked) / max(seconds, 1e-9),
+    def encode(x_adv):
+        with torch.no_grad():
+            return system.encode(x_adv).cpu().numpy()
+
+    bar = progress_bar(total=len(picked), desc=f"attack {cfg.method}", unit="img", disable=not progress)
+    result = attack_queries(batches(), method.attack, method.theory_codes, encode, examples=examples, bar=bar)
+    bar.close()
+    adv_codes, shown = result.adv_codes, result.shown
+    record = attack_record(
+        result, benign_codes=query_codes[picked], db_codes=db_codes, labels=query_labels, db_labels=db_labels,
+        target_labels=targets, topk=k, attack=method.name, name=name, dataset=ds.name, run=str(run_dir),
+        checkpoint=run.checkpoint_hash, defense=run.metadata.get("defense"),
         network_training_seconds=getattr(method, "training_seconds", None),
         settings={**{k: v for k, v in asdict(cfg).items() if k not in settings and k != "options"},
                   **method.settings_record()},
-        pr_curve=adv_eval.to_dict()["pr_curve"], precision_at_n=adv_eval.to_dict()["precision_at_n"],
         device=str(dev))
     metrics = record.to_json()
     if write and is_main_process():
