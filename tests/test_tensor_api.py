@@ -141,6 +141,13 @@ def test_evaluate_attack_returns_the_attack_record_and_writes_nothing(planted_re
     assert record.benign_map == pytest.approx(benign) and record.queries == 16 and record.attack == "mainstay"
     assert record.perceptibility["linf_max"] <= EPS + 1e-6 and record.perceptibility["images"] == 16
     assert record.theory is not None and record.seconds > 0
+    from saat.attacks import mainstay_codes
+
+    aim = mainstay_codes(p.targets if targeted else p.y, p.train_codes, p.train_labels)
+    ideal = (aim if targeted else -aim).to(torch.int8).numpy()  # +mainstay of the targets, -mainstay of the labels
+    relevance = (p.targets if targeted else p.y).numpy()
+    assert record.theory == pytest.approx(mean_average_precision(ideal, p.db_codes.numpy(), relevance,
+                                                                 p.db_labels.numpy(), topk=None))
     if targeted:
         assert record.adversarial > record.benign_tmap + 0.5
     else:

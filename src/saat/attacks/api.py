@@ -27,6 +27,7 @@ from torch import nn
 from ..config import check_settings
 from ..runs import AttackRecord
 from ..utils.validation import check_eps, check_images, check_labels, check_outputs
+from .base import frozen_eval
 from .methods import ATTACKS, AttackContext, list_attacks
 
 # What each method needs besides the model (untargeted, targeted). ProS-GAN trains a generator on a dataset split
@@ -51,10 +52,13 @@ class HashingModel(nn.Module):
         super().__init__()
         self.model = model
         self.takes_alpha = _accepts_alpha(model)
+        self.checked = False  # the outputs' values are checked on the first call only (no sync per attack step)
 
     def forward(self, x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
         h = self.model(x, alpha=alpha) if self.takes_alpha else self.model(x)
-        return check_outputs(h, x.shape[0])
+        h = check_outputs(h, x.shape[0], values=not self.checked)
+        self.checked = True
+        return h
 
 
 def _accepts_alpha(model) -> bool:
@@ -95,7 +99,7 @@ class TensorAttack:
             raise ValueError(f"the {kind} {self.name} attack needs {', '.join(missing)}: pass "
                              f"{', '.join(f'{m}=...' for m in missing)} to create_attack")
 
-    def _method(self, targeted: bool, like: torch.Tensor, bits: int):
+    def _method(self, targeted: bool, like: torch.Tensor):
         cls = ATTACKS.get(self.name)
         if targeted and not cls.targeted:
             raise ValueError(f"the {self.name} attack is untargeted only: call it without target_labels")
@@ -105,6 +109,8 @@ class TensorAttack:
             self._needs(targeted)
             k = self.knowledge
             dev = like.device
+            with torch.no_grad():
+                bits = self.wrapped(like[:1]).shape[1]
 
             def codes(name):
                 c = k.get(name)
@@ -130,10 +136,8 @@ class TensorAttack:
             if y is not None and torch.as_tensor(y).ndim == 2:
                 self.num_classes = int(torch.as_tensor(y).shape[1])
                 return self.num_classes
-        if self.num_classes is None:
-            raise ValueError("class-index labels need num_classes= in create_attack (no multi-hot label matrix "
-                             "to read the class count from)")
-        return int(self.num_classes)
+        raise ValueError("class-index labels need num_classes= in create_attack (no multi-hot label matrix "
+                         "to read the class count from)")
 
     def __call__(self, images: torch.Tensor, labels, target_labels=None) -> torch.Tensor:
         x = check_images(images)
@@ -141,17 +145,9 @@ class TensorAttack:
         targeted = target_labels is not None
         t = (check_labels(target_labels, "target_labels", y.shape[1], batch=x.shape[0]).to(x.device)
              if targeted else None)
-        with torch.no_grad():
-            bits = self.wrapped(x[:1]).shape[1]
-        method = self._method(targeted, x, bits)
-        flags = [(p, p.requires_grad) for p in self.wrapped.parameters()]
-        was_training = self.wrapped.training
-        try:
+        method = self._method(targeted, x)
+        with frozen_eval(self.wrapped):  # mode and requires_grad restored, whatever the method does inside
             adv = method.attack(x, y, t)
-        finally:
-            self.wrapped.train(was_training)
-            for p, flag in flags:
-                p.requires_grad_(flag)
         return adv.detach()
 
     def theory_codes(self, images: torch.Tensor, labels, target_labels=None) -> torch.Tensor | None:
@@ -160,9 +156,7 @@ class TensorAttack:
         targeted = target_labels is not None
         given = target_labels if targeted else labels
         y = check_labels(given, "labels", self._width(given), batch=x.shape[0]).to(x.device)
-        with torch.no_grad():
-            bits = self.wrapped(x[:1]).shape[1]
-        return self._method(targeted, x, bits).theory_codes(x, y)
+        return self._method(targeted, x).theory_codes(x, y)
 
     def __repr__(self) -> str:
         return f"TensorAttack({self.name!r}, settings={self.settings})"
@@ -279,8 +273,8 @@ def evaluate_attack(model, atk: TensorAttack, images: torch.Tensor, labels, db_c
             end = start + batch_size
             yield x[start:end], y[start:end], (t[start:end] if targeted else None)
 
-    def theory(xb, labels_b):
-        return atk.theory_codes(xb, labels_b)
+    def theory(xb, labels_b):  # labels_b: the target labels of a targeted attack, else the query labels
+        return atk.theory_codes(xb, None, target_labels=labels_b) if targeted else atk.theory_codes(xb, labels_b)
 
     run = attack_queries(batches(), lambda xb, yb, tb: atk(xb, yb, target_labels=tb), theory, encode)
     benign = np.concatenate([encode(x[s:s + batch_size]) for s in range(0, x.shape[0], batch_size)])
