@@ -115,6 +115,13 @@ def resolve_settings(defaults: dict, *, what: str, presets: dict[str, dict] | No
     return {**defaults, **presets[preset], **file_values, **explicit}
 
 
+def preset_settings(defaults: dict, demo_defaults: dict, *, what: str, demo: bool, explicit: dict) -> dict:
+    """An attack's, defense's or ComDefend's settings: its paper defaults, the demo preset on the demo datasets
+    (:func:`class_presets`), then the explicit settings."""
+    return resolve_settings(defaults, what=what, presets=class_presets(defaults, demo_defaults),
+                            preset="demo" if demo else "paper", explicit=explicit)
+
+
 def _dataclass_defaults(cls) -> dict:
     values = {}
     for f in dataclasses.fields(cls):

@@ -15,7 +15,7 @@ import torch
 
 from ..attacks import ATTACKS, TABLE1_ATTACKS, AttackContext, load_or_create_targets, query_subset
 from ..attacks.api import attack_queries, attack_record
-from ..config import class_presets, resolve_settings
+from ..config import preset_settings
 from ..data import to_device_batch
 from ..runs import AttackRecord, RunDir
 from ..utils.device import resolve_device
@@ -51,9 +51,8 @@ class AttackConfig:
 def attack_settings(method_cls, cfg: AttackConfig, demo: bool) -> dict:
     """The method's paper defaults, then the demo preset (if demo), then the user's explicit settings."""
     explicit = {k: getattr(cfg, k) for k in ("generator", "eps", "step", "steps", "parity")}
-    return resolve_settings(method_cls.defaults, what=f"attack {method_cls.name!r}",
-                            presets=class_presets(method_cls.defaults, method_cls.demo_defaults),
-                            preset="demo" if demo else "paper", explicit={**explicit, **cfg.options})
+    return preset_settings(method_cls.defaults, method_cls.demo_defaults, what=f"attack {method_cls.name!r}",
+                           demo=demo, explicit={**explicit, **cfg.options})
 
 
 def attack_name(cfg: AttackConfig, settings: dict) -> str:

@@ -10,7 +10,7 @@ import torch
 
 from .._torch_utils import generator_normal
 from ..checkpoint import load_file, save_file
-from ..config import DEMO_DATASETS, class_presets, resolve_settings
+from ..config import DEMO_DATASETS, preset_settings
 from ..data import FirstItems, make_loader, to_device_batch
 from ..defenses.comdefend import DEFAULTS, DEMO_DEFAULTS, NOISE_STD, ComDefend
 from ..runs import RunDir
@@ -35,9 +35,8 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
     ds = open_dataset(run.config, run.image_size)
-    resolved = resolve_settings(
-        DEFAULTS, what="defense 'comdefend'", presets=class_presets(DEFAULTS, DEMO_DEFAULTS),
-        preset="demo" if ds.name.lower() in DEMO_DATASETS else "paper",
+    resolved = preset_settings(
+        DEFAULTS, DEMO_DEFAULTS, what="defense 'comdefend'", demo=ds.name.lower() in DEMO_DATASETS,
         explicit={"epochs": epochs, "lr": lr, "batch_size": batch_size, "code_weight": code_weight, "width": width,
                   "limit": limit, **options})
     epochs, lr, batch_size, code_weight, width, limit = (resolved[k] for k in (

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from ..checkpoint import save_model
-from ..config import DEMO_DATASETS, class_presets, resolve_settings
+from ..config import DEMO_DATASETS, preset_settings
 from ..data import FirstItems
 from ..defenses import DEFENSES, DefenseContext
 from ..runs import RunDir, TrainRecord
@@ -58,9 +58,8 @@ def defense_settings(cls, cfg: DefenseConfig, demo: bool) -> dict:
     """The defense's paper defaults, then the demo preset (if demo), then the user's explicit settings."""
     explicit = {k: getattr(cfg, k) for k in ("eps", "step", "steps", "epochs", "batch_size", "lr", "lambda_", "mu",
                                              "parity")}
-    return resolve_settings(cls.defaults, what=f"defense {cls.name!r}",
-                            presets=class_presets(cls.defaults, cls.demo_defaults),
-                            preset="demo" if demo else "paper", explicit={**explicit, **cfg.options})
+    return preset_settings(cls.defaults, cls.demo_defaults, what=f"defense {cls.name!r}", demo=demo,
+                           explicit={**explicit, **cfg.options})
 
 
 def defend(run_dir: str | Path | None = None, config: DefenseConfig | None = None, *, out: str | Path | None = None,
