@@ -69,6 +69,7 @@ class PlantedRetrieval:
     train_labels: torch.Tensor  # (N, C)
     db_codes: torch.Tensor  # (M, K) +-1 float
     db_labels: torch.Tensor  # (M, C)
+    train_images: torch.Tensor  # (N, 3, 8, 8): the images train_codes encode (ProS-GAN trains on them)
 
     def codes(self, images: torch.Tensor) -> np.ndarray:
         """+-1 int8 codes of images, as the retrieval metrics take them."""
@@ -90,7 +91,7 @@ def make_planted_retrieval(model: TinyHashModel, n_classes=4, per_class=(8, 12, 
     eye = torch.eye(n_classes)
     codes = [model.encode(images).float() for images in (train_x, db_x)]
     return PlantedRetrieval(model, x, eye[c], eye[(c + 1 + c % (n_classes - 1)) % n_classes], codes[0],
-                            eye[train_c], codes[1], eye[db_c])
+                            eye[train_c], codes[1], eye[db_c], train_x)
 
 
 @pytest.fixture

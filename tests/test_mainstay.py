@@ -117,3 +117,7 @@ def test_torch_inputs_stay_on_their_device_and_validation_names_arguments():
         mainstay_codes(y, U, Y[:-1])
     with pytest.raises(ValueError, match="labels has 5 classes but train_labels has 4"):
         mainstay_codes(y, U, Y[:, :4])
+    one_hot = np.eye(Y.shape[1], dtype=np.float32)[[0, 2, 1]]
+    torch.testing.assert_close(mainstay_codes(np.array([0, 2, 1]), U, Y), mainstay_codes(one_hot, U, Y))
+    with pytest.raises(ValueError, match="class indices must be in \\[0, 5\\), got 0..7"):
+        mainstay_codes(np.array([0, 7]), U, Y)

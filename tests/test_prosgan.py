@@ -21,7 +21,7 @@ from saat.attacks.prosgan import (
     prototype_lr_factor,
     train_prototype_net,
 )
-from saat.data import TensorSplit
+from saat.data import FloatTensorSplit, TensorSplit
 from saat.models import HashModel
 
 EPS = 8 / 255
@@ -243,8 +243,22 @@ def test_attack_theory_codes_settings_and_registry():
     assert set(ProSGANAttack.defaults) == set(settings)
     with pytest.raises(ValueError, match="targeted"):
         attack.attack(x, None, None)
+    with pytest.raises(ValueError, match="trained on 16x16 images, got 8x8"):
+        attack.attack(x[..., :8, :8], None, target)
     with pytest.raises(ValueError, match="targeted only"):
         ProSGANAttack(ctx, targeted=False, **TINY)
+
+
+def test_float_images_train_the_same_networks_as_the_uint8_split():
+    """A user's own float images (FloatTensorSplit, what create_attack(train_images=...) builds) are the uint8 split's
+    images / 255: the same generator, bit for bit."""
+    ctx = tiny_context()
+    split = ctx.train_split
+    floats = FloatTensorSplit("train", split.__getitems__(list(range(len(split))))[0].float() / 255, split.labels)
+    a = build(ctx)
+    b = build(AttackContext(ctx.model, ctx.device, ctx.train_codes, ctx.train_labels, ctx.db_codes, ctx.db_labels,
+                            seed=ctx.seed, train_split=floats))
+    assert_same_weights(weights(a.generator), weights(b.generator))
 
 
 @pytest.mark.parametrize("key, value", [("gan_batch", 0), ("proto_steps", 2.5), ("gan_lr", -1e-4), ("beta", "50"),

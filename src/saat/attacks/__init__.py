@@ -5,7 +5,7 @@
 >>> adv = PGD(model, eps=8/255, step=1/255, steps=100)(x, lambda h, _: mainstay_loss(h, m))  # doctest: +SKIP
 """
 
-from .api import HashingModel, TensorAttack, create_attack, evaluate_attack, list_tensor_attacks
+from .api import HashingModel, TensorAttack, create_attack, evaluate_attack
 from .base import ALPHA_SCHEDULE, Attack, OptimizerAttack, continuation_alpha, frozen_eval
 from .dhta import DHTAAttack, P2PAttack
 from .generators import BIM, DIFGSM, GENERATORS, NIFGSM, PGD, SINIFGSM, VMIFGSM, create_generator, list_generators
@@ -39,7 +39,6 @@ __all__ = [
     "TensorAttack",
     "create_attack",
     "evaluate_attack",
-    "list_tensor_attacks",
     "ALPHA_SCHEDULE",
     "ATTACKS",
     "Attack",

@@ -7,10 +7,11 @@
 
 ``model`` is any ``nn.Module`` or callable mapping images in [0, 1] to continuous codes (B, K); ``alpha=`` (the
 tanh continuation) is passed only to forwards that accept it. What a method needs beyond the model is passed by
-name (``train_codes``/``train_labels``: mainstay, CgAT, THA, targeted SDHA; ``db_codes``/``db_labels``: DHTA and
-P2P anchors, THA's label pool); a missing one raises an error naming it. Labels are multi-hot (B, C) or class
-indices (B,) with ``num_classes``. Device and dtype come from the images; the model's train/eval mode and its
-parameters' ``requires_grad`` are restored afterwards.
+name (``train_codes``/``train_labels``: mainstay, CgAT, THA, targeted SDHA, ProS-GAN; ``db_codes``/``db_labels``:
+DHTA and P2P anchors, THA's and ProS-GAN's target-label pool; ``train_images``: the images ProS-GAN trains its
+generator on, a float tensor (N, 3, H, W) in [0, 1] or a saat split); a missing one raises an error naming it.
+Labels are multi-hot (B, C) or class indices (B,) with ``num_classes``. Device and dtype come from the images; the
+model's train/eval mode and its parameters' ``requires_grad`` are restored afterwards.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ from torch import nn
 
 from ..config import check_settings
 from ..runs import AttackRecord
-from ..utils.validation import check_eps, check_images, check_labels, check_outputs
+from ..utils.validation import check_codes, check_eps, check_images, check_labels, check_outputs, codes_tensor
 from .base import frozen_eval
-from .methods import ATTACKS, AttackContext, list_attacks
+from .methods import ATTACKS, AttackContext
 
-# What each method needs besides the model (untargeted, targeted). ProS-GAN trains a generator on a dataset split
-# and is reached through `saat attack` only.
+# What each method needs besides the model (untargeted, targeted).
 _NEEDS = {
     "mainstay": ({"train_codes", "train_labels"}, {"train_codes", "train_labels"}),
     "cgat": ({"train_codes", "train_labels"}, {"train_codes", "train_labels"}),
@@ -40,6 +40,7 @@ _NEEDS = {
     "dhta": (set(), {"db_codes", "db_labels"}),
     "p2p": (set(), {"db_codes", "db_labels"}),
     "tha": (set(), {"train_codes", "train_labels", "db_labels"}),
+    "prosgan": (set(), {"train_images", "train_codes", "train_labels", "db_labels"}),
 }
 
 
@@ -74,11 +75,15 @@ class TensorAttack:
     """An attack method bound to a model and the attacker's knowledge; call it on a batch."""
 
     def __init__(self, name: str, model, *, eps: float, steps: int | None, knowledge: dict[str, Any],
-                 num_classes: int | None, seed: int, progress: bool, settings: dict):
+                 num_classes: int | None, seed: int, progress: bool, settings: dict, cache_dir=None,
+                 cache_key: str | None = None):
         self.name = ATTACKS.get(name).name
-        if self.name not in _NEEDS:
-            raise ValueError(f"attack {name!r} is not available on tensors (it trains on a dataset split); use "
-                             f"'saat attack RUN --method {name}'. Tensor attacks: {', '.join(list_tensor_attacks())}")
+        if cache_dir is not None and cache_key is None:
+            if not isinstance(model, nn.Module):
+                raise ValueError("cache_dir= needs cache_key= for a model that is not an nn.Module (the key names "
+                                 "the attacked weights)")
+            cache_key = state_hash(model)
+        self.cache_dir, self.cache_key = cache_dir, cache_key or ""
         self.model = model
         self.wrapped = HashingModel(model)
         self.knowledge = knowledge
@@ -109,24 +114,47 @@ class TensorAttack:
             self._needs(targeted)
             k = self.knowledge
             dev = like.device
-            with torch.no_grad():
+            with frozen_eval(self.wrapped), torch.no_grad():
                 bits = self.wrapped(like[:1]).shape[1]
 
             def codes(name):
                 c = k.get(name)
-                return torch.zeros(0, bits, device=dev) if c is None else torch.as_tensor(c).to(dev, torch.float32)
+                if c is None:
+                    return torch.zeros(0, bits, device=dev)
+                c = codes_tensor(c, name, dev)
+                if c.shape[1] != bits:
+                    raise ValueError(f"{name} has {c.shape[1]} bits per code but the model outputs {bits}")
+                return c
 
-            def labels(name, width):
+            def labels(name, width, codes_name, rows):
                 y = k.get(name)
                 if y is None:
                     return torch.zeros(0, width, device=dev)
-                return check_labels(y, name, self.num_classes or width).to(dev)
+                return check_labels(y, name, width, batch=rows if k.get(codes_name) is not None else None,
+                                    batch_of=f"rows in {codes_name}").to(dev)
 
             width = self._width()
-            ctx = AttackContext(self.wrapped, dev, codes("train_codes"), labels("train_labels", width),
-                                codes("db_codes"), labels("db_labels", width), seed=self.seed, progress=self.progress)
+            train_codes, db_codes = codes("train_codes"), codes("db_codes")
+            train_labels = labels("train_labels", width, "train_codes", len(train_codes))
+            ctx = AttackContext(self.wrapped, dev, train_codes, train_labels,
+                                db_codes, labels("db_labels", width, "db_codes", len(db_codes)), seed=self.seed,
+                                progress=self.progress, train_split=self._train_split(train_labels),
+                                cache_dir=self.cache_dir, checkpoint_hash=self.cache_key)
             self._methods[targeted] = ATTACKS.get(self.name)(ctx, targeted=targeted, **self.settings)
         return self._methods[targeted]
+
+    def _train_split(self, train_labels: torch.Tensor):
+        """The training images as a split (ProS-GAN trains its generator on them), or None when not given."""
+        images = self.knowledge.get("train_images")
+        if images is None or hasattr(images, "__getitems__"):
+            return images
+        from ..data import FloatTensorSplit
+
+        images = check_images(images)
+        if images.shape[0] != train_labels.shape[0]:
+            raise ValueError(f"train_images has {images.shape[0]} images but train_labels has "
+                             f"{train_labels.shape[0]} rows")
+        return FloatTensorSplit("train", images, train_labels.to(images.device))
 
     def _width(self, labels=None) -> int:
         """The number of classes: ``num_classes``, else the width of a multi-hot matrix given so far."""
@@ -150,6 +178,17 @@ class TensorAttack:
             adv = method.attack(x, y, t)
         return adv.detach()
 
+    def method(self, targeted: bool, images: torch.Tensor | None = None):
+        """The underlying :class:`~saat.attacks.methods.AttackMethod` (built, and its networks trained, on first use,
+        which needs a batch of ``images``): its ``settings_record()`` and, for THA and ProS-GAN,
+        ``training_seconds``."""
+        if targeted in self._methods:
+            return self._methods[targeted]
+        if images is None:
+            raise ValueError(f"the {'targeted' if targeted else 'untargeted'} {self.name} attack has not run yet: "
+                             "pass images to build it")
+        return self._method(targeted, check_images(images))
+
     def theory_codes(self, images: torch.Tensor, labels, target_labels=None) -> torch.Tensor | None:
         """The codes the attack aims at (None where a method has none): -mainstay, +mainstay, anchors, prototypes."""
         x = check_images(images)
@@ -162,20 +201,34 @@ class TensorAttack:
         return f"TensorAttack({self.name!r}, settings={self.settings})"
 
 
-def list_tensor_attacks() -> list[str]:
-    """The attacks :func:`create_attack` builds (every registered attack but those that train on a dataset split)."""
-    return [n for n in list_attacks() if n in _NEEDS]
+def state_hash(model: nn.Module, length: int = 16) -> str:
+    """A content hash of a module's state_dict (names, shapes, dtypes, values): what a cache of networks trained
+    against the model is keyed by."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(f"{key}{tuple(value.shape)}{value.dtype}".encode())
+        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:length]
 
 
 def create_attack(name: str, model, *, eps: float | None = 8 / 255, steps: int | None = None,
-                  train_codes=None, train_labels=None, db_codes=None, db_labels=None,
-                  num_classes: int | None = None, seed: int = 0, progress: bool = False, **settings) -> TensorAttack:
-    """Build an attack by name on any hashing model (module docstring). ``eps`` defaults to 8/255, the paper's;
-    other settings (``step``, ``lr``, ``generator``, ``proto_steps``, ...) default to the method's paper values,
-    as listed in ``saat.attacks.ATTACKS.get(name).defaults``."""
-    knowledge = {"train_codes": train_codes, "train_labels": train_labels, "db_codes": db_codes, "db_labels": db_labels}
+                  train_codes=None, train_labels=None, db_codes=None, db_labels=None, train_images=None,
+                  num_classes: int | None = None, seed: int = 0, progress: bool = False, cache_dir=None,
+                  cache_key: str | None = None, **settings) -> TensorAttack:
+    """Build an attack by name (``list_attacks()``) on any hashing model (module docstring). ``eps`` defaults to
+    8/255, the paper's; other settings (``step``, ``lr``, ``generator``, ``proto_steps``, ``gan_epochs``, ...)
+    default to the method's paper values, as listed in ``saat.attacks.ATTACKS.get(name).defaults``. Networks an
+    attack trains for itself (THA's and ProS-GAN's) are trained on its first call and kept by the returned object;
+    with ``cache_dir`` they are also saved there (resumable), keyed by ``cache_key`` (default: a hash of the model's
+    weights) and the settings, and loaded by later calls."""
+    if train_labels is None and train_images is not None and hasattr(train_images, "labels"):
+        train_labels = train_images.labels  # a saat split carries its labels
+    knowledge = {"train_codes": train_codes, "train_labels": train_labels, "db_codes": db_codes, "db_labels": db_labels,
+                 "train_images": train_images}
     return TensorAttack(name, model, eps=eps, steps=steps, knowledge=knowledge, num_classes=num_classes, seed=seed,
-                        progress=progress, settings=settings)
+                        progress=progress, settings=settings, cache_dir=cache_dir, cache_key=cache_key)
 
 
 @dataclass
@@ -237,11 +290,16 @@ def attack_record(result: AttackRun, *, benign_codes, db_codes, labels, db_label
         pr_curve=curves["pr_curve"], precision_at_n=curves["precision_at_n"], **fields)
 
 
-def evaluate_attack(model, atk: TensorAttack, images: torch.Tensor, labels, db_codes, db_labels, *,
-                    topk: int | None = 5000, target_labels=None, batch_size: int = 64) -> dict:
+def evaluate_attack(model, atk: TensorAttack, images, labels, db_codes, db_labels, *, topk: int | None = 5000,
+                    target_labels=None, batch_size: int = 64, benign_codes=None, progress: bool = False) -> dict:
     """Attack ``images`` with ``atk`` and measure retrieval against the database codes: the dictionary an attack's
     ``metrics.json`` holds (:class:`saat.runs.AttackRecord` as JSON: benign and adversarial mAP — or t-MAP and the
     benign t-MAP for a targeted attack —, theory MAP, perceptibility, seconds). Writes nothing.
+
+    ``model`` is the evaluated system (usually the attacked model itself; a purified model for input-purification
+    defenses); its ``encode`` gives the codes if it has one, else ``sign(model(x))``. ``images``: a float tensor
+    (Q, 3, H, W) in [0, 1], or a saat split (batches fetched as needed). ``benign_codes``: the queries' codes when
+    already known (else encoded here).
 
     Example::
 
@@ -249,37 +307,76 @@ def evaluate_attack(model, atk: TensorAttack, images: torch.Tensor, labels, db_c
                             images, labels, db_codes, db_labels, topk=1000)
         m["benign_mAP"], m["adversarial_mAP"]
     """
-    from ..utils.codes import sign_codes
+    record, _ = attack_evaluation(model, atk, images, labels, db_codes, db_labels, topk=topk,
+                                  target_labels=target_labels, batch_size=batch_size, benign_codes=benign_codes,
+                                  progress=progress)
+    return record.to_json()
 
-    x = check_images(images)
+
+def attack_evaluation(model, atk: TensorAttack, images, labels, db_codes, db_labels, *, topk: int | None,
+                      target_labels=None, batch_size: int = 64, benign_codes=None, progress: bool = False,
+                      examples: int = 0, channels_last: bool | None = None) -> tuple[AttackRecord, AttackRun]:
+    """:func:`evaluate_attack` with what it measured: the :class:`~saat.runs.AttackRecord` and the
+    :class:`AttackRun` (adversarial codes, ``examples`` image pairs). What ``saat attack`` calls before writing
+    files. ``channels_last``: the memory format of the batches fetched from a split (default: the model's
+    ``channels_last`` attribute, if any)."""
+    from ..data import to_device_batch
+    from ..utils.codes import sign_codes
+    from ..utils.progress import progress_bar
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    from_split = hasattr(images, "__getitems__") and not isinstance(images, torch.Tensor)
+    if from_split:
+        n = len(images)
+        params = list(model.parameters()) if isinstance(model, nn.Module) else []
+        device = params[0].device if params else torch.device("cpu")
+        if channels_last is None:
+            channels_last = bool(getattr(model, "channels_last", False))
+    else:
+        x = check_images(images)
+        n, device = x.shape[0], x.device
     width = atk._width(labels)
-    y = check_labels(labels, "labels", width, batch=x.shape[0])
+    y = check_labels(labels, "labels", width, batch=n).to(device)
     db_y = check_labels(db_labels, "db_labels", width)
+    db = check_codes(db_codes, "db_codes")
+    db = db.cpu().numpy() if isinstance(db, torch.Tensor) else db
     targeted = target_labels is not None
-    t = check_labels(target_labels, "target_labels", width, batch=x.shape[0]) if targeted else None
+    t = check_labels(target_labels, "target_labels", width, batch=n).to(device) if targeted else None
     wrapped = HashingModel(model)
+    own_encode = getattr(model, "encode", None)
 
     def encode(batch: torch.Tensor) -> np.ndarray:
-        was_training = wrapped.training
-        wrapped.eval()
-        try:
-            with torch.no_grad():
-                return sign_codes(wrapped(batch)).to(torch.int8).cpu().numpy()
-        finally:
-            wrapped.train(was_training)
+        with frozen_eval(wrapped), torch.no_grad():
+            codes = own_encode(batch) if callable(own_encode) else sign_codes(wrapped(batch))
+            return codes.to(torch.int8).cpu().numpy()
+
+    def fetch(start: int) -> torch.Tensor:
+        if from_split:
+            rows = list(range(start, min(start + batch_size, n)))
+            return to_device_batch(images.__getitems__(rows), device, channels_last)[0]
+        return x[start:start + batch_size]
 
     def batches():
-        for start in range(0, x.shape[0], batch_size):
-            end = start + batch_size
-            yield x[start:end], y[start:end], (t[start:end] if targeted else None)
+        for start in range(0, n, batch_size):
+            xb = fetch(start)
+            end = start + xb.shape[0]
+            yield xb, y[start:end], (t[start:end] if targeted else None)
 
     def theory(xb, labels_b):  # labels_b: the target labels of a targeted attack, else the query labels
         return atk.theory_codes(xb, None, target_labels=labels_b) if targeted else atk.theory_codes(xb, labels_b)
 
-    run = attack_queries(batches(), lambda xb, yb, tb: atk(xb, yb, target_labels=tb), theory, encode)
-    benign = np.concatenate([encode(x[s:s + batch_size]) for s in range(0, x.shape[0], batch_size)])
-    record = attack_record(run, benign_codes=benign, db_codes=torch.as_tensor(db_codes).cpu().numpy(),
-                           labels=y.cpu().numpy(), db_labels=db_y.cpu().numpy(),
+    bar = progress_bar(total=n, desc=f"attack {atk.name}", unit="img", disable=not progress)
+    run = attack_queries(batches(), lambda xb, yb, tb: atk(xb, yb, target_labels=tb), theory, encode,
+                         examples=examples, bar=bar)
+    bar.close()
+    if benign_codes is None:
+        benign = np.concatenate([encode(fetch(s)) for s in range(0, n, batch_size)])
+    else:
+        benign = check_codes(benign_codes, "benign_codes")
+        benign = benign.cpu().numpy() if isinstance(benign, torch.Tensor) else benign
+    record = attack_record(run, benign_codes=benign, db_codes=db, labels=y.cpu().numpy(), db_labels=db_y.cpu().numpy(),
                            target_labels=t.cpu().numpy() if targeted else None, topk=topk, attack=atk.name,
-                           name=atk.name, settings=dict(atk.settings), device=str(x.device))
-    return record.to_json()
+                           name=atk.name, settings=atk.method(targeted).settings_record(),
+                           device=str(device))
+    return record, run

@@ -14,45 +14,26 @@ memory stays bounded for any N.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..utils.codes import sign_codes
+from ..utils.validation import check_labels, codes_tensor
 
 _CHUNK_ELEMENTS = 1 << 22  # B x chunk similarities held at once
 
 
-def _as_tensor(x, name: str, device=None) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        try:
-            t = torch.as_tensor(np.asarray(x))
-        except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"{name} could not be converted to a tensor: {exc}") from None
-    if t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{name} must be numeric, got dtype {t.dtype}")
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
-    return t if device is None else t.to(device)
-
-
 def _validate(labels, train_codes, train_labels):
+    """The checked inputs as tensors on the device of the torch inputs (CPU for numpy); class-index labels (n,)
+    are accepted for the query side (the class count is the training labels' width)."""
     device = next((t.device for t in (labels, train_codes, train_labels) if isinstance(t, torch.Tensor)), None)
-    y = _as_tensor(labels, "labels", device)
-    u = _as_tensor(train_codes, "train_codes", y.device)
-    ty = _as_tensor(train_labels, "train_labels", y.device)
-    if not bool(((u == 1) | (u == -1)).all()):
-        raise ValueError("train_codes must contain only +1 and -1 (the attacked model's sign codes)")
-    for t, name in ((y, "labels"), (ty, "train_labels")):
-        if not bool(((t == 0) | (t == 1)).all()):
-            raise ValueError(f"{name} must contain only 0 and 1 (multi-hot labels)")
+    u = codes_tensor(train_codes, "train_codes", device)
+    ty = check_labels(train_labels, "train_labels", None).to(u.device)
+    shape = getattr(labels, "shape", None)
+    if shape is not None and len(shape) == 2 and shape[1] != ty.shape[1]:
+        raise ValueError(f"labels has {shape[1]} classes but train_labels has {ty.shape[1]}")
+    y = check_labels(labels, "labels", ty.shape[1]).to(u.device)
     if u.shape[0] != ty.shape[0]:
         raise ValueError(f"train_codes has {u.shape[0]} rows but train_labels has {ty.shape[0]}")
-    if y.shape[1] != ty.shape[1]:
-        raise ValueError(f"labels has {y.shape[1]} classes but train_labels has {ty.shape[1]}")
-    if u.shape[0] == 0:
-        raise ValueError("train_codes is empty")
     return y, u, ty
 
 

@@ -141,5 +141,11 @@ class CenterAttack(_CodeGuidedPGD):
         return center_codes(labels, self.ctx.train_codes, self.ctx.train_labels)
 
 
-def list_attacks() -> list[str]:
-    return sorted({ATTACKS.get(n).name for n in ATTACKS.names()})
+def list_attacks(pattern: str = "*", *, targeted: bool | None = None) -> list[str]:
+    """Registered attack names (aliases excluded), sorted, like timm's ``list_models``: ``pattern`` a shell-style
+    wildcard (``"*hta"``); ``targeted`` True / False keeps the methods that run targeted / untargeted."""
+    from fnmatch import fnmatch
+
+    names = sorted({ATTACKS.get(n).name for n in ATTACKS.names()})
+    return [n for n in names if fnmatch(n, pattern)
+            and (targeted is None or (ATTACKS.get(n).targeted if targeted else ATTACKS.get(n).untargeted))]

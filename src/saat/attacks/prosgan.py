@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import EpochShuffleSampler
+from ..data import EpochShuffleSampler, to_device_batch
 from ..utils.codes import sign_codes
 from ..utils.progress import progress_bar
 from ..utils.resume import Checkpointer
@@ -217,9 +217,7 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
             if epoch != order_epoch:
                 sampler.set_epoch(epoch)
                 order, order_epoch = list(sampler), epoch
-            x, y, _ = split.__getitems__(order[b * batch:(b + 1) * batch])
-            x = x.to(device).float().div_(255.0)
-            y = y.to(device).float()
+            x, y, _ = to_device_batch(split.__getitems__(order[b * batch:(b + 1) * batch]), device)
             target = pool[torch.randint(pool.shape[0], (x.shape[0],), generator=rng).to(pool.device)]
             for opt in (opt_g, opt_d):
                 for group in opt.param_groups:
@@ -401,6 +399,9 @@ class ProSGANAttack(AttackMethod):
     def attack(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         if target is None:
             raise ValueError("ProS-GAN is a targeted attack: pass target labels")
+        if tuple(x.shape[-2:]) != self.image_size:
+            raise ValueError(f"ProS-GAN's generator was trained on {self.image_size[0]}x{self.image_size[1]} images, "
+                             f"got {x.shape[-2]}x{x.shape[-1]}: attack images of the training images' size")
         with torch.no_grad():
             feature = self.prototype_net(target.to(x.device).float())[0]
             raw = self.generator(2.0 * x - 1.0, feature)

@@ -42,13 +42,14 @@ from .catalog import DATASETS, DatasetSpec, list_datasets, load_dataset, registe
 from .dataset import RetrievalDataset
 from .demo import load_fashion_subset
 from .loader import EpochShuffleSampler, FirstItems, make_loader, set_loader_epoch, to_device_batch
-from .splits import FileSplit, RetrievalSplit, TensorSplit, resize_batch
+from .splits import FileSplit, FloatTensorSplit, RetrievalSplit, TensorSplit, resize_batch
 
 __all__ = [
     "DATASETS",
     "DatasetSpec",
     "EpochShuffleSampler",
     "FileSplit",
+    "FloatTensorSplit",
     "FirstItems",
     "RetrievalDataset",
     "RetrievalSplit",

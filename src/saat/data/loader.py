@@ -91,9 +91,13 @@ class FirstItems(Dataset):
 
 
 def to_device_batch(batch, device: torch.device, channels_last: bool = False):
-    """uint8 images -> float [0, 1] on the device (converted per batch), labels and indices alongside."""
+    """uint8 images -> float [0, 1] on the device (converted per batch), labels and indices alongside. Float
+    images (a :class:`~saat.data.splits.FloatTensorSplit`) are taken as already in [0, 1] and copied."""
     x, y, idx = batch
-    x = x.to(device, non_blocking=True).float().div_(255.0)
+    if x.is_floating_point():
+        x = x.to(device, torch.float32, copy=True)
+    else:
+        x = x.to(device, non_blocking=True).float().div_(255.0)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(device, non_blocking=True).float(), idx.to(device, non_blocking=True)

@@ -2,7 +2,8 @@
 
 ``TensorSplit`` holds decoded images in memory as one uint8 tensor (shared between splits: a split is a row
 selection of a store) and serves whole batches through ``__getitems__`` with a single tensor index.
-``FileSplit`` decodes image files lazily with PIL. Both deliver uint8; the training loop converts each batch
+``FileSplit`` decodes image files lazily with PIL. Both deliver uint8 (``FloatTensorSplit``, a user's own float
+images for the tensor APIs, delivers them as they are); the training loop converts each batch
 to float in [0, 1] on its device (``x.float() / 255``).
 
 Resizing follows torchvision's reference recipe, ``Resize(round(S * 256 / 224))`` then ``CenterCrop(S)``
@@ -109,6 +110,25 @@ class TensorSplit(RetrievalSplit):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1).contiguous()
         return x, self.labels[idx], idx
+
+
+class FloatTensorSplit(RetrievalSplit):
+    """A split of the user's own float images (n, 3, H, W) in [0, 1] with multi-hot labels (n, C), served as they
+    are (no uint8 round trip; :func:`~saat.data.to_device_batch` keeps float batches as given). What the tensor
+    APIs build around ``train_images=`` tensors."""
+
+    def __init__(self, name: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if not images.is_floating_point() or images.ndim != 4 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"images must be a float tensor (n, 3, H, W) with one label row each, got "
+                             f"{images.dtype} {tuple(images.shape)} and labels {tuple(labels.shape)}")
+        self.name = name
+        self.images = images.detach()
+        self.labels = labels.detach().to(torch.float32)
+        self.image_size = int(images.shape[-1])
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        idx = _index_tensor(indices, len(self))
+        return self.images[idx.to(self.images.device)], self.labels[idx.to(self.labels.device)], idx
 
 
 class FileSplit(RetrievalSplit):

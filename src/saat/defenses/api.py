@@ -19,7 +19,7 @@ import torch
 
 from ..attacks.api import HashingModel
 from ..config import resolve_settings
-from ..utils.validation import check_labels
+from ..utils.validation import check_labels, check_outputs, codes_tensor
 from .base import DEFENSES, Defense, DefenseContext
 
 
@@ -36,11 +36,11 @@ def create_defense(name: str, model: torch.nn.Module, hashing_loss, *, train_cod
     resolved = resolve_settings(cls.defaults, what=f"defense {cls.name!r}", explicit=settings)
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
-    codes = torch.as_tensor(train_codes).to(device, torch.float32)
-    if codes.ndim != 2 or not bool(((codes == 1) | (codes == -1)).all()):
-        raise ValueError("train_codes must be (N, K) +-1 codes: use saat.retrieval.sign_codes(model outputs)")
-    labels = check_labels(train_labels, "train_labels", num_classes, batch=codes.shape[0]).to(device)
-    outputs = codes.clone() if train_outputs is None else torch.as_tensor(train_outputs).to(device, torch.float32)
+    codes = codes_tensor(train_codes, "train_codes", device)
+    labels = check_labels(train_labels, "train_labels", num_classes, batch=codes.shape[0],
+                          batch_of="rows in train_codes").to(device)
+    outputs = codes.clone() if train_outputs is None else check_outputs(
+        torch.as_tensor(train_outputs).to(device, torch.float32), codes.shape[0], name="train_outputs")
     if isinstance(hashing_loss, str):
         from ..hashing import create_method
 

@@ -7,22 +7,21 @@ of the same queries —, theory MAP, perceptibility, time, images/s, every setti
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
-from ..attacks import ATTACKS, TABLE1_ATTACKS, AttackContext, load_or_create_targets, query_subset
-from ..attacks.api import attack_queries, attack_record
+from ..attacks import ATTACKS, TABLE1_ATTACKS, TensorAttack, load_or_create_targets, query_subset
+from ..attacks.api import attack_evaluation
 from ..config import preset_settings
-from ..data import to_device_batch
 from ..runs import AttackRecord, RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.images import save_example_grid
 from ..utils.io import atomic_save_npy, atomic_write_json
-from ..utils.progress import progress_bar
 from .common import codes_for, encode_batch_size, load_run, open_dataset
 
 
@@ -103,37 +102,25 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
                                              cfg.seed)
         targets = all_targets[picked]
 
-    def on_dev(a):
-        return torch.as_tensor(np.asarray(a), dtype=torch.float32, device=dev)
-
-    ctx = AttackContext(attacker, dev, on_dev(train_codes), ds.train.labels.to(dev), on_dev(db_codes),
-                        ds.database.labels.to(dev), seed=cfg.seed, progress=progress, train_split=ds.train,
-                        cache_dir=RunDir(run_dir).cache, checkpoint_hash=run.checkpoint_hash)
-    method = method_cls(ctx, targeted=cfg.targeted, **settings)
+    # The TensorAttack that create_attack builds, with eps among the resolved settings rather than checked apart:
+    # `saat attack --eps 0` is a legitimate sanity check here (create_attack refuses eps <= 0).
+    knowledge = {"train_codes": train_codes, "train_labels": ds.train.labels, "db_codes": db_codes,
+                 "db_labels": db_labels, "train_images": ds.train}
+    atk = TensorAttack(cfg.method, attacker, eps=None, steps=None, knowledge=knowledge, num_classes=None,
+                       seed=cfg.seed, progress=progress, settings=settings, cache_dir=RunDir(run_dir).cache,
+                       cache_key=run.checkpoint_hash)
     name = attack_name(cfg, settings)
-
-    def batches():
-        for start in range(0, len(picked), cfg.batch_size):
-            rows = picked[start:start + cfg.batch_size]
-            x, y, _ = to_device_batch(ds.query.__getitems__(rows.tolist()), dev, run.model.channels_last)
-            yield x, y, (on_dev(targets[start:start + len(rows)]) if targets is not None else None)
-
-    def encode(x_adv):
-        with torch.no_grad():
-            return system.encode(x_adv).cpu().numpy()
-
-    bar = progress_bar(total=len(picked), desc=f"attack {cfg.method}", unit="img", disable=not progress)
-    result = attack_queries(batches(), method.attack, method.theory_codes, encode, examples=examples, bar=bar)
-    bar.close()
+    record, result = attack_evaluation(
+        system, atk, Subset(ds.query, picked.tolist()), query_labels, db_codes, db_labels, topk=k,
+        target_labels=targets, batch_size=cfg.batch_size, benign_codes=query_codes[picked], progress=progress,
+        examples=examples, channels_last=run.model.channels_last)
+    method = atk.method(cfg.targeted)
+    record = replace(record, name=name, dataset=ds.name, run=str(run_dir), checkpoint=run.checkpoint_hash,
+                     defense=run.metadata.get("defense"),
+                     network_training_seconds=getattr(method, "training_seconds", None),
+                     settings={**{k: v for k, v in asdict(cfg).items() if k not in settings and k != "options"},
+                               **method.settings_record()})
     adv_codes, shown = result.adv_codes, result.shown
-    record = attack_record(
-        result, benign_codes=query_codes[picked], db_codes=db_codes, labels=query_labels, db_labels=db_labels,
-        target_labels=targets, topk=k, attack=method.name, name=name, dataset=ds.name, run=str(run_dir),
-        checkpoint=run.checkpoint_hash, defense=run.metadata.get("defense"),
-        network_training_seconds=getattr(method, "training_seconds", None),
-        settings={**{k: v for k, v in asdict(cfg).items() if k not in settings and k != "options"},
-                  **method.settings_record()},
-        device=str(dev))
     metrics = record.to_json()
     if write and is_main_process():
         out = RunDir(run_dir).attack(name)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..utils.validation import is_tensor, on_accelerator
 from . import _cpu
 from ._bits import pack_codes, pack_codes_bytes, pack_labels
-from ._validation import is_tensor, on_accelerator
 
 BACKENDS = ("cpu", "torch", "faiss")
 DEFAULT_CHUNK_BYTES = 64 << 20  # working memory per chunk of queries

@@ -30,11 +30,7 @@ import numpy as np
 
 from ..utils.codes import sign_codes  # noqa: F401  (public as saat.retrieval.sign_codes)
 from ..utils.progress import progress_bar
-from . import _cpu
-from ._backends import DEFAULT_CHUNK_BYTES, iter_ranked, rank_indices, resolve_backend
-from ._bits import pack_labels
-from ._kernels import average_precision_kernel, hits_at_kernel, pr_kernel
-from ._validation import (
+from ..utils.validation import (
     check_code_pair,
     check_label_pair,
     check_positive_ints,
@@ -42,6 +38,10 @@ from ._validation import (
     check_topk,
     is_tensor,
 )
+from . import _cpu
+from ._backends import DEFAULT_CHUNK_BYTES, iter_ranked, rank_indices, resolve_backend
+from ._bits import pack_labels
+from ._kernels import average_precision_kernel, hits_at_kernel, pr_kernel
 
 DEFAULT_TOPK = 5000
 DEFAULT_NS = tuple(range(100, 1001, 100))
