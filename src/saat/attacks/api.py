@@ -1,4 +1,5 @@
-"""The tensor-level attack API: any PyTorch hashing model, plain tensors in and out (torchattacks' call shape).
+"""The tensor-level attack API (docs/attacks.md#your-own-model): any PyTorch hashing model, plain tensors in and out
+(torchattacks' call shape).
 
     from saat.attacks import create_attack
     atk = create_attack("mainstay", model, eps=8/255, steps=100, train_codes=U, train_labels=Y)
