@@ -40,8 +40,8 @@ def batch():
     return x, m
 
 
-def test_registry_has_the_six_generators():
-    assert list_generators() == ["bim", "di-fgsm", "ni-fgsm", "pgd", "si-ni-fgsm", "vmi-fgsm"]
+def test_registry_has_the_six_generators_and_apgd():
+    assert list_generators() == ["apgd", "bim", "di-fgsm", "ni-fgsm", "pgd", "si-ni-fgsm", "vmi-fgsm"]
     assert GENERATORS.get("DI") is GENERATORS.get("di-fgsm")
 
 

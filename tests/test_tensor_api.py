@@ -206,3 +206,15 @@ def test_create_defense_errors_name_the_argument(planted_retrieval):
     custom = create_defense("saat", model, lambda h, y, idx: (h ** 2).mean(), train_codes=p.train_codes,
                             train_labels=p.train_labels)
     assert float(custom.step(p.x[:4], p.train_labels[:4], torch.arange(4), 0)["hash"].detach()) >= 0
+
+
+def test_state_hash_covers_every_entry_including_batchnorm_counters():
+    from saat.attacks.api import state_hash
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(8))
+    model(torch.rand(2, 3, 8, 8))
+    first = state_hash(model)
+    assert first == state_hash(model) and len(first) == 16
+    model[1].num_batches_tracked += 1  # a 0-dim integer buffer
+    assert state_hash(model) != first

@@ -210,7 +210,7 @@ def state_hash(model: nn.Module, length: int = 16) -> str:
     h = hashlib.sha256()
     for key, value in model.state_dict().items():
         h.update(f"{key}{tuple(value.shape)}{value.dtype}".encode())
-        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:length]
 
 
@@ -314,6 +314,18 @@ def evaluate_attack(model, atk: TensorAttack, images, labels, db_codes, db_label
     return record.to_json()
 
 
+def system_codes(model, images: torch.Tensor) -> np.ndarray:
+    """int8 +-1 codes of a batch under the evaluated system: its own ``encode`` if it has one (saat's models, a
+    purified model), else ``sign(model(x))``; eval mode and no gradient, the mode restored afterwards."""
+    from ..utils.codes import sign_codes
+
+    wrapped = model if isinstance(model, HashingModel) else HashingModel(model)
+    own_encode = getattr(wrapped.model, "encode", None)
+    with frozen_eval(wrapped), torch.no_grad():
+        codes = own_encode(images) if callable(own_encode) else sign_codes(wrapped(images))
+        return codes.to(torch.int8).cpu().numpy()
+
+
 def attack_evaluation(model, atk: TensorAttack, images, labels, db_codes, db_labels, *, topk: int | None,
                       target_labels=None, batch_size: int = 64, benign_codes=None, progress: bool = False,
                       examples: int = 0, channels_last: bool | None = None) -> tuple[AttackRecord, AttackRun]:
@@ -322,7 +334,6 @@ def attack_evaluation(model, atk: TensorAttack, images, labels, db_codes, db_lab
     files. ``channels_last``: the memory format of the batches fetched from a split (default: the model's
     ``channels_last`` attribute, if any)."""
     from ..data import to_device_batch
-    from ..utils.codes import sign_codes
     from ..utils.progress import progress_bar
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -344,13 +355,8 @@ def attack_evaluation(model, atk: TensorAttack, images, labels, db_codes, db_lab
     db = db.cpu().numpy() if isinstance(db, torch.Tensor) else db
     targeted = target_labels is not None
     t = check_labels(target_labels, "target_labels", width, batch=n).to(device) if targeted else None
-    wrapped = HashingModel(model)
-    own_encode = getattr(model, "encode", None)
-
     def encode(batch: torch.Tensor) -> np.ndarray:
-        with frozen_eval(wrapped), torch.no_grad():
-            codes = own_encode(batch) if callable(own_encode) else sign_codes(wrapped(batch))
-            return codes.to(torch.int8).cpu().numpy()
+        return system_codes(model, batch)
 
     def fetch(start: int) -> torch.Tensor:
         if from_split:

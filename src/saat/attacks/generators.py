@@ -6,6 +6,8 @@ Each minimises an objective ``objective(h, x_adv)`` inside the eps-ball (the mai
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -176,3 +178,100 @@ def create_generator(name: str, model, **kwargs) -> Attack:
 
 def list_generators() -> list[str]:
     return sorted({cls.name for cls in (GENERATORS.get(n) for n in GENERATORS.names())})
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """The iterations at which APGD may halve its step (Croce & Hein, 2020): ``ceil(p_j N)`` with ``p_0 = 0``,
+    ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` while ``p_j < 1``; [22, 41, 57, 70, 80, 87,
+    93, 99] for N = 100."""
+    p = [0.0, 0.22]
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({max(1, math.ceil(q * steps - 1e-9)) for q in p[1:]} - {steps})
+
+
+@GENERATORS.register("apgd", "auto-pgd")
+class APGD(Attack):
+    """Auto-PGD (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+    parameter-free attacks", ICML 2020) for the L-infinity ball, minimising a **per-sample** objective
+    (docs/robustness.md#the-ensemble): no hand-tuned step.
+
+    The step starts at 2 eps for every sample; iterates move with momentum 0.75,
+    ``z = P(x_k - eta sign(grad))``, ``x_{k+1} = P(x_k + 0.75 (z - x_k) + 0.25 (x_k - x_{k-1}))``. At the checkpoints
+    of :func:`apgd_checkpoints` a sample's step is halved, and it restarts from its best point, when fewer than
+    ``rho`` = 75 % of the iterations since the last checkpoint lowered its objective, or when neither its step nor
+    its best objective changed since then. The best point (lowest objective) is returned. With the tanh
+    continuation schedule on, a change of alpha re-scores the best point at the new alpha (one forward pass), so
+    objectives are compared at equal alpha only. ``step`` is ignored (recorded as 2 eps).
+    """
+
+    name = "apgd"
+    per_sample_objective = True
+
+    def __init__(self, *args, rho: float = 0.75, momentum: float = 0.75, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step = 2 * self.eps
+        self.rho, self.momentum = float(rho), float(momentum)
+
+    def settings_record(self) -> dict:
+        return {**super().settings_record(), "rho": self.rho, "momentum": self.momentum}
+
+    def _loss(self, x_adv: torch.Tensor, objective: Objective, i: int, grad: bool):
+        x_var = x_adv.detach().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            loss = objective(self.model(x_var, alpha=self.alpha(i)), x_var)
+        if loss.ndim != 1 or loss.shape[0] != x_adv.shape[0]:
+            raise ValueError("APGD needs a per-sample objective returning (B,) losses (e.g. mainstay_loss(..., "
+                             "per_sample=True))")
+        if not grad:
+            return loss.detach(), None
+        (g,) = torch.autograd.grad(loss.sum(), x_var)
+        return loss.detach(), g
+
+    def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
+        if self.steps == 0 or self.eps == 0:
+            return self.start(x)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        eta = torch.full(shape, 2 * self.eps, dtype=x.dtype, device=x.device)
+        checkpoints = set(apgd_checkpoints(self.steps))
+        x_adv = self.start(x)
+        x_prev = x_adv.clone()
+        x_best, best, g_best = x_adv.clone(), None, None
+        prev_loss = None
+        successes = torch.zeros(x.shape[0], device=x.device)
+        since, eta_then, best_then = 0, eta.clone(), None
+        alpha_now = None
+        for i in self.iterations():
+            if self.alpha(i) != alpha_now and best is not None:  # re-score the best point at the new alpha
+                best, _ = self._loss(x_best, objective, i, grad=False)
+                prev_loss = None
+            alpha_now = self.alpha(i)
+            loss, g = self._loss(x_adv, objective, i, grad=True)
+            if best is None:
+                best, best_then, g_best = loss.clone(), loss.clone(), g.clone()
+            better = loss < best
+            x_best[better], g_best[better], best = x_adv[better], g[better], torch.where(better, loss, best)
+            successes += 1.0 if prev_loss is None else (loss < prev_loss).float()
+            prev_loss = loss
+            since += 1
+            if i in checkpoints:
+                flat = eta.view(-1)
+                halve = (successes < self.rho * since) | ((flat == eta_then.view(-1)) & (best == best_then))
+                eta[halve] /= 2
+                x_adv = torch.where(halve.view(shape), x_best, x_adv)
+                x_prev = torch.where(halve.view(shape), x_best, x_prev)
+                g = torch.where(halve.view(shape), g_best, g)
+                prev_loss = torch.where(halve, best, prev_loss)
+                successes.zero_()
+                since, eta_then, best_then = 0, eta.clone(), best.clone()
+            z = self.project(x_adv - eta * g.sign(), x)
+            if i == 0:  # the first step has no momentum
+                x_next = z
+            else:
+                x_next = self.project(x_adv + self.momentum * (z - x_adv) + (1 - self.momentum) * (x_adv - x_prev),
+                                      x)
+            x_prev, x_adv = x_adv, x_next
+        loss, _ = self._loss(x_adv, objective, self.steps - 1, grad=False)
+        better = loss < best
+        x_best[better] = x_adv[better]
+        return x_best

@@ -18,23 +18,27 @@ from __future__ import annotations
 import torch
 
 
-def _weighted_mean(values: torch.Tensor, weights: torch.Tensor, parity: bool) -> torch.Tensor:
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor, parity: bool, per_sample: bool) -> torch.Tensor:
     if parity:
+        if per_sample:
+            raise ValueError("parity=True normalises over the whole batch: it has no per-sample objective")
         total = weights.sum()
         return (weights * values).sum() / torch.where(total > 0, total, torch.ones_like(total))
     per_row = weights.sum(dim=1)
     rows = (weights * values).sum(dim=1) / torch.where(per_row > 0, per_row, torch.ones_like(per_row))
-    return rows.mean()
+    return rows if per_sample else rows.mean()
 
 
-def mainstay_loss(h: torch.Tensor, m: torch.Tensor, targeted: bool = False, parity: bool = False) -> torch.Tensor:
-    """The SAAT attack objective (to minimise) of outputs ``h`` against mainstay codes ``m``."""
+def mainstay_loss(h: torch.Tensor, m: torch.Tensor, targeted: bool = False, parity: bool = False,
+                  per_sample: bool = False) -> torch.Tensor:
+    """The SAAT attack objective (to minimise) of outputs ``h`` against mainstay codes ``m``; ``per_sample`` gives
+    the (B,) row losses whose mean is the default scalar (what APGD's step-size rule compares)."""
     s = h * m
     if targeted:
         w = (s < 0.5).to(h.dtype).detach()
-        return -_weighted_mean((s + 2) * s, w, parity)
+        return -_weighted_mean((s + 2) * s, w, parity, per_sample)
     w = (s > -0.5).to(h.dtype).detach()
-    return _weighted_mean((s + 2) * s, w, parity)
+    return _weighted_mean((s + 2) * s, w, parity, per_sample)
 
 
 def simple_loss(h: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

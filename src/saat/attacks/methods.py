@@ -91,14 +91,15 @@ class _CodeGuidedPGD(AttackMethod):
     """Sign-gradient attacks guided by a code derived from labels (mainstay or CgAT center)."""
 
     uses_generator = True
+    # random_start None: the generator's own default (a random start for PGD and APGD, none for the FGSM family).
     defaults: ClassVar[dict[str, Any]] = {"generator": "pgd", "eps": 8 / 255, "step": 1 / 255, "steps": 100,
-                                          "parity": False}
+                                          "parity": False, "random_start": None}
 
     def __init__(self, ctx: AttackContext, *, targeted: bool = False, **settings):
         super().__init__(ctx, targeted=targeted, **settings)
         o = self.settings
         self.crafter = create_generator(o["generator"], ctx.model, eps=o["eps"], step=o["step"],
-                                          steps=o["steps"], seed=ctx.seed)
+                                          steps=o["steps"], seed=ctx.seed, random_start=o["random_start"])
 
     def settings_record(self) -> dict:
         return {**self.crafter.settings_record(), "parity": self.settings["parity"]}
@@ -113,7 +114,9 @@ class _CodeGuidedPGD(AttackMethod):
     def attack(self, x, y, target):
         m = self.guide(target if self.is_targeted else y)
         parity = self.settings["parity"]
-        return self.crafter(x, lambda h, _x: mainstay_loss(h, m, targeted=self.is_targeted, parity=parity))
+        per_sample = getattr(self.crafter, "per_sample_objective", False)  # APGD compares each sample's objective
+        return self.crafter(x, lambda h, _x: mainstay_loss(h, m, targeted=self.is_targeted, parity=parity,
+                                                         per_sample=per_sample))
 
 
 @ATTACKS.register("mainstay", "saat")
