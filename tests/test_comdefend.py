@@ -33,6 +33,14 @@ def test_purified_model_is_model_after_purifier():
     x = torch.rand(3, 3, 16, 16)
     torch.testing.assert_close(system(x), model(net(x)[0]))
     assert torch.equal(system.encode(x), model.encode(net(x)[0]))
+    # The adaptive robustness evaluation crafts on bpda(): the same function, with a gradient through the
+    # binarisation (the non-adaptive system's input gradient is exactly 0).
+    adaptive = system.bpda()
+    torch.testing.assert_close(adaptive(x), system(x))
+    assert adaptive.straight_through and not system.straight_through and adaptive.purifier is net
+    xv = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(system(xv).sum(), xv)  # connected to the input, with a gradient of exactly 0
+    assert float(grad.abs().sum()) == 0
 
 
 @pytest.mark.slow
@@ -52,3 +60,13 @@ def test_training_and_evaluation_behind_the_purifier(mosaic_run_copy):
     assert any(n.startswith("codes-database-") for n in cached)
     with pytest.raises(ValueError, match="--adaptive needs --defense"):
         run_attack(mosaic_run, AttackConfig(adaptive=True, num_queries=4), progress=False)
+    # The robustness card of the purified system: white-box attacks meet the purifier's zero gradient; --adaptive
+    # crafts through its straight-through version.
+    from saat.pipelines.robustness import RobustnessConfig, run_robustness
+
+    quick = dict(preset="quick", num_queries=6, batch_size=6, checks=False, defense="comdefend")
+    card = run_robustness(mosaic_run, RobustnessConfig(**quick), progress=False, write=False)
+    adaptive_card = run_robustness(mosaic_run, RobustnessConfig(**quick, adaptive=True), progress=False, write=False)
+    assert card["model"]["input_defense"] == "comdefend" and adaptive_card["threat_model"]["adaptive"]
+    assert card["clean_map"] == adaptive_card["clean_map"]
+    assert adaptive_card["per_attack"]["mainstay-apgd"]["map"] < card["clean_map"]

@@ -1,7 +1,8 @@
 """The package's layers (docs/architecture.md), checked by parsing every import of every module under src/saat.
 
     foundation (utils, config, errors, checkpoint, runs, _torch_utils, _version)
-      -> data -> models -> hashing -> retrieval -> attacks -> defenses -> pipelines -> report -> demo -> cli
+      -> data -> models -> hashing -> retrieval -> attacks -> defenses -> robustness -> pipelines -> report
+      -> demo -> cli
 
 A module may import its own component and any component of a lower layer, never a higher one (the foundation
 modules may import each other). The package root (``saat/__init__.py``, the Python API facade) sits above all.
@@ -20,9 +21,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "saat"
 
 LAYERS = {
     "utils": 0, "config": 0, "errors": 0, "checkpoint": 0, "_torch_utils": 0, "_version": 0, "runs": 0,
-    "data": 1, "models": 2, "hashing": 3, "retrieval": 4, "attacks": 5, "defenses": 6,
-    "pipelines": 7, "report": 8, "demo": 9, "cli": 10, "__main__": 11,
-    "": 12,  # the package root
+    "data": 1, "models": 2, "hashing": 3, "retrieval": 4, "attacks": 5, "defenses": 6, "robustness": 7,
+    "pipelines": 8, "report": 9, "demo": 10, "cli": 11, "__main__": 12,
+    "": 13,  # the package root
 }
 REGISTRY_NAME = re.compile(r"^([A-Z][A-Z_]*|list_\w+)$")
 
@@ -104,8 +105,8 @@ def test_every_source_component_has_a_layer():
 
 
 @pytest.mark.parametrize("source, expected", [
-    ("from ..pipelines.common import load_run\n", "imports saat.pipelines.common (pipelines, layer 7) from layer 1"),
-    ("def f():\n    from ..report import build_report\n", "imports saat.report (report, layer 8) from layer 1"),
+    ("from ..pipelines.common import load_run\n", "imports saat.pipelines.common (pipelines, layer 8) from layer 1"),
+    ("def f():\n    from ..report import build_report\n", "imports saat.report (report, layer 9) from layer 1"),
     ("from saat.attacks import mainstay_codes\n", "imports saat.attacks (attacks, layer 5) from layer 1"),
 ])
 def test_the_check_catches_upward_imports_anywhere_in_a_module(tmp_path, source, expected):

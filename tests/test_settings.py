@@ -13,14 +13,16 @@ from saat.defenses.comdefend import DEFAULTS as COMDEFEND_DEFAULTS
 from saat.defenses.comdefend import DEMO_DEFAULTS as COMDEFEND_DEMO
 from saat.pipelines.attack import AttackConfig
 from saat.pipelines.defend import DefenseConfig
+from saat.pipelines.robustness import RobustnessConfig
 
 # Settings that only a --config file or the Python API sets (each deliberately has no flag).
 CONFIG_ONLY = {
     TrainConfig: {"method_hparams", "lr_milestones", "lr_gamma", "eval_batch_size", "log_every"},
     AttackConfig: {"options"},  # from repeated --option KEY=VALUE
     DefenseConfig: {"options", "train_limit"},
+    RobustnessConfig: set(),
 }
-COMMANDS = {TrainConfig: "train", AttackConfig: "attack", DefenseConfig: "defend"}
+COMMANDS = {TrainConfig: "train", AttackConfig: "attack", DefenseConfig: "defend", RobustnessConfig: "robustness"}
 
 
 def command_dests(command: str) -> set[str]:

@@ -15,6 +15,8 @@ A **run** is what ``saat train`` or ``saat defend`` writes::
       attacks/<name>/    one attack result                            RunDir.attack(name) -> AttackDir
       attacks/targets-seed<S>.npz   shared target labels              RunDir.targets(seed)
       attacks/summary-<kind>.json/.md  Table I summary                RunDir.attack_summary(kind)
+      robustness/<name>/ one robustness card                          RunDir.robustness(name) -> RobustnessDir
+      transfer/<name>/   a transfer matrix crafted from this run on   RunDir.transfer(name)
 
 An **attack result** (:class:`AttackDir`) holds ``metrics.json`` (an :class:`AttackRecord`), ``adv_codes.npy``,
 ``query_indices.npy``, ``examples.png`` and ``examples.npz``.
@@ -43,8 +45,8 @@ def _number(value: Any) -> float | None:
 
 
 @dataclass(frozen=True)
-class AttackDir:
-    """``RUN/attacks/<name>/``: the files of one attack result."""
+class _ResultDir:
+    """A result folder of a run: its name and the adversarial codes and query indices every result keeps."""
 
     path: Path
 
@@ -53,16 +55,21 @@ class AttackDir:
         return self.path.name
 
     @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
     def adv_codes(self) -> Path:
         return self.path / "adv_codes.npy"
 
     @property
     def query_indices(self) -> Path:
         return self.path / "query_indices.npy"
+
+
+@dataclass(frozen=True)
+class AttackDir(_ResultDir):
+    """``RUN/attacks/<name>/``: the files of one attack result."""
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
 
     @property
     def examples_png(self) -> Path:
@@ -75,6 +82,21 @@ class AttackDir:
     def is_result(self) -> bool:
         """An attack result: a metrics.json inside an ``attacks/`` folder, with no model of its own."""
         return self.path.parent.name == "attacks" and self.metrics.is_file() and not (self.path / "model.pt").is_file()
+
+
+@dataclass(frozen=True)
+class RobustnessDir(_ResultDir):
+    """``RUN/robustness/<name>/``: a robustness card (docs/robustness.md#the-card), the worst-case adversarial
+    codes of its queries (``adv_codes``), the queries' indices, and in ``work/`` the per-attack results an
+    interrupted evaluation resumes from."""
+
+    @property
+    def card(self) -> Path:
+        return self.path / "card.json"
+
+    @property
+    def work(self) -> Path:
+        return self.path / "work"
 
 
 @dataclass(frozen=True)
@@ -153,6 +175,30 @@ class RunDir:
         if not self.attacks.is_dir():
             return []
         return [AttackDir(p) for p in sorted(self.attacks.iterdir()) if p.is_dir()]
+
+    # robustness cards
+    @property
+    def robustness_root(self) -> Path:
+        return self.path / "robustness"
+
+    def robustness(self, name: str) -> RobustnessDir:
+        return RobustnessDir(self.robustness_root / name)
+
+    def robustness_dirs(self) -> list[RobustnessDir]:
+        """Every robustness folder holding a card, sorted by name."""
+        if not self.robustness_root.is_dir():
+            return []
+        return [RobustnessDir(p) for p in sorted(self.robustness_root.iterdir()) if (p / "card.json").is_file()]
+
+    def transfer(self, name: str) -> Path:
+        """``RUN/transfer/<name>/``: a transfer matrix whose first model is this run (``metrics.json``, ``work/``)."""
+        return self.path / "transfer" / name
+
+    def transfer_results(self) -> list[Path]:
+        """Every ``transfer/<name>/metrics.json`` of the run, sorted."""
+        root = self.path / "transfer"
+        return sorted(p / "metrics.json" for p in root.iterdir() if (p / "metrics.json").is_file()) \
+            if root.is_dir() else []
 
     # what the run is
     MARKERS = ("model.pt", "metrics.json", "config.yaml", "defense.yaml")

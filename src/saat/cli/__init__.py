@@ -8,9 +8,9 @@ import sys
 
 from .._version import __version__
 from ..errors import SaatError
-from . import attack, defend, demo, evaluate, evaluate_codes, list_cmd, report, train
+from . import attack, defend, demo, evaluate, evaluate_codes, list_cmd, report, robustness, train, transfer
 
-COMMANDS = (demo, train, evaluate, attack, defend, report, evaluate_codes, list_cmd)
+COMMANDS = (demo, train, evaluate, attack, robustness, transfer, defend, report, evaluate_codes, list_cmd)
 
 
 class CommandError(SaatError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from fractions import Fraction
 
-from .common import DefaultsHelpFormatter, add_device_arg, config_values
+from .common import DefaultsHelpFormatter, add_device_arg, add_query_args, config_values
 
 
 def parse_budget(text: str) -> float:
@@ -61,10 +61,7 @@ def register(sub) -> None:
     p.add_argument("--eps", type=parse_budget, help="L-inf budget, e.g. 8/255 (default: preset)")
     p.add_argument("--step", type=parse_budget, help="step size, e.g. 1/255 (default: preset)")
     p.add_argument("--steps", type=int, help="iterations (default: preset)")
-    p.add_argument("--num-queries", type=int, help="attack this many queries, drawn with --seed (default: all)")
-    p.add_argument("--batch-size", type=int, default=32, help="queries attacked per forward/backward")
-    p.add_argument("--seed", type=int, default=0, help="seeds the query subset, targets and random starts")
-    p.add_argument("--topk", type=int, help="mAP@k depth (default: the dataset's)")
+    add_query_args(p, seeds="the query subset, targets and random starts", name_under="RUN_DIR/attacks")
     p.add_argument("--parity", action="store_true", default=None,
                    help="normalise the loss over the whole batch like the authors' code (default: per sample)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -74,7 +71,6 @@ def register(sub) -> None:
                         "RUN_DIR --method comdefend'); the attacker sees the model only unless --adaptive")
     p.add_argument("--adaptive", action="store_true",
                    help="with --defense: the attacker differentiates through the purifier (straight-through)")
-    p.add_argument("--name", help="result folder name under RUN_DIR/attacks (default: from the settings)")
     add_device_arg(p)
     p.set_defaults(run=run)
 

@@ -53,3 +53,13 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     add_device_arg(p, default=None)
     p.add_argument("--amp", action="store_true", default=None, help="bf16 mixed precision (autocast)")
     p.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 0)")
+
+
+def add_query_args(p: argparse.ArgumentParser, *, seeds: str, name_under: str) -> None:
+    """--num-queries, --batch-size, --seed, --topk and --name: the options of every command that attacks a run's
+    queries. ``seeds``: what the seed draws; ``name_under``: where --name puts the result folder."""
+    p.add_argument("--num-queries", type=int, help="attack this many queries, drawn with --seed (default: all)")
+    p.add_argument("--batch-size", type=int, default=32, help="queries attacked per forward/backward")
+    p.add_argument("--seed", type=int, default=0, help=f"seeds {seeds}")
+    p.add_argument("--topk", type=int, help="mAP@k depth (default: the dataset's)")
+    p.add_argument("--name", help=f"result folder under {name_under} (default: from the settings)")

@@ -58,7 +58,9 @@ class ComDefend(nn.Module):
         if straight_through:  # BPDA: hard forward, sigmoid gradient backward
             soft = torch.sigmoid(z)
             return soft + (hard - soft).detach()
-        return hard
+        # Connected to the input for autograd with a derivative of exactly 0: a white-box attack on the purified
+        # system sees the zero gradient (and the robustness card flags it) instead of failing.
+        return hard + 0.0 * z
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None, straight_through: bool = False):
         z = self.com(x)
@@ -86,6 +88,11 @@ class PurifiedModel(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.encode(self.purify(x))
+
+    def bpda(self) -> PurifiedModel:
+        """The same system with the purifier's binarisation differentiated straight-through (BPDA): what an adaptive
+        attacker crafts on (docs/robustness.md#gradient-masking)."""
+        return PurifiedModel(self.purifier, self.model, straight_through=True)
 
 
 def purifier_path(run_dir: str | Path) -> Path:

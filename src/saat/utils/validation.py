@@ -253,3 +253,15 @@ def check_outputs(h: Any, batch: int, values: bool = True, name: str = "the mode
     if values and not bool(torch.isfinite(h).all()):
         raise ValueError(f"{name} holds NaN or infinite values")
     return h
+
+
+_NAME = __import__("re").compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_name(name: Any, what: str = "--name") -> str:
+    """A name that becomes one folder inside a run directory: letters, digits, '.', '_', '+', '-', starting with a
+    letter or digit, at most 128 characters — never a path (no '/', '..', absolute or hidden names)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.strip(".") == "":
+        raise ValueError(f"{what} must be one folder name of letters, digits, '.', '_', '+' and '-' (starting with a "
+                         f"letter or digit, at most 128 characters), got {name!r}")
+    return name

@@ -1,0 +1,219 @@
+"""``saat robustness``: the robustness card of a trained run (docs/robustness.md).
+
+Writes ``RUN/robustness/<name>/``: ``card.json`` (the card of :func:`saat.robustness.evaluate`, with the run, its
+dataset and checkpoint), ``adv_codes.npy`` (each query's worst-case adversarial codes), ``query_indices.npy``, and
+``work/`` (each attack's codes, so that an interrupted evaluation resumes where it stopped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..attacks import ATTACKS, load_or_create_targets, query_subset
+from ..config import DEMO_DATASETS, DEMO_EPS
+from ..robustness import ensemble, evaluate, format_card, format_matrix
+from ..runs import RunDir
+from ..utils.device import resolve_device
+from ..utils.dist import is_main_process
+from ..utils.io import atomic_save_npy, atomic_write_json
+from ..utils.validation import check_name
+from .attack import _systems
+from .common import codes_for, encode_batch_size, load_run, open_dataset
+
+__all__ = ["RobustnessConfig", "demo_overrides", "format_card", "format_matrix", "robustness_name", "run_robustness",
+           "run_transfer"]
+
+
+@dataclass
+class RobustnessConfig:
+    """What to evaluate. ``eps`` None: the paper's 8/255, or the demo eps on the demo datasets."""
+
+    eps: float | None = None
+    preset: str = "standard"
+    targeted: bool = False
+    num_queries: int | None = None
+    seed: int = 0
+    topk: int | None = None
+    batch_size: int = 32
+    surrogate: str | None = None  # a run directory; default for a defense run: the run it was trained from
+    defense: str | None = None  # "comdefend": the purifier in front of the model is part of the evaluated system
+    adaptive: bool = False  # craft through straight-through versions of non-differentiable parts (BPDA)
+    checks: bool = True
+    name: str | None = None
+
+
+def robustness_name(cfg: RobustnessConfig, eps: float, topk: int | None, surrogate: str | None) -> str:
+    """The default folder name: every setting that changes the card (the surrogate by a short hash of its path)."""
+    parts = [cfg.preset, "targeted" if cfg.targeted else "untargeted", f"eps{eps * 255:g}",
+             f"q{cfg.num_queries or 'all'}", f"seed{cfg.seed}", f"top{topk if topk is not None else 'all'}"]
+    if cfg.defense:
+        parts.append(cfg.defense)
+    if cfg.adaptive:
+        parts.append("adaptive")
+    if surrogate:
+        parts.append("surrogate-" + hashlib.sha256(str(Path(surrogate).resolve()).encode()).hexdigest()[:8])
+    if not cfg.checks:
+        parts.append("nochecks")
+    return "-".join(parts)
+
+
+def demo_overrides(preset: str, targeted: bool) -> dict:
+    """On the demo datasets, each ensemble attack's demo preset (docs/data.md#demo-calibration-and-presets) for the
+    settings the robustness preset leaves open."""
+    out = {}
+    for member in ensemble(preset, targeted):
+        extra = {k: v for k, v in ATTACKS.get(member.attack).demo_defaults.items() if k not in member.settings}
+        if extra:
+            out[member.attack] = extra
+    return out
+
+
+def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, *, device: str = "auto",
+                   progress: bool = True, write: bool = True, **overrides) -> dict:
+    """The robustness card of ``run_dir``'s model (``config`` or keyword overrides of :class:`RobustnessConfig`)."""
+    cfg = config or RobustnessConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if cfg.name is not None:
+        check_name(cfg.name)
+    dev = resolve_device(device)
+    run = load_run(run_dir, dev)
+    ds = open_dataset(run.config, run.image_size)
+    demo = ds.name.lower() in DEMO_DATASETS
+    eps = cfg.eps if cfg.eps is not None else (DEMO_EPS if demo else 8 / 255)
+    k = cfg.topk if cfg.topk is not None else (run.config.topk if run.config.topk is not None else ds.default_topk)
+    bs_enc = encode_batch_size(run.config.eval_batch_size, dev)
+
+    system, _, tag, _ = _systems(run, _AttackLike(cfg.defense, False), dev)
+    surrogate_dir = cfg.surrogate
+    if surrogate_dir is None:
+        origin = (run.metadata.get("origin") or {}).get("run")
+        surrogate_dir = origin if origin and RunDir(origin).model.is_file() else None
+    name = cfg.name or robustness_name(cfg, eps, k, surrogate_dir)
+    out = RunDir(run_dir).robustness(name)
+    settings = {**asdict(cfg), "eps": eps, "topk": k, "surrogate": surrogate_dir, "name": name}
+    if out.card.is_file():
+        previous = json.loads(out.card.read_text()).get("settings")
+        if previous != json.loads(json.dumps(settings)):
+            raise FileExistsError(f"{out.path} holds a card with other settings; choose another --name or delete "
+                                  "that folder")
+
+    # The evaluated system's codes (with a purifier: of the purified images), for the mainstay codes and retrieval.
+    train_codes, _ = codes_for(run, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress,
+                               model=system, tag=tag)
+    db_codes, _ = codes_for(run, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress,
+                            model=system, tag=tag)
+    picked = query_subset(len(ds.query), cfg.num_queries, cfg.seed)
+    images = _images(ds.query, picked, dev)
+    labels = ds.query.labels[torch.as_tensor(picked)].float()
+    db_labels = ds.database.labels.numpy()
+    targets = None
+    if cfg.targeted:
+        targets = load_or_create_targets(RunDir(run_dir).targets(cfg.seed), ds.query.labels.numpy(), db_labels,
+                                         cfg.seed)[picked]
+    surrogate = None
+    if surrogate_dir is not None:
+        other = load_run(surrogate_dir, dev)
+        if other.config.dataset.lower() != run.config.dataset.lower():
+            raise ValueError(f"the surrogate {surrogate_dir} was trained on {other.config.dataset}, not "
+                             f"{run.config.dataset}: a transfer attack needs the same dataset")
+        other_codes, _ = codes_for(other, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress)
+        surrogate = (other.model, torch.as_tensor(other_codes, dtype=torch.float32, device=dev))
+
+    describe = {"model": {"run": str(run_dir), "checkpoint_sha256": run.checkpoint_hash,
+                          "backbone": run.config.backbone, "hashing_method": run.config.method,
+                          "bits": run.config.bits,
+                          "defense": (run.metadata.get("defense") or {}).get("method"), "input_defense": cfg.defense},
+                "dataset": {"name": ds.name, "query_indices_sha256": hashlib.sha256(picked.tobytes()).hexdigest()}}
+    card, worst = evaluate(
+        system, images, labels, db_codes=db_codes, db_labels=db_labels,
+        train_codes=torch.as_tensor(train_codes, dtype=torch.float32, device=dev), train_labels=ds.train.labels,
+        eps=eps, topk=k, preset=cfg.preset, targeted=cfg.targeted, target_labels=targets, surrogate=surrogate,
+        adaptive=cfg.adaptive, seed=cfg.seed, batch_size=cfg.batch_size,
+        overrides=demo_overrides(cfg.preset, cfg.targeted) if demo else None, checks=cfg.checks,
+        work_dir=out.work if write else None, progress=progress, return_codes=True, describe=describe)
+    card = {**card, "name": name, "settings": json.loads(json.dumps(settings))}
+    if write and is_main_process():
+        atomic_save_npy(out.adv_codes, worst)
+        atomic_save_npy(out.query_indices, picked)
+        atomic_write_json(out.card, card)
+    return card
+
+
+@dataclass
+class _AttackLike:
+    """The two fields of an attack config that choose the evaluated system (see pipelines.attack._systems)."""
+
+    defense: str | None
+    adaptive: bool
+
+
+def _images(split, picked: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The picked queries as one float [0, 1] tensor on ``device``."""
+    from ..data import to_device_batch
+
+    return torch.cat([to_device_batch(split.__getitems__(picked[s:s + 256].tolist()), device)[0]
+                      for s in range(0, len(picked), 256)])
+
+
+def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_queries: int | None = None,
+                 seed: int = 0, topk: int | None = None, steps: int | None = None, batch_size: int = 32,
+                 name: str | None = None, device: str = "auto", progress: bool = True, write: bool = True) -> dict:
+    """The transfer matrix of runs of one dataset (docs/robustness.md#the-transfer-matrix): the mainstay attack (the
+    runs' attack preset) crafted on each, evaluated on all. Written to ``FIRST_RUN/transfer/<name>/metrics.json``."""
+    from ..robustness import Party, transfer_matrix
+    from .attack import AttackConfig, attack_settings
+
+    if len(run_dirs) < 2:
+        raise ValueError(f"saat transfer needs at least two runs, got {len(run_dirs)}")
+    if name is not None:
+        check_name(name)
+    dev = resolve_device(device)
+    runs = [load_run(r, dev) for r in run_dirs]
+    first = runs[0]
+    for r in runs[1:]:
+        if r.config.dataset.lower() != first.config.dataset.lower():
+            raise ValueError(f"{r.run_dir} was trained on {r.config.dataset} and {first.run_dir} on "
+                             f"{first.config.dataset}: a transfer matrix needs runs of one dataset")
+        if r.image_size != first.image_size:
+            raise ValueError(f"{r.run_dir} takes {r.image_size}-pixel images and {first.run_dir} "
+                             f"{first.image_size}-pixel ones: a transfer matrix needs one input size")
+    ds = open_dataset(first.config, first.image_size)
+    demo = ds.name.lower() in DEMO_DATASETS
+    settings = attack_settings(ATTACKS.get("mainstay"), AttackConfig(eps=eps, steps=steps), demo=demo)
+    k = topk if topk is not None else (first.config.topk if first.config.topk is not None else ds.default_topk)
+    labels = [Path(r.run_dir).name for r in runs]
+    if len(set(labels)) != len(labels):
+        labels = [str(r.run_dir) for r in runs]
+    parties = []
+    for r, label in zip(runs, labels):
+        bs_enc = encode_batch_size(r.config.eval_batch_size, dev)
+        train_codes, _ = codes_for(r, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress)
+        db_codes, _ = codes_for(r, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress)
+        parties.append(Party(label, r.model, torch.as_tensor(train_codes, dtype=torch.float32, device=dev),
+                             ds.train.labels, db_codes, ds.database.labels))
+    picked = query_subset(len(ds.query), num_queries, seed)
+    images = _images(ds.query, picked, dev)
+    query_labels = ds.query.labels[torch.as_tensor(picked)].float()
+    config = {"runs": [str(r) for r in run_dirs], "eps": settings["eps"], "num_queries": num_queries, "seed": seed,
+              "topk": k, "settings": settings}
+    default = "-".join(["mainstay", f"eps{settings['eps'] * 255:g}", f"steps{settings['steps']}",
+                        f"q{num_queries or 'all'}", f"seed{seed}",
+                        hashlib.sha256("|".join(str(Path(r).resolve()) for r in run_dirs).encode()).hexdigest()[:8]])
+    out = RunDir(run_dirs[0]).transfer(name or default)
+    metrics_file = out / "metrics.json"
+    if metrics_file.is_file() and json.loads(metrics_file.read_text()).get("config") != json.loads(json.dumps(config)):
+        raise FileExistsError(f"{out} holds a transfer matrix with other settings; choose another --name or delete "
+                              "that folder")
+    result = transfer_matrix(parties, images, query_labels, eps=settings["eps"], topk=k,
+                             settings={key: v for key, v in settings.items() if key != "eps"}, seed=seed,
+                             batch_size=batch_size, work_dir=out / "work" if write else None, progress=progress)
+    result = {**result, "dataset": ds.name, "name": out.name, "config": json.loads(json.dumps(config)),
+              "runs": [str(r) for r in run_dirs]}
+    if write and is_main_process():
+        atomic_write_json(metrics_file, result)
+    return result

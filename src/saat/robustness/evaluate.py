@@ -1,0 +1,472 @@
+"""A robustness evaluation you can trust (docs/robustness.md): the per-query worst case over an attack ensemble,
+sanity checks that flag gradient masking, and a transfer check, summarised in a versioned robustness card.
+
+    from saat.robustness import evaluate
+    card = evaluate(model, images, labels, db_codes=D, db_labels=DY, train_codes=U, train_labels=Y,
+                    eps=8/255, topk=5000)
+    card["robust_map"], card["per_attack"], card["flags"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..attacks.api import HashingModel, TensorAttack, state_hash, system_codes
+from ..attacks.base import frozen_eval
+from ..attacks.losses import mainstay_loss
+from ..attacks.mainstay import mainstay_codes
+from ..retrieval import average_precision, random_ranking_map
+from ..utils.io import atomic_save_npy, atomic_write_json
+from ..utils.progress import progress_bar
+from ..utils.rng import derive_seed, seeded_generator
+from ..utils.validation import check_eps, check_images, check_labels, codes_tensor
+
+CARD_VERSION = 1
+PRESETS = ("standard", "quick")
+EPS_MULTIPLES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # the monotone check's curve, in units of eps
+MONOTONE_TOLERANCE = 0.01
+COLLAPSE_MARGIN = 0.05
+CONVERGED_TOLERANCE = 0.01
+ZERO_GRADIENT_SHARE = 0.01
+_NOISE_STREAM = 7  # the uniform-noise check's random stream, derived from the seed
+# The quick preset's THA: the demo recipe of its PrototypeNet (1,000 Adam steps at lr 1e-3 instead of 30,000 at
+# 1e-4, the same objective and schedule shape) and 50 PGD iterations.
+_THA_QUICK = {"steps": 50, "step": 2 / 255, "proto_steps": 1000, "proto_lr": 1e-3}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One attack of the ensemble: ``attack`` (a registry name) with ``settings``, run ``restarts`` times with
+    derived seeds (each restart is a candidate for every query's worst case)."""
+
+    name: str
+    attack: str
+    settings: dict = field(default_factory=dict)
+    restarts: int = 1
+
+
+def ensemble(preset: str = "standard", targeted: bool = False) -> list[Member]:
+    """The attacks of a preset (docs/robustness.md#the-ensemble). APGD runs the mainstay (and CgAT centre-code)
+    objective without a hand-tuned step; HAG, SDHA, DHTA, P2P and THA keep their own procedures and defaults
+    (``quick`` caps their iterations)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    quick = preset == "quick"
+    apgd = {"generator": "apgd", "steps": 50 if quick else 100}
+    if not targeted:
+        return [Member("mainstay-apgd", "mainstay", apgd, 1 if quick else 3),
+                Member("cgat-apgd", "cgat", apgd),
+                Member("hag", "hag", {"steps": 100} if quick else {}),
+                Member("sdha", "sdha", {"steps": 100} if quick else {})]
+    return [Member("mainstay-apgd", "mainstay", apgd, 1 if quick else 3),
+            Member("dhta", "dhta", {"steps": 100} if quick else {}),
+            Member("p2p", "p2p", {"steps": 100} if quick else {}),
+            Member("tha", "tha", _THA_QUICK if quick else {})]
+
+
+class PassCounter(nn.Module):
+    """Counts the images a model forwards (``forwards``) and how many of them with autograd on (``backwards``:
+    each is followed by a backward pass in the attacks), to report the cost per query."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = HashingModel(model) if not isinstance(model, HashingModel) else model
+        self.forwards = self.backwards = 0
+        self._key: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The content hash of the counted model (what networks trained against it are cached under)."""
+        if self._key is None:
+            self._key = state_hash(self)
+        return self._key
+
+    def forward(self, x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        self.forwards += x.shape[0]
+        if torch.is_grad_enabled():
+            self.backwards += x.shape[0]
+        return self.model(x, alpha=alpha)
+
+
+@dataclass
+class _Problem:
+    """Everything the checks share: the queries, the knowledge, the evaluated system, the crafting model."""
+
+    model: Any
+    crafter: PassCounter
+    x: torch.Tensor
+    y: torch.Tensor
+    targets: torch.Tensor | None
+    eps: float
+    knowledge: dict
+    db_codes: np.ndarray
+    db_labels: np.ndarray
+    topk: int | None
+    batch_size: int
+    seed: int
+    progress: bool
+    overrides: dict
+    work_dir: Path | None
+    cache_dir: Path
+
+    @property
+    def targeted(self) -> bool:
+        return self.targets is not None
+
+    @property
+    def relevance(self) -> np.ndarray:
+        return (self.targets if self.targeted else self.y).cpu().numpy()
+
+    def ap(self, codes: np.ndarray) -> np.ndarray:
+        """Per-query AP (t-AP for a targeted evaluation) of ±1 codes."""
+        return average_precision(codes, self.db_codes, self.relevance, self.db_labels, topk=self.topk)
+
+    def encode(self, images: torch.Tensor) -> np.ndarray:
+        return np.concatenate([system_codes(self.model, images[s:s + self.batch_size])
+                               for s in range(0, images.shape[0], self.batch_size)])
+
+
+def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed: int, *,
+                model=None, knowledge: dict | None = None, key: str | None = None) -> tuple[np.ndarray, dict]:
+    """Adversarial codes of every query under one attack run (cached in ``work_dir`` under ``key``), with its
+    time and passes per query."""
+    if key is not None and problem.work_dir is not None:
+        codes_file, info_file = problem.work_dir / f"{key}.npy", problem.work_dir / f"{key}.json"
+        if codes_file.is_file() and info_file.is_file():
+            info = json.loads(info_file.read_text())
+            if info.get("settings") == json.loads(json.dumps({**settings, "eps": eps, "seed": seed})):
+                return np.load(codes_file, allow_pickle=False), info
+    crafter = problem.crafter if model is None else PassCounter(model)
+    start_f, start_b = crafter.forwards, crafter.backwards
+    all_settings = {**problem.overrides.get(attack, {}), **settings, "eps": eps}
+    # eps travels with the settings (not through create_attack's check): the checks use eps = 1 and eps = 0.
+    # The networks some attacks train (THA's PrototypeNet) are kept in cache_dir: trained once per evaluation.
+    atk = TensorAttack(attack, crafter, eps=None, steps=None, knowledge=knowledge or problem.knowledge,
+                       num_classes=problem.y.shape[1], seed=seed, progress=False, settings=all_settings,
+                       cache_dir=problem.cache_dir, cache_key=crafter.key)
+    t0 = time.perf_counter()
+    parts = []
+    for s in range(0, problem.x.shape[0], problem.batch_size):
+        xb, yb = problem.x[s:s + problem.batch_size], problem.y[s:s + problem.batch_size]
+        tb = problem.targets[s:s + problem.batch_size] if problem.targeted else None
+        parts.append(problem.encode(atk(xb, yb, target_labels=tb)))
+    codes = np.concatenate(parts)
+    q = problem.x.shape[0]
+    info = {"settings": json.loads(json.dumps({**settings, "eps": eps, "seed": seed})),
+            "seconds": time.perf_counter() - t0, "forwards_per_query": (crafter.forwards - start_f) / q,
+            "backwards_per_query": (crafter.backwards - start_b) / q}
+    if key is not None and problem.work_dir is not None:
+        atomic_save_npy(problem.work_dir / f"{key}.npy", codes)
+        atomic_write_json(problem.work_dir / f"{key}.json", info)
+    return codes, info
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_codes=None, train_labels=None,
+             eps: float = 8 / 255, topk: int | None = 5000, preset: str = "standard", targeted: bool = False,
+             target_labels=None, surrogate=None, adaptive: bool = False, num_classes: int | None = None,
+             seed: int = 0, batch_size: int = 64, overrides: dict | None = None, checks: bool = True,
+             work_dir: str | Path | None = None, progress: bool = False, return_codes: bool = False,
+             describe: dict | None = None):
+    """The robustness card of ``model`` on the queries ``images`` (Q, 3, H, W) in [0, 1] with ``labels``
+    (docs/robustness.md). Returns the card (a dict; with ``return_codes`` also the worst-case adversarial codes).
+
+    - ``db_codes``/``db_labels``: the retrieval database; ``train_codes``/``train_labels``: the model's ±1 codes of
+      its training set (mainstay and centre codes, THA).
+    - ``targeted`` with ``target_labels`` (Q, C): the targeted ensemble, worst case = highest t-AP.
+    - ``surrogate``: a model, or ``(model, its training codes)``, to craft a transfer attack on (the *transfer*
+      check); without codes the transfer attack is HAG, which needs none.
+    - ``adaptive``: craft every attack on ``model.bpda()`` — the model with its non-differentiable parts replaced by
+      straight-through estimates — and evaluate on ``model``.
+    - ``overrides``: ``{attack: {setting: value}}`` applied over the preset's settings (e.g. the demo presets').
+    - ``checks=False`` skips the sanity checks (the card then has the ensemble only).
+    - ``work_dir``: where each attack's codes are kept, so an interrupted evaluation resumes.
+    """
+    t_start = time.perf_counter()
+    x = check_images(images)
+    eps = check_eps(eps)
+    y = check_labels(labels, "labels", num_classes, batch=x.shape[0]).to(x.device)
+    width = y.shape[1]
+    db_y = check_labels(db_labels, "db_labels", width).cpu().numpy()
+    db = codes_tensor(db_codes, "db_codes").cpu().numpy().astype(np.int8)
+    targets = None
+    if targeted:
+        if target_labels is None:
+            raise ValueError("targeted=True needs target_labels (Q, C) or (Q,)")
+        targets = check_labels(target_labels, "target_labels", width, batch=x.shape[0]).to(x.device)
+    elif target_labels is not None:
+        raise ValueError("target_labels given without targeted=True")
+    knowledge = {"train_codes": train_codes, "train_labels": train_labels, "db_codes": db_codes,
+                 "db_labels": db_labels}
+    crafting = model
+    if adaptive:
+        if not callable(getattr(model, "bpda", None)):
+            raise ValueError("adaptive=True needs a model with a bpda() method (its straight-through version); this "
+                             "model declares no non-differentiable component")
+        crafting = model.bpda()
+    wdir = Path(work_dir) if work_dir is not None else None
+    if wdir is not None:
+        wdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        cache = wdir / "networks" if wdir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        problem = _Problem(model, PassCounter(crafting), x, y, targets, eps, knowledge, db, db_y, topk, int(batch_size),
+                           int(seed), progress, dict(overrides or {}), wdir, cache)
+        card, worst_codes = _card(problem, preset, surrogate, adaptive, checks, describe)
+    card["seconds"] = time.perf_counter() - t_start
+    return (card, worst_codes) if return_codes else card
+
+
+def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: bool,
+          describe: dict | None) -> tuple[dict, np.ndarray]:
+    model, x, targeted, eps, seed = problem.model, problem.x, problem.targeted, problem.eps, problem.seed
+    clean_codes = problem.encode(x)
+    clean_ap = problem.ap(clean_codes)
+    # The preset's settings, then the caller's overrides of them.
+    members = [replace(m, settings={**m.settings, **problem.overrides.get(m.attack, {})})
+               for m in ensemble(preset, targeted)]
+    bar = progress_bar(total=sum(m.restarts for m in members), desc="robustness ensemble", unit="attack",
+                       disable=not problem.progress)
+
+    # Ensemble: per query the lowest AP (untargeted) or the highest t-AP (targeted) over every attack and restart.
+    better = np.greater if targeted else np.less
+    worst_ap, worst_codes = clean_ap.copy(), clean_codes.copy()
+    winner = np.full(len(clean_ap), -1)
+    per_attack: dict[str, dict] = {}
+    member_best: dict[str, np.ndarray] = {}
+    for mi, member in enumerate(members):
+        best_ap, seconds, forwards, backwards = None, 0.0, 0.0, 0.0
+        for r in range(member.restarts):
+            codes, info = _run_attack(problem, member.attack, member.settings, eps, derive_seed(seed, 100 + r),
+                                      key=f"{member.name}-r{r}")
+            ap = problem.ap(codes)
+            seconds += info["seconds"]
+            forwards += info["forwards_per_query"]
+            backwards += info["backwards_per_query"]
+            take = better(ap, worst_ap)
+            worst_ap, worst_codes[take], winner[take] = np.where(take, ap, worst_ap), codes[take], mi
+            best_ap = ap if best_ap is None else np.where(better(ap, best_ap), ap, best_ap)
+            bar.update(1)
+        member_best[member.name] = best_ap
+        per_attack[member.name] = {"attack": member.attack, "settings": {**member.settings, "eps": eps},
+                                   "restarts": member.restarts, "map": _mean(best_ap), "wins": 0,
+                                   "seconds": seconds, "forwards_per_query": forwards,
+                                   "backwards_per_query": backwards}
+    bar.close()
+    for mi, member in enumerate(members):
+        per_attack[member.name]["wins"] = int((winner == mi).sum())
+    robust = _mean(worst_ap)
+    best_single = (max if targeted else min)(per_attack, key=lambda n: per_attack[n]["map"])
+
+    card: dict[str, Any] = {
+        "version": CARD_VERSION, "package_version": __version__,
+        "model": {"class": type(model).__name__,
+                  "weights_sha256": state_hash(model, 64) if isinstance(model, nn.Module) else None,
+                  **(describe or {}).get("model", {})},
+        "dataset": (describe or {}).get("dataset"),
+        "threat_model": {"norm": "Linf", "eps": eps, "eps_255": eps * 255, "topk": problem.topk, "targeted": targeted,
+                         "adaptive": adaptive, "preset": preset},
+        "eps": eps, "topk": problem.topk, "queries": int(x.shape[0]), "seed": int(seed), "preset": preset,
+        "targeted": targeted, "metric": "t-MAP" if targeted else "mAP",
+        "clean_map": _mean(clean_ap), "robust_map": robust,
+        "best_single": {"attack": best_single, "map": per_attack[best_single]["map"]},
+        "clean_wins": int((winner == -1).sum()),
+        "random_ranking_map": random_ranking_map(problem.relevance, problem.db_labels, topk=problem.topk),
+        "per_attack": per_attack,
+    }
+    if checks:
+        card["flags"], card["eps_curve"], card["transfer"] = _checks(problem, card, members, member_best, worst_ap,
+                                                                     surrogate)
+    else:
+        card["flags"], card["eps_curve"], card["transfer"] = {}, [], None
+    card["flags_raised"] = sorted(k for k, v in card["flags"].items() if v["raised"])
+    card["forwards_per_query"] = problem.crafter.forwards / x.shape[0]
+    card["backwards_per_query"] = problem.crafter.backwards / x.shape[0]
+    return card, worst_codes
+
+
+# ---------------------------------------------------------------------------------------------- sanity checks
+
+
+def monotone_violation(values, targeted: bool) -> float:
+    """The largest step against the attacker along an eps curve (0 when monotone): how much mAP rises (t-MAP falls,
+    for a targeted curve) from one eps to the next larger one."""
+    steps = -np.diff(np.asarray(values, float)) if targeted else np.diff(np.asarray(values, float))
+    return float(max(steps.max(initial=0.0), 0.0))
+
+
+def _flag(raised: bool, detail: str, **values) -> dict:
+    return {"raised": bool(raised), "detail": detail, **values}
+
+
+def _checks(problem: _Problem, card: dict, members: list[Member], member_best: dict, worst_ap: np.ndarray,
+            surrogate) -> tuple[dict, list, dict | None]:
+    eps, targeted, metric = card["eps"], card["targeted"], card["metric"]
+    robust, clean = card["robust_map"], card["clean_map"]
+    main = members[0]  # the mainstay APGD attack
+    flags: dict[str, dict] = {}
+
+    # monotone: a stronger budget never helps the model.
+    curve = []
+    for mult in EPS_MULTIPLES:
+        e = min(1.0, eps * mult)
+        if mult == 0:
+            value = clean
+        elif mult == 1:
+            value = _mean(member_best[main.name])
+        else:
+            codes, _ = _run_attack(problem, main.attack, main.settings, e, derive_seed(problem.seed, 100),
+                                   key=f"curve-{mult:g}")
+            value = _mean(problem.ap(codes))
+        curve.append({"eps": e, "eps_255": e * 255, "map": value})
+    worst_rise = monotone_violation([c["map"] for c in curve], targeted)
+    flags["monotone"] = _flag(
+        worst_rise > MONOTONE_TOLERANCE,
+        (f"{metric} under the mainstay APGD attack at eps x {list(EPS_MULTIPLES)} "
+         f"{'rises' if not targeted else 'falls'} by up to {worst_rise:.3f} as eps grows (tolerance "
+         f"{MONOTONE_TOLERANCE}): a larger budget should never help the model; if it does, the attack is failing "
+         "(gradient masking or a bad step) rather than the model being robust."),
+        worst_increase=worst_rise)
+
+    # collapse: with eps = 1 any image is allowed, so an attack that works reaches random-ranking quality.
+    if not targeted:
+        # From the clean image (no random start): at eps = 1 a random start alone is a random image.
+        codes, _ = _run_attack(problem, "mainstay", {**main.settings, "random_start": False}, 1.0,
+                               derive_seed(problem.seed, 100), key="collapse")
+        value, bound = _mean(problem.ap(codes)), card["random_ranking_map"] + COLLAPSE_MARGIN
+        flags["collapse"] = _flag(
+            value > bound,
+            (f"with eps = 1 (any image allowed) the mainstay attack, started at the clean image, leaves mAP "
+             f"{value:.3f}; a working attack brings it to the random-ranking mAP + {COLLAPSE_MARGIN} = {bound:.3f} or "
+             "below. Higher means the gradients are masked or obfuscated: the attack cannot find what is certainly "
+             "there."),
+            map=value, bound=bound)
+
+    # converged: twice the iterations of the strongest attack should not change the worst case.
+    wins = {m.name: card["per_attack"][m.name]["wins"] for m in members}
+    strongest = max(members, key=lambda m: (wins[m.name], -members.index(m)))
+    steps_now = int(strongest.settings.get("steps") or _default_steps(strongest.attack, problem.overrides))
+    doubled = {**strongest.settings, "steps": 2 * steps_now}
+    codes, _ = _run_attack(problem, strongest.attack, doubled, eps, derive_seed(problem.seed, 100),
+                           key=f"converged-{strongest.name}")
+    ap = problem.ap(codes)
+    combined = np.maximum(worst_ap, ap) if targeted else np.minimum(worst_ap, ap)
+    moved = abs(_mean(combined) - robust)
+    flags["converged"] = _flag(
+        moved >= CONVERGED_TOLERANCE,
+        (f"doubling the iterations of the strongest attack ({strongest.name}, {steps_now} -> {2 * steps_now}) moves "
+         f"the robust {metric} by {moved:.3f} (tolerance {CONVERGED_TOLERANCE}); if it moves more, the attacks have "
+         "not converged and the robust figure is too optimistic."),
+        attack=strongest.name, moved=moved)
+
+    # noise: random noise of the same budget must be weaker than the ensemble.
+    g = seeded_generator(problem.seed, _NOISE_STREAM)
+    noise = (torch.rand(problem.x.shape, generator=g) * 2 - 1).to(problem.x.device, problem.x.dtype) * eps
+    noisy = problem.ap(problem.encode((problem.x + noise).clamp(0, 1)))
+    noise_value = _mean(noisy)
+    weaker = noise_value < robust if targeted else noise_value > robust
+    flags["noise"] = _flag(
+        not weaker,
+        (f"uniform noise in the same eps-ball gives {metric} {noise_value:.3f} against the ensemble's {robust:.3f}; "
+         "random noise doing as well as the attacks means the attacks are not using the gradient."),
+        map=noise_value)
+
+    # zero-gradient: the mainstay objective must have a gradient at the start.
+    zero = _zero_gradient_share(problem)
+    flags["zero-gradient"] = _flag(
+        zero >= ZERO_GRADIENT_SHARE,
+        (f"{zero:.1%} of the queries have an input gradient of exactly 0 for the mainstay objective at the start "
+         f"(alpha = 0.1; flag at {ZERO_GRADIENT_SHARE:.0%}): gradient-based attacks cannot move them, a sign of a "
+         "non-differentiable or saturated component (try adaptive=True with a straight-through version)."),
+        share=zero)
+
+    # stochastic: the same input must give the same codes.
+    first, second = problem.encode(problem.x), problem.encode(problem.x)
+    differ = float((first != second).any(axis=1).mean())
+    flags["stochastic"] = _flag(
+        differ > 0,
+        (f"{differ:.1%} of the queries get different codes from two passes of the same image; a randomised "
+         "model needs attacks with an expectation over its randomness (EOT), which this evaluation does not do."),
+        share=differ)
+
+    transfer = None
+    if surrogate is not None:
+        transfer = _transfer(problem, surrogate, eps, robust, targeted)
+        flags["transfer"] = _flag(
+            transfer["beats_white_box"],
+            (f"an attack crafted on the surrogate ({transfer['attack']}) gives {metric} {transfer['map']:.3f} "
+             f"against the white-box worst case {robust:.3f}; a black-box attack beating the white-box ones means "
+             "the white-box gradients are misleading (gradient masking)."),
+            map=transfer["map"])
+    return flags, curve, transfer
+
+
+def _default_steps(attack: str, overrides: dict) -> int:
+    from ..attacks import ATTACKS
+
+    return int(overrides.get(attack, {}).get("steps", ATTACKS.get(attack).defaults.get("steps", 100)))
+
+
+def _zero_gradient_share(problem: _Problem) -> float:
+    train_codes, train_labels = problem.knowledge["train_codes"], problem.knowledge["train_labels"]
+    if train_codes is None or train_labels is None:
+        return float("nan")
+    model = problem.crafter
+    zero = 0
+    with frozen_eval(model):
+        for s in range(0, problem.x.shape[0], problem.batch_size):
+            xb = problem.x[s:s + problem.batch_size].detach().clone().requires_grad_(True)
+            labels = (problem.targets if problem.targeted else problem.y)[s:s + problem.batch_size]
+            m = mainstay_codes(labels, train_codes, train_labels).to(xb.device)
+            loss = mainstay_loss(model(xb, alpha=0.1), m, targeted=problem.targeted, per_sample=True)
+            (grad,) = torch.autograd.grad(loss.sum(), xb)
+            zero += int((grad.flatten(1).abs().sum(1) == 0).sum())
+    return zero / problem.x.shape[0]
+
+
+def _transfer(problem: _Problem, surrogate, eps: float, robust: float, targeted: bool) -> dict:
+    model, codes = (surrogate if isinstance(surrogate, tuple) else (surrogate, None))
+    if codes is not None:
+        knowledge = {**problem.knowledge, "train_codes": codes}
+        attack, settings = "mainstay", {"generator": "apgd", "steps": 100}
+    elif targeted:
+        return {"attack": None, "map": float("nan"), "beats_white_box": False,
+                "detail": "a targeted transfer attack needs the surrogate's training codes"}
+    else:
+        knowledge, attack, settings = {}, "hag", {}
+    codes_adv, info = _run_attack(problem, attack, settings, eps, derive_seed(problem.seed, 100), model=model,
+                                  knowledge=knowledge, key="transfer")
+    value = _mean(problem.ap(codes_adv))
+    beats = value > robust + 1e-12 if targeted else value < robust - 1e-12
+    return {"attack": attack, "map": value, "beats_white_box": bool(beats), "seconds": info["seconds"]}
+
+
+def format_card(card: dict) -> str:
+    """The card as plain text: the worst case, each attack's figure and wins, the eps curve and the flags."""
+    metric = card["metric"]
+    lines = [f"robustness card: {card['queries']} queries, eps {card['eps'] * 255:.3g}/255, {metric}@{card['topk']}, "
+             f"preset {card['preset']}",
+             f"  clean {card['clean_map']:.3f}   worst case {card['robust_map']:.3f}   best single attack "
+             f"{card['best_single']['attack']} {card['best_single']['map']:.3f}"]
+    for name, row in card["per_attack"].items():
+        lines.append(f"  {name:<15} {metric} {row['map']:.3f}  wins {row['wins']:>4}  {row['seconds']:.1f} s")
+    if card.get("eps_curve"):
+        lines.append("  eps curve: " + ", ".join(f"{c['eps_255']:.3g}/255 {c['map']:.3f}" for c in card["eps_curve"]))
+    for name, flag in card.get("flags", {}).items():
+        mark = "RAISED" if flag["raised"] else "ok"
+        lines.append(f"  [{mark:>6}] {name}: {flag['detail']}" if flag["raised"] else f"  [{mark:>6}] {name}")
+    return "\n".join(lines)
+

@@ -1,0 +1,108 @@
+"""The transfer matrix (docs/robustness.md#the-transfer-matrix): the mainstay attack crafted on each source model,
+its adversarial queries evaluated on every model — how far adversarial queries carry across hashing methods, bit
+lengths and defenses. The diagonal is the white-box attack."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..attacks.api import TensorAttack, system_codes
+from ..retrieval import average_precision
+from ..utils.io import atomic_save_npy, atomic_write_json
+from ..utils.progress import progress_bar
+from ..utils.validation import check_eps, check_images, check_labels
+
+
+@dataclass
+class Party:
+    """One model of the matrix: the model, its ±1 training codes and labels (to craft the mainstay attack on it) and
+    its database codes and labels (to evaluate on it)."""
+
+    name: str
+    model: Any
+    train_codes: Any
+    train_labels: Any
+    db_codes: Any
+    db_labels: Any
+
+
+def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: float, topk: int | None,
+                    settings: dict | None = None, seed: int = 0, batch_size: int = 32, num_classes: int | None = None,
+                    work_dir: str | Path | None = None, progress: bool = False) -> dict:
+    """``matrix[i][j]``: mAP on party j of the queries attacked on party i (mainstay attack, ``settings`` over its
+    defaults); ``clean[j]``: party j's mAP of the clean queries. With ``work_dir`` each source's adversarial images
+    are kept (float32 .npy), so an interrupted matrix resumes."""
+    if len(parties) < 2:
+        raise ValueError(f"a transfer matrix needs at least two models, got {len(parties)}")
+    names = [p.name for p in parties]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the models of a transfer matrix need distinct names, got {names}")
+    x = check_images(images)
+    eps = check_eps(eps)
+    y = check_labels(labels, "labels", num_classes, batch=x.shape[0]).to(x.device)
+    relevance = y.cpu().numpy()
+    wdir = Path(work_dir) if work_dir is not None else None
+    if wdir is not None:
+        wdir.mkdir(parents=True, exist_ok=True)
+    settings = dict(settings or {})
+
+    def encode(model, images_: torch.Tensor) -> np.ndarray:
+        return np.concatenate([system_codes(model, images_[s:s + batch_size])
+                               for s in range(0, images_.shape[0], batch_size)])
+
+    def score(party: Party, images_: torch.Tensor) -> float:
+        db = torch.as_tensor(party.db_codes).cpu().numpy()
+        db_y = torch.as_tensor(party.db_labels).cpu().numpy()
+        return float(average_precision(encode(party.model, images_), db, relevance, db_y, topk=topk).mean())
+
+    t0 = time.perf_counter()
+    clean = [score(p, x) for p in parties]
+    matrix, seconds = [], []
+    bar = progress_bar(total=len(parties), desc="transfer: craft", unit="model", disable=not progress)
+    for i, source in enumerate(parties):
+        adv_file = wdir / f"adv-{i}.npy" if wdir is not None else None
+        info_file = wdir / f"adv-{i}.json" if wdir is not None else None
+        key = json.loads(json.dumps({"source": source.name, "eps": eps, "seed": seed, "settings": settings,
+                                     "queries": int(x.shape[0])}))
+        adv = None
+        if adv_file is not None and adv_file.is_file() and info_file.is_file():
+            info = json.loads(info_file.read_text())
+            if info.get("key") == key:
+                adv = torch.from_numpy(np.load(adv_file, allow_pickle=False)).to(x.device)
+                seconds.append(info["seconds"])
+        if adv is None:
+            start = time.perf_counter()
+            atk = TensorAttack("mainstay", source.model, eps=None, steps=None,
+                               knowledge={"train_codes": source.train_codes, "train_labels": source.train_labels},
+                               num_classes=y.shape[1], seed=seed, progress=False, settings={**settings, "eps": eps})
+            adv = torch.cat([atk(x[s:s + batch_size], y[s:s + batch_size]) for s in range(0, x.shape[0], batch_size)])
+            seconds.append(time.perf_counter() - start)
+            if adv_file is not None:
+                atomic_save_npy(adv_file, adv.detach().cpu().numpy().astype(np.float32))
+                atomic_write_json(info_file, {"key": key, "seconds": seconds[-1]})
+        matrix.append([score(target, adv) for target in parties])
+        bar.update(1)
+    bar.close()
+    return {"version": 1, "attack": "mainstay", "settings": {**settings, "eps": eps}, "eps": eps, "topk": topk,
+            "queries": int(x.shape[0]), "seed": int(seed), "models": names, "clean": clean, "matrix": matrix,
+            "craft_seconds": seconds, "seconds": time.perf_counter() - t0}
+
+
+def format_matrix(result: dict) -> str:
+    """The matrix as a plain-text table: rows = crafted on, columns = evaluated on."""
+    names = result["models"]
+    width = max(12, *(len(n) for n in names))
+    lines = [f"mAP@{result['topk']} of {result['queries']} queries, mainstay attack eps {result['eps'] * 255:.3g}/255 "
+             "(rows: crafted on; columns: evaluated on)",
+             " " * width + "".join(f"{n[:width]:>{width + 2}}" for n in names),
+             f"{'(clean)':<{width}}" + "".join(f"{v:>{width + 2}.3f}" for v in result["clean"])]
+    for name, row in zip(names, result["matrix"]):
+        lines.append(f"{name[:width]:<{width}}" + "".join(f"{v:>{width + 2}.3f}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""The robustness evaluation (docs/robustness.md): APGD, the per-query worst case over the ensemble, the sanity
+flags on a plain and on a gradient-masked model, the adaptive (BPDA) and transfer evaluations, resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from saat.attacks.generators import APGD, PGD, apgd_checkpoints
+from saat.attacks.losses import mainstay_loss
+from saat.retrieval import average_precision
+from saat.robustness import HardSign, Party, ensemble, evaluate, format_card, format_matrix, transfer_matrix
+from saat.robustness.evaluate import monotone_violation
+
+EPS = 16 / 255
+# Cheap settings for the planted problem (every attack still does its own procedure).
+FAST = {"hag": {"steps": 20}, "sdha": {"steps": 20}, "dhta": {"steps": 20}, "p2p": {"steps": 20},
+        "tha": {"steps": 20, "proto_steps": 20}}
+
+
+def run(p, model=None, **kwargs):
+    options = {"db_codes": p.db_codes, "db_labels": p.db_labels, "train_codes": p.train_codes,
+               "train_labels": p.train_labels, "eps": EPS, "topk": None, "preset": "quick", "overrides": FAST}
+    return evaluate(model if model is not None else p.model, p.x, p.y, **{**options, **kwargs})
+
+
+def test_apgd_checkpoints_follow_croce_and_hein():
+    assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    for n in (1, 5, 10, 37):
+        points = apgd_checkpoints(n)
+        assert points == sorted(set(points)) and all(1 <= c < n for c in points)
+
+
+def test_apgd_stays_in_the_ball_and_beats_pgd_with_a_bad_step(planted_retrieval):
+    p = planted_retrieval
+    m = p.model.encode(p.x).float()
+
+    def objective(h, _x):  # per sample: agreement with the clean codes (-1 when every bit flipped)
+        return (h * m).mean(1)
+
+    adv = APGD(p.model, eps=EPS, steps=30, seed=0)(p.x, objective)
+    assert float((adv - p.x).abs().max()) <= EPS + 1e-6 and float(adv.min()) >= 0 and float(adv.max()) <= 1
+    tiny_step = PGD(p.model, eps=EPS, step=EPS / 100, steps=30, seed=0)(p.x, lambda h, x: objective(h, x).mean())
+    with torch.no_grad():
+        apgd_loss, pgd_loss = objective(p.model(adv), adv), objective(p.model(tiny_step), tiny_step)
+        start = objective(p.model(p.x), p.x)
+    assert bool((apgd_loss <= start + 1e-6).all())
+    assert float(apgd_loss.mean()) < float(pgd_loss.mean()) - 0.1  # no hand-tuned step: it finds its own
+    with pytest.raises(ValueError, match="per-sample objective"):
+        APGD(p.model, eps=EPS, steps=3)(p.x, lambda h, x: objective(h, x).mean())
+    per_row = mainstay_loss(p.model(p.x), -m, per_sample=True)
+    with torch.no_grad():
+        per_row, mean = mainstay_loss(p.model(p.x), -m, per_sample=True), mainstay_loss(p.model(p.x), -m)
+    assert per_row.shape == (len(p.x),) and float(per_row.mean()) == pytest.approx(float(mean))
+
+
+def test_worst_case_is_the_per_query_minimum_over_every_attack_run(planted_retrieval, tmp_path):
+    p = planted_retrieval
+    card, worst = run(p, checks=False, work_dir=tmp_path, return_codes=True)
+    members = ensemble("quick")
+    assert list(card["per_attack"]) == [m.name for m in members]
+    aps = {}
+    for m in members:
+        for r in range(m.restarts):
+            codes = np.load(tmp_path / f"{m.name}-r{r}.npy", allow_pickle=False)
+            aps[(m.name, r)] = average_precision(codes, p.db_codes.numpy(), p.y.numpy(), p.db_labels.numpy(),
+                                                 topk=None)
+    clean = average_precision(p.codes(p.x), p.db_codes.numpy(), p.y.numpy(), p.db_labels.numpy(), topk=None)
+    expected = np.minimum(clean, np.min(np.stack(list(aps.values())), axis=0))
+    assert card["robust_map"] == pytest.approx(float(expected.mean()))
+    worst_ap = average_precision(worst, p.db_codes.numpy(), p.y.numpy(), p.db_labels.numpy(), topk=None)
+    np.testing.assert_allclose(worst_ap, expected)
+    assert sum(row["wins"] for row in card["per_attack"].values()) + card["clean_wins"] == len(p.x)
+    for m in members:
+        assert card["per_attack"][m.name]["map"] == pytest.approx(float(aps[(m.name, 0)].mean()))
+        assert card["per_attack"][m.name]["backwards_per_query"] > 0
+    assert card["robust_map"] <= card["best_single"]["map"] + 1e-12 < card["clean_map"]
+    assert card["version"] == 1 and card["queries"] == len(p.x) and card["flags"] == {}
+
+
+def test_an_interrupted_evaluation_resumes_from_its_work_dir(planted_retrieval, tmp_path, monkeypatch):
+    p = planted_retrieval
+    first = run(p, checks=False, work_dir=tmp_path)
+    (tmp_path / "sdha-r0.npy").unlink()  # as if killed during the last attack
+
+    calls = []
+    from saat.attacks.api import TensorAttack
+
+    original = TensorAttack.__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TensorAttack, "__call__", counting)
+    second = run(p, checks=False, work_dir=tmp_path)
+    assert set(calls) == {"sdha"}
+    assert second["robust_map"] == first["robust_map"]
+    assert all(second["per_attack"][n][k] == first["per_attack"][n][k] for n in first["per_attack"]
+               for k in ("map", "wins", "settings", "backwards_per_query"))
+    changed = run(p, checks=False, work_dir=tmp_path, eps=8 / 255)  # other settings never reuse a result
+    assert {"mainstay", "cgat", "hag", "sdha"} <= set(calls) and changed["eps"] == 8 / 255
+
+
+def test_a_plain_model_raises_no_flag(planted_retrieval):
+    card = run(planted_retrieval)
+    assert card["flags_raised"] == [], format_card(card)
+    assert set(card["flags"]) == {"monotone", "collapse", "converged", "noise", "zero-gradient", "stochastic"}
+    assert [c["eps"] for c in card["eps_curve"]] == pytest.approx([0, EPS / 4, EPS / 2, EPS, 2 * EPS, 4 * EPS])
+    assert card["eps_curve"][0]["map"] == card["clean_map"]
+    assert card["robust_map"] < card["clean_map"] - 0.3
+    assert all(isinstance(f["detail"], str) and f["detail"] for f in card["flags"].values())
+
+
+def test_a_masked_model_looks_robust_and_is_caught_then_broken(planted_retrieval):
+    p = planted_retrieval
+    plain = run(p, checks=False)
+    masked_model = HardSign(p.model)
+    masked = run(p, masked_model)
+    assert masked["clean_map"] == pytest.approx(plain["clean_map"], abs=0.05)
+    assert masked["robust_map"] > plain["robust_map"] + 0.3  # it looks robust to every gradient attack ...
+    assert {"collapse", "zero-gradient"} <= set(masked["flags_raised"])  # ... and the card says why not to trust it
+    adaptive = run(p, masked_model, adaptive=True, checks=False)
+    assert adaptive["robust_map"] < plain["robust_map"] + 0.1
+    transfer = run(p, masked_model, surrogate=(p.model, p.train_codes))
+    assert transfer["flags"]["transfer"]["raised"] and transfer["transfer"]["map"] < plain["robust_map"] + 0.1
+    with pytest.raises(ValueError, match="bpda"):
+        run(p, adaptive=True)
+
+
+def test_a_randomised_model_is_flagged_stochastic(planted_retrieval):
+    p = planted_retrieval
+
+    class Noisy(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, alpha=1.0):
+            return self.inner(x + 0.2 * torch.randn_like(x), alpha=alpha)
+
+    torch.manual_seed(0)
+    card = run(p, Noisy(p.model))
+    assert card["flags"]["stochastic"]["raised"] and "EOT" in card["flags"]["stochastic"]["detail"]
+
+
+def test_targeted_worst_case_is_the_highest_t_ap(planted_retrieval, tmp_path):
+    p = planted_retrieval
+    card = run(p, targeted=True, target_labels=p.targets, checks=False, work_dir=tmp_path)
+    assert card["metric"] == "t-MAP" and list(card["per_attack"]) == ["mainstay-apgd", "dhta", "p2p", "tha"]
+    assert card["robust_map"] >= max(row["map"] for row in card["per_attack"].values()) - 1e-12
+    assert card["robust_map"] > card["clean_map"] + 0.5
+    with pytest.raises(ValueError, match="target_labels"):
+        run(p, targeted=True)
+
+
+def test_monotone_check_finds_a_rise_beyond_the_tolerance():
+    assert monotone_violation([0.9, 0.5, 0.3, 0.3, 0.2, 0.1], targeted=False) == pytest.approx(0.0)
+    assert monotone_violation([0.9, 0.5, 0.3, 0.35, 0.2, 0.1], targeted=False) == pytest.approx(0.05)
+    assert monotone_violation([0.1, 0.5, 0.7, 0.65, 0.9, 0.9], targeted=True) == pytest.approx(0.05)
+
+
+def test_the_card_is_json_and_reads_as_text(planted_retrieval):
+    card = run(planted_retrieval, checks=False)
+    assert json.loads(json.dumps(card)) == card
+    text = format_card(card)
+    assert "worst case" in text and "mainstay-apgd" in text
+
+
+def test_transfer_matrix_rows_crafted_on_columns_evaluated_on(planted_retrieval, tmp_path):
+    p = planted_retrieval
+    plain, masked = p.model, HardSign(p.model)
+    parties = [Party(name, model, p.train_codes, p.train_labels, p.db_codes, p.db_labels)
+               for name, model in (("plain", plain), ("masked", masked))]
+    settings = {"step": 4 / 255, "steps": 20}
+    result = transfer_matrix(parties, p.x, p.y, eps=EPS, topk=None, settings=settings, work_dir=tmp_path)
+    (a_a, a_m), (m_a, m_m) = result["matrix"]
+    assert result["models"] == ["plain", "masked"] and len(result["clean"]) == 2
+    assert a_a < result["clean"][0] - 0.3  # white box on the plain model
+    assert m_m > result["clean"][1] - 0.05  # the masked model's own gradients lead nowhere ...
+    assert a_m < result["clean"][1] - 0.3  # ... but queries crafted on the plain model carry over
+    assert m_a > a_a  # the masked model's zero-gradient queries are no attack on the plain one
+    again = transfer_matrix(parties, p.x, p.y, eps=EPS, topk=None, settings=settings, work_dir=tmp_path)
+    assert again["matrix"] == result["matrix"] and again["craft_seconds"] == result["craft_seconds"]  # resumed
+    assert "crafted on" in format_matrix(result)
+    with pytest.raises(ValueError, match="at least two"):
+        transfer_matrix(parties[:1], p.x, p.y, eps=EPS, topk=None)
