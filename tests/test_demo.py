@@ -22,6 +22,10 @@ def test_quick_demo_writes_every_result(quick_demo):
     assert [r["model"] for r in table[:3]] == ["undefended", "SAAT-trained", "ATRDH-trained"]
     assert all(r[k] is not None for r in table[:3] for k in ("clean", "hag", "sdha", "mainstay"))
     assert all(table[3][m] is not None for m in TARGETED)
+    for row, run in zip(table[:2], ("csq", "csq-saat"), strict=True):  # the quick robustness card's worst case
+        card = json.loads((out / run / "robustness" / "demo-quick" / "card.json").read_text())
+        assert row["worst"] == card["robust_map"] <= min(row["hag"], row["sdha"], row["mainstay"]) + 0.05
+    assert table[2]["worst"] is None
     meta = json.loads((out / "csq-saat" / "metrics.json").read_text())
     assert meta["defense"]["method"] == "saat" and meta["defense"]["eps"] == 32 / 255
 
@@ -31,7 +35,8 @@ def test_quick_demo_report_has_every_table_and_figure(quick_demo):
     report = out / "report"
     md = (report / "report.md").read_text()
     html = (report / "report.html").read_text()
-    for heading in ("Claims check", "Table I", "Table II", "Perceptibility", "paper (Table I)", "paper (Table II)"):
+    for heading in ("Claims check", "Table I", "Table II", "Robustness card", "worst case", "Perceptibility",
+                    "paper (Table I)", "paper (Table II)"):
         assert heading in md and heading in html, heading
     for figure in ("pr-csq.png", "pn-csq.png", "eps-csq.png", "examples-csq.png"):
         path = report / figure
@@ -54,4 +59,4 @@ def test_final_table_formatting(quick_demo):
     out, _ = quick_demo
     rows = final_table(out / "csq", {"saat": out / "csq-saat", "atrdh": out / "csq-atrdh"})
     text = format_table(rows)
-    assert "undefended" in text and "ProS-GAN" in text and "eps 32/255" in text
+    assert "undefended" in text and "ProS-GAN" in text and "eps 32/255" in text and "worst case" in text

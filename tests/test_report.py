@@ -373,3 +373,33 @@ def test_example_labels_wrap_to_a_thumbnail_width():
     assert text.replace("\n", " ") == "Pullover, Sandal, Sneaker"
     assert max(len(line) for line in text.splitlines()) <= 20
     assert _label_text(np.zeros(10), names) == "no label"
+
+
+def test_robustness_cards_and_transfer_matrices_are_reported(tmp_path, fake_dataset):
+    base = make_run(tmp_path, "base", 0.8)
+    card = {"version": 1, "preset": "quick", "metric": "mAP", "eps": 8 / 255, "queries": 12, "clean_map": 0.8,
+            "robust_map": 0.05, "best_single": {"attack": "mainstay-apgd", "map": 0.07},
+            "per_attack": {"mainstay-apgd": {"map": 0.07, "wins": 9}, "hag" + XSS: {"map": 0.2, "wins": 3}},
+            "flags": {"monotone": {"raised": False, "detail": "fine"},
+                      "collapse": {"raised": True, "detail": "masked gradients " + XSS}},
+            "flags_raised": ["collapse"],
+            "eps_curve": [{"eps_255": 0, "map": 0.8}, {"eps_255": 4, "map": 0.3}, {"eps_255": 8, "map": 0.07}]}
+    write_json(base / "robustness" / "quick" / "card.json", card)
+    write_json(base / "robustness" / "broken" / "card.json", {"robust_map": 0.1})  # no per_attack, no flags
+    write_json(base / "transfer" / "t" / "metrics.json",
+               {"models": ["base", "other"], "clean": [0.8, 0.7], "matrix": [[0.05, 0.4], [0.5, 0.1]],
+                "eps": 8 / 255, "queries": 12, "dataset": "toy"})
+    paths = build_report([base], tmp_path / "out")
+    md, html = paths["markdown"].read_text(), paths["html"].read_text()
+    section = md[md.index("## Robustness card"):md.index("## Figures")]
+    assert "| base | quick | mAP | 8/255 | 12 | 0.8 | 0.05 |" in section
+    assert "(9 wins)" in section and "collapse RAISED — masked gradients" in section and "monotone — ok" in section
+    assert "card.json left out" in md  # the broken card is named, not shown
+    assert {"robustness-eps", "transfer-0"} <= set(paths["figures"])
+    assert Path(paths["figures"]["transfer-0"]).read_bytes().startswith(PNG)
+    assert XSS not in md and XSS not in html
+
+
+def test_no_robustness_results_is_said(tmp_path, fake_dataset):
+    md = build_report([make_run(tmp_path, "base", 0.8)], tmp_path / "out")["markdown"].read_text()
+    assert "No robustness card (saat robustness)" in md

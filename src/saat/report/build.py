@@ -17,7 +17,7 @@ from .claims import attack_strength, defense_strength, pct
 from .collect import ATTACK_NAMES, AttackResult, Run, collect_runs, number
 from .document import Block, Bullets, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from .examples import ExampleUnavailable, retrieval_example_figure
-from .figures import eps_figure, retrieval_curve_figure
+from .figures import card_curve_figure, eps_figure, heatmap_figure, retrieval_curve_figure
 from .select import (
     describe,
     eps_key,
@@ -138,7 +138,7 @@ class _Builder:
 
     def build(self) -> list[Block]:
         blocks: list[Block] = []
-        for section in (self.overview, self.claims, self.table1, self.table2, self.figures_section,
+        for section in (self.overview, self.claims, self.table1, self.table2, self.robustness, self.figures_section,
                         self.perceptibility, self.all_results, self.configs, self.paper_tables):
             blocks += section()
         return blocks
@@ -324,6 +324,70 @@ class _Builder:
             if mixed:
                 blocks.append(Paragraph("Models attacked with different settings (compare these columns with care): "
                                         + "; ".join(mixed) + ".", note=True))
+        return blocks
+
+    # robustness cards and transfer ------------------------------------------------------------------------------
+    def robustness(self) -> list[Block]:
+        blocks: list[Block] = [Heading("Robustness card")]
+        cards = [(r, c) for r in self.runs for c in r.cards]
+        transfers = [t for r in self.runs for t in r.transfers]
+        if not cards and not transfers:
+            return blocks + [Paragraph("No robustness card (saat robustness) and no transfer matrix (saat transfer) "
+                                       "is in the report.", note=True)]
+        if cards:
+            blocks.append(Paragraph(
+                "Every query is attacked by each attack of an ensemble and keeps its worst case (lowest AP; "
+                "targeted: highest t-AP); the worst-case figure is the mean of these per-query worst cases, never "
+                "above the best single attack. Wins: the queries for which an attack gave the worst case. The "
+                "sanity checks look for signs of gradient masking (docs/robustness.md)."))
+            rows = []
+            for run, card in cards:
+                members = "; ".join(f"{name} {fmt(row.get('map'), 3)} ({row.get('wins', 0)} wins)"
+                                    for name, row in card.get("per_attack", {}).items())
+                best = card.get("best_single") or {}
+                raised = card.get("flags_raised") or [k for k, v in card.get("flags", {}).items()
+                                                      if isinstance(v, dict) and v.get("raised")]
+                rows.append([run.name, str(card.get("preset", DASH)), str(card.get("metric", "mAP")),
+                             f"{number(card.get('eps', 0)) * 255:g}/255" if number(card.get("eps")) is not None
+                             else DASH, str(card.get("queries", DASH)), fmt(card.get("clean_map"), 3),
+                             fmt(card.get("robust_map"), 3), f"{best.get('attack', DASH)} {fmt(best.get('map'), 3)}",
+                             members, ", ".join(raised) if raised else "none"])
+            blocks.append(Table(["run", "preset", "measure", "ε", "queries", "clean", "worst case", "best single",
+                                 "per attack (wins)", "flags raised"], rows,
+                                caption="Robustness cards: the worst case over the attack ensemble"))
+            items = []
+            for run, card in cards:
+                where = f"{run.name} ({card.get('preset', '')} preset)"
+                flags = {k: v for k, v in card.get("flags", {}).items() if isinstance(v, dict)}
+                if not flags:
+                    items.append(f"{where}: sanity checks not run (ensemble only)")
+                    continue
+                passed = [k for k, v in flags.items() if not v.get("raised")]
+                if passed:
+                    items.append(f"{where}: {', '.join(passed)} — ok")
+                items += [f"{where}: {k} RAISED — {v.get('detail', '')}" for k, v in flags.items() if v.get("raised")]
+            if items:
+                blocks += [Heading("Sanity checks in words", 3), Bullets(items)]
+            lines = [(f"{run.name} ({card.get('preset', '')})", [(number(c.get("eps_255")) or 0.0, number(c.get("map")))
+                                                                  for c in card.get("eps_curve", [])
+                                                                  if number(c.get("map")) is not None])
+                     for run, card in cards if card.get("eps_curve")]
+            if lines:
+                path = card_curve_figure(self.out / "robustness-eps.png", "Robustness cards: the monotone check",
+                                         lines, "mAP / t-MAP")
+                self.figures[path.stem] = path
+                blocks.append(Figure(path, "Each card's ε curve: the mainstay APGD attack at ε × 0, ¼, ½, 1, 2, 4; a "
+                                           "curve that rises with ε (untargeted) means the attack is failing."))
+        for i, t in enumerate(transfers):
+            names = [str(n) for n in t["models"]]
+            path = heatmap_figure(self.out / f"transfer-{i}.png", f"Transfer: mainstay attack, ε "
+                                  f"{(number(t.get('eps')) or 0) * 255:g}/255, {t.get('queries')} queries", names,
+                                  [number(v) or 0.0 for v in t["clean"]],
+                                  [[number(v) or 0.0 for v in row] for row in t["matrix"]])
+            self.figures[path.stem] = path
+            blocks.append(Figure(path, f"Transfer matrix ({t.get('dataset', '')}): row = the model the attack was "
+                                       "crafted on, column = the model it is evaluated on (mAP); the diagonal is the "
+                                       "white-box attack, the first row the clean mAP."))
         return blocks
 
     @staticmethod

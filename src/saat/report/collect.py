@@ -199,6 +199,8 @@ class Run:
     defense_config: dict | None = None
     train_log: list[dict] = field(default_factory=list)
     attacks: list[AttackResult] = field(default_factory=list)
+    cards: list[dict] = field(default_factory=list)  # robustness cards (RUN/robustness/*/card.json)
+    transfers: list[dict] = field(default_factory=list)  # transfer matrices (RUN/transfer/*/metrics.json)
     checkpoint_hash: str | None = None
     notes: list[str] = field(default_factory=list)
     discovered: bool = False
@@ -337,7 +339,24 @@ def load_run_info(path: Path, *, read_model: bool = True) -> Run:
     if run.checkpoint_hash is None:
         run.checkpoint_hash = (run.metrics or {}).get("checkpoint")
     run.attacks = load_attacks(RunDir(path), run.notes)
+    run.cards = _load_dicts([d.card for d in files.robustness_dirs()], ("robust_map", "per_attack", "flags"),
+                            run.notes)
+    run.transfers = _load_dicts(files.transfer_results(), ("models", "matrix", "clean"), run.notes)
     return run
+
+
+def _load_dicts(paths: list[Path], required: tuple[str, ...], notes: list[str]) -> list[dict]:
+    """The JSON objects of ``paths`` that hold every ``required`` field; a note for each file left out."""
+    out = []
+    for path in paths:
+        data, why = read_json(path)
+        if why:
+            notes.append(why)
+        elif not isinstance(data, dict) or any(k not in data for k in required):
+            notes.append(f"{path} left out: not a result with {', '.join(required)}")
+        else:
+            out.append(data)
+    return out
 
 
 def load_attacks(run_dir: RunDir, notes: list[str]) -> list[AttackResult]:

@@ -109,3 +109,37 @@ def eps_figure(path: Path, title: str, lines: list[tuple[str, str, list[tuple[fl
         panel.series.append(Series(label, [p[0] for p in pts], [p[1] for p in pts],
                                    color=MODEL_COLORS.get(key), marker="o"))
     return draw_panels(path, title, [panel])
+
+
+def card_curve_figure(path: Path, title: str, lines: list[tuple[str, list[tuple[float, float]]]],
+                      metric: str) -> Path:
+    """The robustness cards' eps curves (the *monotone* check): one line per card, (eps/255, measure) points."""
+    panel = Panel(f"mainstay APGD attack: {metric} vs budget", "ε (/255)", metric)
+    for label, points in lines:
+        pts = sorted(points)
+        panel.series.append(Series(label, [p[0] for p in pts], [p[1] for p in pts], marker="o"))
+    return draw_panels(path, title, [panel])
+
+
+def heatmap_figure(path: Path, title: str, names: list[str], clean: list[float], matrix: list[list[float]]) -> Path:
+    """A transfer matrix as a heat map: rows crafted on, columns evaluated on, the clean mAP as the first row."""
+    from matplotlib.figure import Figure
+
+    rows = ["(clean)", *names]
+    values = [clean, *matrix]
+    n = len(names)
+    fig = Figure(figsize=(2.2 + 1.3 * n, 1.6 + 0.55 * (n + 1)), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(n), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(n + 1), rows, fontsize=8)
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("crafted on")
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="mAP")
+    ax.set_title(title, fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
