@@ -60,3 +60,31 @@ def test_attack_cli_and_errors(mosaic_run_copy, capsys):
     assert "expected a number like 8/255" in capsys.readouterr().err
     assert main(["attack", str(mosaic_run_copy.parent / "missing")]) == 2
     assert "run directory not found" in capsys.readouterr().err
+
+
+def test_attack_folders_never_mix_settings(mosaic_run_copy, capsys):
+    base = ["attack", str(mosaic_run_copy), "--steps", "1", "--num-queries", "4", "--batch-size", "4"]
+    assert main([*base, "--seed", "0"]) == 0
+    assert main([*base, "--seed", "5", "--topk", "10"]) == 0  # once overwrote the first (same default name)
+    folders = sorted(p.name for p in (mosaic_run_copy / "attacks").iterdir()
+                     if p.is_dir() and p.name.startswith("mainstay-untargeted-pgd-eps32-steps1-q4-"))
+    assert len(folders) == 2 and folders[0][:-7] == folders[1][:-7]  # same readable part, different settings key
+    first = mosaic_run_copy / "attacks" / folders[0] / "metrics.json"
+    stamp = first.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*base, "--seed", "0"]) == 0
+    assert main([*base, "--seed", "5", "--topk", "10"]) == 0
+    assert capsys.readouterr().out.count("reused") == 2
+    assert first.stat().st_mtime_ns == stamp
+    named = [*base, "--name", "mine"]
+    assert main(named) == 0
+    assert main([*named, "--seed", "3"]) == 2  # other settings under the same --name: refused ...
+    assert "holds a result of other settings" in capsys.readouterr().err
+    assert main([*named, "--seed", "3", "--overwrite"]) == 0  # ... unless asked
+    saved = json.loads((mosaic_run_copy / "attacks" / "mine" / "metrics.json").read_text())
+    assert saved["settings"]["seed"] == 3
+    for bad in ("..", "../../../x", "/tmp/abs", "a/b"):
+        assert main([*base, "--name", bad]) == 2
+        assert "one folder name" in capsys.readouterr().err
+    assert (mosaic_run_copy / "metrics.json").is_file() and "adversarial_mAP" not in (
+        mosaic_run_copy / "metrics.json").read_text()

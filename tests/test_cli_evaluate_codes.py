@@ -72,7 +72,7 @@ def test_bad_files_get_clear_errors(code_files, tmp_path, capsys, mutate, messag
     mutate(paths, tmp_path)
     out = tmp_path / "metrics.json"
     out.write_text("previous result")
-    assert main(_args(paths, "--out", str(out))) == 2
+    assert main(_args(paths, "--out", str(out), "--overwrite")) == 2  # bad inputs: the old file stays
     err = capsys.readouterr().err
     assert err.startswith("saat evaluate-codes: error: ")
     import re

@@ -7,10 +7,12 @@ automatically for the shipped demo datasets) -> YAML file (``--config``) -> expl
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from .utils.io import atomic_write_text
@@ -20,6 +22,63 @@ DEMO_DATASETS = ("fashion-mnist", "fashion-mosaic")
 # and adversarial training on them uses this larger budget (chosen by measurement, see README); real datasets keep the
 # paper's 8/255.
 DEMO_EPS = 32 / 255
+
+
+# --- value checks ---------------------------------------------------------------------------------------------------
+# One rule per numeric or boolean setting, shared by every settings dataclass (training, attack, defense, robustness)
+# and so by the command line, --config files, config.yaml on --resume and the Python API: (kind, minimum).
+# None is always allowed for fields whose default is None ("use the preset's value").
+VALUE_RULES: dict[str, tuple[str, float | None]] = {
+    "epochs": ("int", 0), "batch_size": ("int", 1), "bits": ("int", 1), "image_size": ("int", 1),
+    "num_workers": ("int", 0), "topk": ("int", 1), "eval_batch_size": ("int", 1), "log_every": ("int", 1),
+    "seed": ("int", 0), "steps": ("int", 0), "num_queries": ("int", 1), "train_limit": ("int", 1),
+    "lr": ("float", 0), "momentum": ("float", 0), "weight_decay": ("float", 0), "lr_gamma": ("float", 0),
+    "eps": ("float", 0), "step": ("float", 0), "lambda_": ("float", 0), "mu": ("float", 0),
+    "amp": ("bool", None), "pretrained": ("bool", None), "download": ("bool", None), "evaluate": ("bool", None),
+    "targeted": ("bool", None), "parity": ("bool", None), "adaptive": ("bool", None), "checks": ("bool", None),
+    "overwrite": ("bool", None),
+    **{name: ("str", None) for name in ("dataset", "data_root", "dataset_dir", "image_root", "method", "backbone",
+                                         "backbone_weights", "optimizer", "device", "preset", "generator", "defense",
+                                         "surrogate", "name")},
+    "method_hparams": ("dict", None), "options": ("dict", None), "lr_milestones": ("int list", None),
+}
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a text",
+               "dict": "a mapping of settings", "int list": "a list of integers"}
+
+
+def check_value(name: str, value: Any) -> None:
+    """Raise a one-line ValueError when ``value`` breaks the rule of setting ``name`` in :data:`VALUE_RULES` (the
+    wrong type, e.g. ``epochs: many``, ``lr: fast``; or below the minimum, e.g. ``--epochs -1``, ``--batch-size
+    0``). The message names the setting as a flag and as a config key. None passes (a preset decides)."""
+    rule = VALUE_RULES.get(name)
+    if rule is None or value is None:
+        return
+    kind, minimum = rule
+    where = f"--{name.rstrip('_').replace('_', '-')} (config key {name})"
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "dict":
+        ok = isinstance(value, dict)
+    elif kind == "int list":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    elif kind == "int":
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and \
+            math.isfinite(float(value))
+    if not ok:
+        raise ValueError(f"{where} must be {_KIND_WORDS[kind]}, got {value!r}")
+    if minimum is not None and value < minimum:
+        bound = f">= {minimum:g}" if kind == "float" or minimum != 1 else "at least 1"
+        raise ValueError(f"{where} must be {bound}, got {value!r}")
+
+
+def check_values(config) -> None:
+    """:func:`check_value` for every field of a settings dataclass (training, attack, defense, robustness)."""
+    for f in dataclasses.fields(config):
+        check_value(f.name, getattr(config, f.name))
 
 
 @dataclass
@@ -56,6 +115,9 @@ class TrainConfig:
     eval_batch_size: int | None = None  # None: 256 on accelerators, 64 on CPU (measured faster there)
     log_every: int = 50
     preset: str = "paper"
+
+    def __post_init__(self):
+        check_values(self)
 
 
 # Presets override the dataclass defaults. The demo preset was chosen by measurement: on both demo datasets CSQ
@@ -132,16 +194,24 @@ def _dataclass_defaults(cls) -> dict:
     return values
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, what: str = "--config") -> dict:
+    """A YAML mapping from ``path``; one-line errors (naming ``what`` and the file) for a missing file, invalid YAML,
+    tags that would construct Python objects (refused by ``safe_load``) and anything but a mapping."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--config: file not found: {path}")
+        raise FileNotFoundError(f"{what}: file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"--config: {path} is not valid YAML: {exc}") from None
+        first = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{what}: {path} is not valid saat YAML ({first})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what}: {path} cannot be read ({exc})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"--config: {path} must hold a mapping of settings, got {type(data).__name__}")
+        raise ValueError(f"{what}: {path} must hold a mapping of settings, got {type(data).__name__}")
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ValueError(f"{what}: {path}: setting names must be text, got {odd[0]!r}")
     return data
 
 
@@ -152,6 +222,8 @@ def resolve_config(cls=TrainConfig, overrides: dict | None = None, config_file: 
     presets = PRESETS if presets is None else presets
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     file_values = load_yaml(config_file) if config_file else {}
+    for key, value in {**file_values, **overrides}.items():  # types first: the preset choice reads them
+        check_value(key, value)
     dataset = overrides.get("dataset", file_values.get("dataset", getattr(cls, "dataset", None)))
     preset = overrides.get("preset", file_values.get("preset", default_preset(dataset)))
     values = resolve_settings(_dataclass_defaults(cls), what="training config", presets=presets, preset=preset,
@@ -165,6 +237,12 @@ def save_config(config, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(asdict(config), sort_keys=False))
 
 
-def config_from_dict(cls, data: dict):
-    check_settings(data, [f.name for f in dataclasses.fields(cls)], "config")
+def config_from_dict(cls, data, source: str = "config"):
+    """A settings dataclass from a mapping read from a file (``source`` names it in errors)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source} must hold a mapping of settings, got {type(data).__name__}")
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ValueError(f"{source}: setting names must be text, got {odd[0]!r}")
+    check_settings(data, [f.name for f in dataclasses.fields(cls)], source)
     return cls(**data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -33,6 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OS_HINTS = {
+    errno.EACCES: "permission denied: choose a directory you can write (--out) or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a directory you can write (--out) or fix its permissions",
+    errno.EROFS: "read-only file system: choose a writable directory (--out)",
+    errno.ENOSPC: "no space left on the device: free some space and rerun (finished steps are kept)",
+    errno.EDQUOT: "disk quota exceeded: free some space and rerun (finished steps are kept)",
+    errno.EISDIR: "is a directory: give a file path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EEXIST: "already exists: choose another path or remove it",
+}
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an expected failure: the message of saat's own errors; for an operating-system error, the file
+    and what to do (never Python's "[Errno 13]" form)."""
+    if isinstance(exc, OSError) and exc.errno in _OS_HINTS and not isinstance(exc, (FileNotFoundError,)):
+        where = exc.filename if exc.filename is not None else "(file not named by the system)"
+        return f"{where}: {_OS_HINTS[exc.errno]}"
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -41,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.run(args) or 0)
-    except (SaatError, ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
+    except (SaatError, ValueError, FileNotFoundError, FileExistsError, ImportError, OSError) as exc:
         if os.environ.get("SAAT_DEBUG"):
             raise
-        print(f"saat {args.command}: error: {exc}", file=sys.stderr)
+        print(f"saat {args.command}: error: {describe_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"saat {args.command}: interrupted", file=sys.stderr)

@@ -71,6 +71,9 @@ def register(sub) -> None:
                         "RUN_DIR --method comdefend'); the attacker sees the model only unless --adaptive")
     p.add_argument("--adaptive", action="store_true",
                    help="with --defense: the attacker differentiates through the purifier (straight-through)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a result of other settings that sits under the same --name (without it, such a "
+                        "result is never overwritten; a result of the same settings is reused)")
     add_device_arg(p)
     p.set_defaults(run=run)
 

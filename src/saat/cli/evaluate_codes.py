@@ -35,6 +35,7 @@ def register(sub) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "cpu", "torch", "faiss"),
                    help="ranking backend (all give identical results)")
     p.add_argument("--out", type=Path, metavar="metrics.json", help="write the metrics as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(run=run)
 
 
@@ -60,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from ..utils.io import atomic_write_json
     from . import CommandError
 
+    if args.out is not None:  # checked before the work
+        if args.out.is_dir():
+            raise CommandError(f"--out {args.out} is a directory: give a file path such as {args.out}/metrics.json")
+        if args.out.exists() and not args.overwrite:
+            raise CommandError(f"--out {args.out} exists; pass --overwrite to replace it")
     arrays = {}
     for attr, option in (("query_codes", "--query-codes"), ("db_codes", "--db-codes"),
                          ("query_labels", "--query-labels"), ("db_labels", "--db-labels")):

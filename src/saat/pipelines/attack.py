@@ -7,6 +7,8 @@ of the same queries —, theory MAP, perceptibility, time, images/s, every setti
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -16,12 +18,13 @@ from torch.utils.data import Subset
 
 from ..attacks import ATTACKS, TABLE1_ATTACKS, TensorAttack, load_or_create_targets, query_subset
 from ..attacks.api import attack_evaluation
-from ..config import preset_settings
+from ..config import check_values, preset_settings
 from ..runs import AttackRecord, RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.images import save_example_grid
 from ..utils.io import atomic_save_npy, atomic_write_json
+from ..utils.validation import check_name
 from .common import codes_for, encode_batch_size, load_run, open_dataset
 
 
@@ -45,6 +48,10 @@ class AttackConfig:
     name: str | None = None
     defense: str | None = None  # "comdefend": a purifier in front of the model at evaluation
     adaptive: bool = False  # with a purifier: the attacker differentiates through it (straight-through binarisation)
+    overwrite: bool = False  # replace a result of other settings under the same --name
+
+    def __post_init__(self):
+        check_values(self)
 
 
 def attack_settings(method_cls, cfg: AttackConfig, demo: bool) -> dict:
@@ -54,9 +61,19 @@ def attack_settings(method_cls, cfg: AttackConfig, demo: bool) -> dict:
                            demo=demo, explicit={**explicit, **cfg.options})
 
 
-def attack_name(cfg: AttackConfig, settings: dict) -> str:
+def settings_key(cfg: AttackConfig, settings: dict, topk: int | None) -> str:
+    """A short hash of everything that changes an attack's result: the resolved method settings, the queries (number,
+    seed), topK, the batch size (random starts are drawn per batch) and the evaluated system."""
+    relevant = {**{k: v for k, v in asdict(cfg).items() if k not in ("name", "overwrite", "options")}, **settings,
+                "topk": topk}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def attack_name(cfg: AttackConfig, settings: dict, key: str) -> str:
+    """``--name``, or a readable default that ends with the settings key: results of other settings never share a
+    folder."""
     if cfg.name:
-        return cfg.name
+        return check_name(cfg.name)
     parts = [cfg.method, "targeted" if cfg.targeted else "untargeted"]
     if "generator" in settings:
         parts.append(settings["generator"])
@@ -67,6 +84,7 @@ def attack_name(cfg: AttackConfig, settings: dict) -> str:
     if settings.get("bounded") is False:
         parts.append("unbounded")
     parts.append(f"q{cfg.num_queries or 'all'}")
+    parts.append(key[:6])
     if cfg.defense:
         parts.append(cfg.defense + ("-adaptive" if cfg.adaptive else ""))
     return "-".join(parts)
@@ -109,7 +127,18 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     atk = TensorAttack(cfg.method, attacker, eps=None, steps=None, knowledge=knowledge, num_classes=None,
                        seed=cfg.seed, progress=progress, settings=settings, cache_dir=RunDir(run_dir).cache,
                        cache_key=run.checkpoint_hash)
-    name = attack_name(cfg, settings)
+    key = settings_key(cfg, settings, k)
+    name = attack_name(cfg, settings, key)
+    out = RunDir(run_dir).attack(name)
+    if write and out.metrics.is_file():
+        previous = json.loads(out.metrics.read_text())
+        if (previous.get("settings") or {}).get("settings_key") == key and not cfg.overwrite:
+            if progress:
+                print(f"{out.path}: a result of these settings exists; reused (--overwrite to recompute)")
+            return previous
+        if not cfg.overwrite:
+            raise FileExistsError(f"{out.path} holds a result of other settings; choose another --name, or pass "
+                                  "--overwrite to replace it")
     record, result = attack_evaluation(
         system, atk, Subset(ds.query, picked.tolist()), query_labels, db_codes, db_labels, topk=k,
         target_labels=targets, batch_size=cfg.batch_size, benign_codes=query_codes[picked], progress=progress,
@@ -118,12 +147,12 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     record = replace(record, name=name, dataset=ds.name, run=str(run_dir), checkpoint=run.checkpoint_hash,
                      defense=run.metadata.get("defense"),
                      network_training_seconds=getattr(method, "training_seconds", None),
-                     settings={**{k: v for k, v in asdict(cfg).items() if k not in settings and k != "options"},
-                               **method.settings_record()})
+                     settings={**{k: v for k, v in asdict(cfg).items()
+                                  if k not in settings and k not in ("options", "overwrite")},
+                               **method.settings_record(), "settings_key": key})
     adv_codes, shown = result.adv_codes, result.shown
     metrics = record.to_json()
     if write and is_main_process():
-        out = RunDir(run_dir).attack(name)
         atomic_write_json(out.metrics, metrics)
         atomic_save_npy(out.adv_codes, adv_codes)
         atomic_save_npy(out.query_indices, picked)

@@ -18,7 +18,8 @@ from ..models import build_model
 from ..retrieval import random_ranking_map
 from ..runs import RunDir
 from ..utils.device import autocast
-from ..utils.io import atomic_save_npy
+from ..utils.dist import is_main_process
+from ..utils.io import atomic_save_npy, remove_stale_temps
 from ..utils.progress import progress_bar
 
 
@@ -114,6 +115,8 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedR
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
+    if is_main_process():
+        remove_stale_temps(run_dir)  # left by a process killed mid-write
     files = RunDir(run_dir)
     model_path = files.model
     if not model_path.is_file():

@@ -16,14 +16,14 @@ import torch
 import yaml
 
 from ..checkpoint import save_model
-from ..config import DEMO_DATASETS, preset_settings
+from ..config import DEMO_DATASETS, check_values, config_from_dict, load_yaml, preset_settings
 from ..data import FirstItems
 from ..defenses import DEFENSES, DefenseContext
 from ..runs import RunDir, TrainRecord
 from ..utils.codes import sign_codes
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text, remove_stale_temps
 from ..utils.schedule import lr_milestones
 from .common import encode_batch_size, encode_split, load_run, open_dataset
 from .evaluate import evaluate
@@ -53,6 +53,9 @@ class DefenseConfig:
     evaluate: bool = True
     train_limit: int | None = None  # iterate only the first N training images (quick experiments, the quick demo)
 
+    def __post_init__(self):
+        check_values(self)
+
 
 def defense_settings(cls, cfg: DefenseConfig, demo: bool) -> dict:
     """The defense's paper defaults, then the demo preset (if demo), then the user's explicit settings."""
@@ -75,8 +78,11 @@ def defend(run_dir: str | Path | None = None, config: DefenseConfig | None = Non
         out_dir = Path(resume)
         if not RunDir(out_dir).defense_config.is_file():
             raise FileNotFoundError(f"--resume: {out_dir} has no defense.yaml; is it a defense run directory?")
-        saved = yaml.safe_load(RunDir(out_dir).defense_config.read_text())
-        cfg = DefenseConfig(**saved["config"])
+        path = RunDir(out_dir).defense_config
+        saved = load_yaml(path, "--resume")
+        if not isinstance(saved.get("config"), dict) or not isinstance(saved.get("source_run"), str):
+            raise ValueError(f"--resume: {path} lacks the 'config' mapping or the 'source_run' path saat writes")
+        cfg = config_from_dict(DefenseConfig, saved["config"], f"--resume: {path} config")
         run_dir = Path(saved["source_run"])
         return _defend(run_dir, cfg, out_dir, resume=True, progress=progress)
     if run_dir is None:
@@ -97,6 +103,8 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
 
     defense_cls = DEFENSES.get(cfg.method)
     device = resolve_device(cfg.device)
+    if resume and is_main_process():
+        remove_stale_temps(out_dir)  # left by a process killed mid-write
     source = load_run(run_dir, device)
     model, meta = source.model, source.metadata
     ds = open_dataset(source.config, source.image_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..config import check_value
 from ..retrieval import evaluate_retrieval
 from ..runs import RunDir, TrainRecord
 from ..utils.device import resolve_device
@@ -26,6 +27,8 @@ def evaluate(run_dir: str | Path, *, topk: int | None = None, split: str = "test
     """
     if split not in SPLITS:
         raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    check_value("batch_size", batch_size)
+    check_value("topk", topk)
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
     cfg = run.config

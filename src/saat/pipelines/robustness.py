@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..attacks import ATTACKS, load_or_create_targets, query_subset
-from ..config import DEMO_DATASETS, DEMO_EPS
+from ..config import DEMO_DATASETS, DEMO_EPS, check_values
 from ..robustness import ensemble, evaluate, format_card, format_matrix
 from ..runs import RunDir
 from ..utils.device import resolve_device
@@ -46,6 +46,9 @@ class RobustnessConfig:
     adaptive: bool = False  # craft through straight-through versions of non-differentiable parts (BPDA)
     checks: bool = True
     name: str | None = None
+
+    def __post_init__(self):
+        check_values(self)
 
 
 def robustness_name(cfg: RobustnessConfig, eps: float, topk: int | None, surrogate: str | None) -> str:

@@ -17,11 +17,11 @@ import torch
 
 from .._version import __version__
 from ..checkpoint import load_file, save_file, save_model
-from ..config import TrainConfig, config_from_dict, resolve_config, save_config
+from ..config import TrainConfig, config_from_dict, load_yaml, resolve_config, save_config
 from ..runs import RunDir, TrainRecord
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
-from ..utils.io import atomic_write_text
+from ..utils.io import atomic_write_text, remove_stale_temps
 from ..utils.resume import capture, restore
 from .common import open_dataset, resolve_image_size
 from .evaluate import evaluate
@@ -96,9 +96,8 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None, r
         cfg_path = RunDir(run_dir).config
         if not cfg_path.is_file():
             raise FileNotFoundError(f"--resume: {run_dir} has no config.yaml; is it a saat run directory?")
-        import yaml
 
-        cfg = config_from_dict(TrainConfig, yaml.safe_load(cfg_path.read_text()))
+        cfg = config_from_dict(TrainConfig, load_yaml(cfg_path, "--resume"), f"--resume: {cfg_path}")
     else:
         cfg = config if config is not None else resolve_config(TrainConfig, overrides, config_file)
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
@@ -131,6 +130,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     writer = is_main_process()
     log: list[dict] = []
     start_epoch = step = 0
+    if resume and writer:
+        remove_stale_temps(run_dir)  # left by a process killed mid-write
     if resume and (RunDir(run_dir).checkpoint).is_file():
         start_epoch, step, log = restore_training_state(run_dir, "training checkpoint", model=model, method=method,
                                                         optimizer=optimizer, scheduler=scheduler)

@@ -16,7 +16,12 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r} is not a device: use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: saat runs on cpu, cuda or mps, not {dev.type}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

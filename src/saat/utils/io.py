@@ -6,6 +6,7 @@ that already existed stays intact until the new one is complete.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -25,8 +26,12 @@ _UMASK = _current_umask()
 
 def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid is in the name, so that a later run can tell a leftover of a killed writer from a write in
+    # progress (remove_stale_temps).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, mode) as fh:
@@ -34,13 +39,47 @@ def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) ->
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc  # name the target, not the temp
         raise
     return path
+
+
+def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left under ``root`` (``.NAME.PID.XXXX.tmp`` whose
+    process is gone); returns what was removed. Writes in progress (their process alive) are left alone."""
+    root = Path(root)
+    removed = []
+    if not root.is_dir():
+        return removed
+    for tmp in root.rglob(".*.tmp"):
+        parts = tmp.name.split(".")
+        if len(parts) < 5 or not parts[-3].isdigit() or not tmp.is_file():
+            continue
+        pid = int(parts[-3])
+        if pid != os.getpid() and _alive(pid):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
