@@ -273,6 +273,19 @@ def test_data_is_escaped_in_html_and_markdown(tmp_path, fake_dataset):
     assert XSS not in md
 
 
+def test_markdown_output_never_turns_file_text_into_links_or_markup(tmp_path, fake_dataset):
+    base = make_run(tmp_path, "base", 0.7)
+    m = attack_metrics("mainstay", 0.1)
+    m["name"] = "[click](javascript:alert(1)) ![img](x.png) **bold** `code`"
+    add_attack(base, m)
+    md = build_report([base], tmp_path / "out")["markdown"].read_text()
+    assert "[click](javascript" not in md and "![img](" not in md and "**bold**" not in md
+    assert r"\[click\](javascript:alert(1))" in md and r"\*\*bold\*\*" in md
+    from saat.report.document import md_cell
+
+    assert md_cell("a|b\nc <i>") == r"a\|b c &lt;i&gt;"
+
+
 def test_partial_inputs_do_not_crash(tmp_path, fake_dataset):
     bare = make_run(tmp_path, "bare", 0.5)  # no attacks at all
     (bare / "train_log.jsonl").unlink()

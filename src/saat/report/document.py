@@ -48,12 +48,21 @@ Block = Heading | Paragraph | Bullets | Table | Figure
 
 # --- Markdown -------------------------------------------------------------------------------------------------------
 
+_MD_SPECIAL = "\\`*_[]!#"  # backslash first: every Markdown construct that could start a link, image or markup
+
+
 def md_text(text: str) -> str:
-    return str(text).replace("<", "&lt;").replace(">", "&gt;")
+    """Plain text for Markdown: HTML brackets as entities and every character that could start Markdown markup
+    (links such as ``[x](javascript:...)``, images, emphasis, code) backslash-escaped, so text read from files and
+    names renders as written and never as markup."""
+    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for ch in _MD_SPECIAL:
+        out = out.replace(ch, "\\" + ch)
+    return out
 
 
 def md_cell(text: str) -> str:
-    return md_text(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return md_text(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def to_markdown(title: str, blocks: list[Block], base: Path) -> str:
