@@ -92,8 +92,8 @@ def test_an_accepted_name_never_leaves_its_folder(name):
 
 
 def test_os_errors_name_the_file_and_the_remedy():
-    assert describe_error(PermissionError(errno.EACCES, "Permission denied", "/x/model.pt")) == \
-        "/x/model.pt: permission denied: choose a directory you can write (--out) or fix its permissions"
+    assert describe_error(PermissionError(errno.EACCES, "Permission denied", "/x/model.pt")).startswith(
+        "/x/model.pt: permission denied: fix its permissions, or write elsewhere")
     assert "no space left" in describe_error(OSError(errno.ENOSPC, "No space left on device", "/x/c.pt"))
     assert describe_error(OSError(errno.EROFS, "Read-only file system", "/ro")).startswith("/ro: read-only")
     assert describe_error(ValueError("plain")) == "plain"
@@ -148,16 +148,42 @@ def test_atomic_writes_carry_the_writer_pid(tmp_path, monkeypatch):
     assert seen[0].startswith(f".f.txt.{os.getpid()}.") and seen[0].endswith(".tmp")
 
 
+def _tmpfs(mount: Path, options: str) -> None:
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and mount to build a tmpfs")
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 256 KiB tmpfs (root only; skipped where mounting is not allowed)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root and mount to build a size-limited tmpfs")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    _tmpfs(tmp_path / "small", "size=256k")
+    yield tmp_path / "small"
+    subprocess.run(["umount", str(tmp_path / "small")], check=False)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A read-only tmpfs holding a fake run folder (root only: permissions do not stop root)."""
+    _tmpfs(tmp_path / "ro", "size=1m")
+    (tmp_path / "ro" / "run").mkdir()
+    (tmp_path / "ro" / "run" / "model.pt").write_bytes(b"not read: the write check comes first")
+    subprocess.run(["mount", "-o", "remount,ro", str(tmp_path / "ro")], check=True)
+    yield tmp_path / "ro"
+    subprocess.run(["umount", str(tmp_path / "ro")], check=False)
+
+
+@pytest.mark.parametrize("command", [
+    ["evaluate", "{ro}/run"], ["attack", "{ro}/run"], ["robustness", "{ro}/run"], ["transfer", "{ro}/run", "{ro}/run"],
+    ["report", "{tmp}", "--out", "{ro}/report"], ["defend", "{tmp}", "--out", "{ro}/defended"],
+    ["train", "--dataset", "fashion-mosaic", "--out", "{ro}/new"],
+])
+def test_a_read_only_output_is_one_line_before_any_work(read_only_dir, tmp_path, capsys, command):
+    args = [a.format(ro=read_only_dir, tmp=tmp_path) for a in command]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "read-only file system: write elsewhere" in err and "Traceback" not in err
 
 
 def test_disk_full_keeps_the_previous_file_and_names_it(small_tmpfs):

@@ -35,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _OS_HINTS = {
-    errno.EACCES: "permission denied: choose a directory you can write (--out) or fix its permissions",
-    errno.EPERM: "operation not permitted: choose a directory you can write (--out) or fix its permissions",
-    errno.EROFS: "read-only file system: choose a writable directory (--out)",
+    errno.EACCES: "permission denied: fix its permissions, or write elsewhere (another --out, or a copy of the run)",
+    errno.EPERM: "operation not permitted: fix its permissions, or write elsewhere (another --out, or a copy of the "
+                 "run)",
+    errno.EROFS: "read-only file system: write elsewhere (another --out, or a copy of the run directory)",
     errno.ENOSPC: "no space left on the device: free some space and rerun (finished steps are kept)",
     errno.EDQUOT: "disk quota exceeded: free some space and rerun (finished steps are kept)",
     errno.EISDIR: "is a directory: give a file path",

@@ -58,7 +58,7 @@ def load_npy(path: Path, option: str) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from ..retrieval import evaluate_retrieval, targeted_mean_average_precision
-    from ..utils.io import atomic_write_json
+    from ..utils.io import atomic_write_json, check_writable
     from . import CommandError
 
     if args.out is not None:  # checked before the work
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"--out {args.out} is a directory: give a file path such as {args.out}/metrics.json")
         if args.out.exists() and not args.overwrite:
             raise CommandError(f"--out {args.out} exists; pass --overwrite to replace it")
+        check_writable(args.out.parent)
     arrays = {}
     for attr, option in (("query_codes", "--query-codes"), ("db_codes", "--db-codes"),
                          ("query_labels", "--query-labels"), ("db_labels", "--db-labels")):

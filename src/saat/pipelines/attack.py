@@ -23,7 +23,7 @@ from ..runs import AttackRecord, RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.images import save_example_grid
-from ..utils.io import atomic_save_npy, atomic_write_json
+from ..utils.io import atomic_save_npy, atomic_write_json, check_writable
 from ..utils.validation import check_name
 from .common import codes_for, encode_batch_size, load_run, open_dataset
 
@@ -95,6 +95,8 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     """Attack ``run_dir``'s model with ``config`` (or keyword overrides of :class:`AttackConfig`)."""
     cfg = config or AttackConfig(**{k: v for k, v in overrides.items() if v is not None})
     method_cls = ATTACKS.get(cfg.method)
+    if write:
+        check_writable(run_dir)  # before any encoding or attacking
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
     ds = open_dataset(run.config, run.image_size)

@@ -23,7 +23,7 @@ from ..runs import RunDir, TrainRecord
 from ..utils.codes import sign_codes
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
-from ..utils.io import atomic_write_json, atomic_write_text, remove_stale_temps
+from ..utils.io import atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
 from ..utils.schedule import lr_milestones
 from .common import encode_batch_size, encode_split, load_run, open_dataset
 from .evaluate import evaluate
@@ -90,6 +90,7 @@ def defend(run_dir: str | Path | None = None, config: DefenseConfig | None = Non
     cfg = config or DefenseConfig(**{k: v for k, v in overrides.items() if v is not None})
     DEFENSES.get(cfg.method)  # an unknown name fails before anything is loaded
     out_dir = Path(out) if out is not None else Path(f"{Path(run_dir).as_posix().rstrip('/')}-{cfg.method}")
+    check_writable(out_dir)  # before the source run is loaded and encoded
     if RunDir(out_dir).has_started():
         raise FileExistsError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
                               "or choose another --out")

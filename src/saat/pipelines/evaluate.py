@@ -10,7 +10,7 @@ from ..retrieval import evaluate_retrieval
 from ..runs import RunDir, TrainRecord
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, check_writable
 from .common import codes_for, encode_batch_size, load_run, open_dataset
 
 SPLITS = {"test": "query", "query": "query", "train": "train"}
@@ -29,6 +29,8 @@ def evaluate(run_dir: str | Path, *, topk: int | None = None, split: str = "test
         raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     check_value("batch_size", batch_size)
     check_value("topk", topk)
+    if write:
+        check_writable(run_dir)  # before any encoding
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
     cfg = run.config

@@ -21,7 +21,7 @@ from ..robustness import ensemble, evaluate, format_card, format_matrix
 from ..runs import RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
-from ..utils.io import atomic_save_npy, atomic_write_json
+from ..utils.io import atomic_save_npy, atomic_write_json, check_writable
 from ..utils.validation import check_name
 from .attack import _systems
 from .common import codes_for, encode_batch_size, load_run, open_dataset
@@ -83,6 +83,8 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
     cfg = config or RobustnessConfig(**{k: v for k, v in overrides.items() if v is not None})
     if cfg.name is not None:
         check_name(cfg.name)
+    if write:
+        check_writable(run_dir)  # before any attack
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
     ds = open_dataset(run.config, run.image_size)
@@ -175,6 +177,8 @@ def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_qu
         raise ValueError(f"saat transfer needs at least two runs, got {len(run_dirs)}")
     if name is not None:
         check_name(name)
+    if write:
+        check_writable(run_dirs[0])  # before any encoding or attack
     dev = resolve_device(device)
     runs = [load_run(r, dev) for r in run_dirs]
     first = runs[0]

@@ -10,7 +10,7 @@ from typing import Any
 from .._version import __version__
 from ..attacks.methods import TABLE1_ATTACKS
 from ..runs import TrainRecord
-from ..utils.io import atomic_write_text
+from ..utils.io import atomic_write_text, check_writable
 from . import examples as _examples
 from . import paper
 from .claims import attack_strength, defense_strength, pct
@@ -52,6 +52,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path = "report", *, 
         print(paths["html"])
     """
     out = Path(out_dir)
+    check_writable(out)
     runs = collect_runs(list(run_dirs), discover=discover)
     out.mkdir(parents=True, exist_ok=True)
     builder = _Builder(runs, out, examples)

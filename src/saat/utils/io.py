@@ -31,7 +31,10 @@ def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     # The writer's pid is in the name, so that a later run can tell a leftover of a killed writer from a write in
     # progress (remove_stale_temps).
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, mode) as fh:
@@ -48,6 +51,25 @@ def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) ->
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc  # name the target, not the temp
         raise
     return path
+
+
+def check_writable(directory: str | os.PathLike) -> Path:
+    """Fail early, before any expensive work, when ``directory`` (or the nearest existing folder above it, where it
+    would be created) cannot take new files: an OSError naming the folder (read-only, no permission, a file in the
+    way)."""
+    directory = Path(directory)
+    probe_dir = directory
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(probe_dir))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".write-check.{os.getpid()}.", suffix=".tmp", dir=probe_dir)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(directory)) from None
+    os.close(fd)
+    os.unlink(tmp)
+    return directory
 
 
 def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
