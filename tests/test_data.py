@@ -482,3 +482,34 @@ def test_cifar10_refuses_pickles_that_are_not_plain_arrays(tmp_path, tiny_cifar_
         pickle.dump({b"data": Evil(), b"labels": []}, fh)
     with pytest.raises(ValueError, match=r"test_batch: not a CIFAR-10 batch file .*unexpected object builtins\.print"):
         load_quiet(name="CIFAR-10", data_root=tmp_path)
+
+
+def test_queries_without_relevant_items_are_counted_warned_and_all_refused(tmp_path, capsys):
+    from saat.config import TrainConfig
+    from saat.pipelines.common import open_dataset, queries_without_relevant_items
+
+    q = np.array([[1, 0, 0], [0, 0, 0], [0, 0, 1]])
+    db = np.array([[1, 1, 0], [0, 1, 0]])
+    assert queries_without_relevant_items(q, db) == 2  # all-zero row, and a class no database item has
+    spec = make_dataset(tmp_path / "toy", "paired")
+    spec["query"][1][1] = 0  # one all-zero query
+    write_lists(tmp_path / "toy", "paired", spec)
+    open_dataset(TrainConfig(dataset="", dataset_dir=str(tmp_path / "toy")), 16)
+    assert "1 of 2 queries share no label with any database item" in capsys.readouterr().err
+    spec["query"][1][:] = 0
+    write_lists(tmp_path / "toy", "paired", spec)
+    with pytest.raises(ValueError, match="none of the 2 queries shares a label with any database item"):
+        open_dataset(TrainConfig(dataset="", dataset_dir=str(tmp_path / "toy")), 16)
+
+
+def test_dataset_dir_alone_is_a_custom_dataset_and_conflicts_are_refused(tmp_path):
+    from saat.config import TrainConfig, resolve_config
+    from saat.pipelines.common import open_dataset
+
+    make_dataset(tmp_path / "toy", "paired", n_classes=4)
+    cfg = resolve_config(TrainConfig, {"dataset_dir": str(tmp_path / "toy")})
+    assert cfg.dataset == "" and cfg.preset == "paper"  # not the default FLICKR-25K
+    ds = open_dataset(cfg, 16, verbose=False)
+    assert ds.n_classes == 4
+    with pytest.raises(ValueError, match="do not apply to it"):
+        load_quiet(name="fashion-mosaic", dataset_dir=tmp_path / "toy")

@@ -224,6 +224,10 @@ def resolve_config(cls=TrainConfig, overrides: dict | None = None, config_file: 
     file_values = load_yaml(config_file) if config_file else {}
     for key, value in {**file_values, **overrides}.items():  # types first: the preset choice reads them
         check_value(key, value)
+    given = {**file_values, **overrides}
+    if given.get("dataset_dir") and "dataset" not in given and hasattr(cls, "dataset"):
+        # --dataset-dir alone: a custom dataset (class count from the files), never the default catalog entry.
+        overrides = {**overrides, "dataset": ""}
     dataset = overrides.get("dataset", file_values.get("dataset", getattr(cls, "dataset", None)))
     preset = overrides.get("preset", file_values.get("preset", default_preset(dataset)))
     values = resolve_settings(_dataclass_defaults(cls), what="training config", presets=presets, preset=preset,

@@ -37,10 +37,23 @@ def open_dataset(cfg: TrainConfig, image_size: int | None, data_root: str | None
     ds = load_dataset(name, data_root=data_root or cfg.data_root, dataset_dir=cfg.dataset_dir,
                       image_root=cfg.image_root, image_size=image_size, seed=cfg.seed, download=cfg.download,
                       verbose=False)
+    lonely = queries_without_relevant_items(ds.query.labels.numpy(), ds.database.labels.numpy())
+    if lonely == len(ds.query):
+        raise ValueError(f"{ds.name}: none of the {lonely} queries shares a label with any database item (are the "
+                         "labels all zero, or the query and database label files mismatched?); mAP would be 0")
     if verbose:
         print(f"{ds.summary()} · random-ranking mAP@{ds.default_topk or 'all'} {random_baseline(ds):.3f}",
               file=sys.stderr, flush=True)
+    if lonely:
+        print(f"warning: {ds.name}: {lonely} of {len(ds.query)} queries share no label with any database item; they "
+              "count as AP 0 in every mAP (all-zero label rows?)", file=sys.stderr, flush=True)
     return ds
+
+
+def queries_without_relevant_items(query_labels: np.ndarray, db_labels: np.ndarray) -> int:
+    """How many queries share no class with any database item (no relevant item exists for them)."""
+    present = np.asarray(db_labels).astype(bool).any(axis=0)
+    return int((~(np.asarray(query_labels).astype(bool) & present).any(axis=1)).sum())
 
 
 def random_baseline(ds, topk: int | None | str = "default") -> float:
