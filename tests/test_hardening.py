@@ -241,3 +241,58 @@ def test_any_yaml_text_gives_a_config_or_a_value_error(text):
                 read()
             except ValueError as exc:
                 assert str(exc)
+
+
+# --- fuzzing: malformed inputs give a ValueError-family error with a message, never another exception -------------
+
+LIST_TOKENS = st.sampled_from(["img.png", "a b.png", "./data/x.png", "/abs/y.jpg", "0", "1", "2", "-1", "0.5", "nan",
+                               "x", " ", "\t", "\r\n", "\n", "1 0 1", "0 0 0", "", "\ufeff", "é", "1,0", "#"])
+
+
+@given(files=st.fixed_dictionaries({name: st.lists(LIST_TOKENS, max_size=25).map("".join) for name in (
+    "train", "test", "database")}), paired=st.booleans())
+@settings(max_examples=250, deadline=None)
+def test_list_file_parsers_fail_only_with_clear_errors(files, paired):
+    import tempfile
+
+    from saat.data.formats import read_folder
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "img.png").write_bytes(b"not decoded by the parser")
+        for split, text in files.items():
+            if paired:
+                lines = text.splitlines()
+                (root / f"{split}_img.txt").write_text("\n".join(w.split(" ")[0] for w in lines) + "\n")
+                (root / f"{split}_label.txt").write_text(text)
+            else:
+                (root / f"{split}.txt").write_text(text)
+        try:
+            read_folder(root)
+        except (ValueError, FileNotFoundError) as exc:
+            assert str(exc)
+
+
+ARRAYS = st.one_of(
+    st.integers(0, 4).flatmap(lambda n: st.lists(st.lists(st.sampled_from([-1, 0, 1, 2, 0.5, float("nan")]),
+                                                           min_size=0, max_size=4), min_size=n, max_size=n)),
+    st.just([]), st.just([[1, -1]]), st.just("codes"), st.none(), st.just([[[1]]]))
+
+
+@given(q=ARRAYS, db=ARRAYS, ql=ARRAYS, dl=ARRAYS, topk=st.sampled_from([None, 0, 1, 5, -2, 2.5, "3"]))
+@settings(max_examples=400, deadline=None)
+def test_metric_inputs_fail_only_with_value_errors(q, db, ql, dl, topk):
+    from saat.retrieval import mean_average_precision
+
+    def arr(x):
+        try:
+            return np.array(x)
+        except ValueError:  # ragged lists: numpy itself refuses them
+            return x
+
+    try:
+        value = mean_average_precision(arr(q), arr(db), arr(ql), arr(dl), topk=topk)
+    except ValueError as exc:
+        assert str(exc)
+    else:
+        assert 0.0 <= value <= 1.0

@@ -155,7 +155,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     adv_codes, shown = result.adv_codes, result.shown
     metrics = record.to_json()
     if write and is_main_process():
-        atomic_write_json(out.metrics, metrics)
+        # metrics.json last: its presence marks a complete result (a kill before it leaves a folder that is redone).
         atomic_save_npy(out.adv_codes, adv_codes)
         atomic_save_npy(out.query_indices, picked)
         if shown:
@@ -172,6 +172,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
             np.savez_compressed(buf, query_indices=picked[:len(shown)], benign=to_u8([b for b, _ in shown]),
                                 adversarial=to_u8([a for _, a in shown]))
             atomic_write_bytes(out.examples_npz, buf.getvalue())
+        atomic_write_json(out.metrics, metrics)
     return metrics
 
 

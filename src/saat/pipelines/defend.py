@@ -167,8 +167,8 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
                               if k not in ("kind", "epoch", "step", "seconds", "images_per_s", "lr"))
             print(f"epoch {epoch + 1}/{epochs}: {terms}; {summary['seconds']:.1f} s")
         if writer:
-            save_training_state(files.checkpoint, epoch + 1, step, model=model, method=method, defense=defense,
-                                optimizer=optimizer, scheduler=scheduler)
+            save_training_state(files.checkpoint, epoch + 1, step, log, model=model, method=method,
+                                defense=defense, optimizer=optimizer, scheduler=scheduler)
             write_log(files.train_log, log)
     seconds = time.perf_counter() - t0
 

@@ -62,18 +62,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_training_state(path: Path, epoch: int, step: int, **objects) -> None:
-    """Everything a run needs to continue after ``epoch``: each object's state and the global RNG state."""
-    save_file({"epoch": epoch, "step": step, "rng": rng_state(), **capture(objects)}, path)
+def save_training_state(path: Path, epoch: int, step: int, log: list[dict], **objects) -> None:
+    """Everything a run needs to continue after ``epoch``: each object's state, the global RNG state and the log
+    so far (the checkpoint is the one source of truth: a kill between it and train_log.jsonl loses nothing)."""
+    save_file({"epoch": epoch, "step": step, "rng": rng_state(), "train_log": list(log), **capture(objects)}, path)
 
 
 def restore_training_state(run_dir: Path, what: str, **objects) -> tuple[int, int, list[dict]]:
-    """Load ``run_dir/checkpoint.pt`` into ``objects`` (by name) and the RNG; return (epoch, step, log), the log
-    cut back to the checkpoint so that records of an interrupted epoch disappear."""
+    """Load ``run_dir/checkpoint.pt`` into ``objects`` (by name) and the RNG; return (epoch, step, log): the log the
+    checkpoint holds (checkpoints of earlier versions: train_log.jsonl cut back to the checkpoint's epoch)."""
     state = load_file(RunDir(run_dir).checkpoint, what)
-    restore(objects, state)
+    restore(objects, {k: v for k, v in state.items() if k != "train_log"})
     set_rng_state(state["rng"])
     epoch, step = int(state["epoch"]), int(state["step"])
+    if isinstance(state.get("train_log"), list):
+        return epoch, step, list(state["train_log"])
     return epoch, step, [r for r in read_log(RunDir(run_dir).train_log) if r.get("epoch", 0) <= epoch]
 
 
@@ -156,7 +159,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
             print(f"epoch {epoch + 1}/{cfg.epochs}: loss {summary['loss']:.4f}, "
                   f"{summary['images_per_s']:.0f} img/s, {summary['seconds']:.1f} s")
         if writer:
-            save_training_state(RunDir(run_dir).checkpoint, epoch + 1, step, model=model, method=method,
+            save_training_state(RunDir(run_dir).checkpoint, epoch + 1, step, log, model=model, method=method,
                                 optimizer=optimizer, scheduler=scheduler)
             write_log(RunDir(run_dir).train_log, log)
     train_seconds = time.perf_counter() - t_train

@@ -23,6 +23,24 @@ def _current_umask() -> int:
 
 _UMASK = _current_umask()
 
+# Fault injection for the kill tests (tests/test_faults.py): SAAT_FAULT_INJECT="NAME:N" kills this process with
+# SIGKILL inside its N-th atomic write of a file named NAME — the data is in the temporary file, not yet renamed.
+_FAULT = os.environ.get("SAAT_FAULT_INJECT", "")
+_WRITES: dict[str, int] = {}
+
+
+def _maybe_die(name: str) -> None:
+    if not _FAULT:
+        return
+    target, _, nth = _FAULT.rpartition(":")
+    if target != name:
+        return
+    _WRITES[name] = _WRITES.get(name, 0) + 1
+    if str(_WRITES[name]) == nth:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
@@ -40,6 +58,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) ->
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
+            _maybe_die(path.name)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:

@@ -1,0 +1,102 @@
+"""Fault injection: `saat train`, `saat defend` and `saat attack` killed with SIGKILL at several points — inside a
+checkpoint, model or result write (SAAT_FAULT_INJECT, saat/utils/io.py) and between epochs — then rerun: the result
+is bit-identical to an uninterrupted run and no temporary file is left behind."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def run(args, fault=None, check=True):
+    env = {**ENV, **({"SAAT_FAULT_INJECT": fault} if fault else {})}
+    return subprocess.run([sys.executable, "-m", "saat", *args], env=env, capture_output=True, text=True,
+                          check=check)
+
+
+def killed(args, fault):
+    """Run with a fault: the process must die by SIGKILL, leaving its temporary file behind."""
+    proc = run(args, fault, check=False)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+
+
+def temps(root):
+    return sorted(p.name for p in root.rglob(".*.tmp"))
+
+
+def same_model(a, b):
+    x, y = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    for part in ("state_dict", "method_state"):
+        assert x[part].keys() == y[part].keys()
+        for key, value in x[part].items():
+            assert torch.equal(value, y[part][key]), (part, key)
+
+
+def train_args(out):
+    return ["train", "--dataset", "fashion-mnist", "--method", "dpsh", "--bits", "16", "--epochs", "2",
+            "--batch-size", "32", "--device", "cpu", "--seed", "3", "--no-evaluate", "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults") / "full"
+    run(train_args(out))
+    return out
+
+
+@pytest.mark.parametrize("fault", ["checkpoint.pt:1", "checkpoint.pt:2", "model.pt:1", "train_log.jsonl:1"])
+def test_train_killed_inside_a_write_resumes_bit_identical(uninterrupted, tmp_path, fault):
+    out = tmp_path / "run"
+    killed(train_args(out), fault)
+    assert temps(out), "the kill should have left the interrupted write's temporary file"
+    assert not (out / "model.pt").exists()
+    run(["train", "--resume", str(out)])
+    same_model(uninterrupted / "model.pt", out / "model.pt")
+    assert temps(out) == []
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if r["kind"] == "epoch"] == [1, 2]
+
+
+DEFEND = "import saat; saat.defend({run!r}, method='saat', epochs=2, train_limit=64, out={out!r}, progress=False)"
+
+
+def defend_cmd(run_dir, out):
+    return [sys.executable, "-c", DEFEND.format(run=str(run_dir), out=str(out))]
+
+
+@pytest.mark.parametrize("fault", ["checkpoint.pt:1", "model.pt:1"])
+def test_defend_killed_inside_a_write_resumes_bit_identical(mosaic_run_copy, tmp_path, fault):
+    full = tmp_path / "full"
+    subprocess.run(defend_cmd(mosaic_run_copy, full), env=ENV, check=True, capture_output=True)
+    out = tmp_path / "killed"
+    proc = subprocess.run(defend_cmd(mosaic_run_copy, out), env={**ENV, "SAAT_FAULT_INJECT": fault},
+                          capture_output=True)
+    assert proc.returncode == -signal.SIGKILL and temps(out)
+    run(["defend", "--resume", str(out)])
+    same_model(full / "model.pt", out / "model.pt")
+    assert temps(out) == []
+
+
+@pytest.mark.parametrize("fault", ["adv_codes.npy:1", "metrics.json:1"])
+def test_attack_killed_inside_a_write_reruns_to_the_same_result(mosaic_run_copy, fault):
+    args = ["attack", str(mosaic_run_copy), "--num-queries", "6", "--steps", "2", "--batch-size", "6", "--device",
+            "cpu"]
+    run([*args, "--name", "full"])
+    killed([*args, "--name", "again"], fault)
+    assert temps(mosaic_run_copy / "attacks")
+    run([*args, "--name", "again"])
+    folder = mosaic_run_copy / "attacks"
+    np.testing.assert_array_equal(np.load(folder / "full" / "adv_codes.npy"),
+                                  np.load(folder / "again" / "adv_codes.npy"))
+    a, b = (json.loads((folder / n / "metrics.json").read_text()) for n in ("full", "again"))
+    assert a["adversarial_mAP"] == b["adversarial_mAP"] and a["benign_mAP"] == b["benign_mAP"]
+    assert temps(mosaic_run_copy) == []
