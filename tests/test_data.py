@@ -513,3 +513,18 @@ def test_dataset_dir_alone_is_a_custom_dataset_and_conflicts_are_refused(tmp_pat
     assert ds.n_classes == 4
     with pytest.raises(ValueError, match="do not apply to it"):
         load_quiet(name="fashion-mosaic", dataset_dir=tmp_path / "toy")
+
+
+def test_list_format_paths_with_spaces(tmp_path):
+    root = tmp_path / "toy"
+    spec = make_dataset(root, "list")
+    for split, (rels, labels, colors) in spec.items():  # move every image to a folder with spaces in its name
+        for k, rel in enumerate(rels):
+            new = f"my images/{split} {k}.png"
+            (root / new).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).rename(root / new)
+            rels[k] = new
+    write_lists(root, "list", spec)
+    ds = load_quiet(dataset_dir=root, image_size=16)
+    assert ds.n_classes == 3 and len(ds.train) == SIZES["train"]
+    np.testing.assert_array_equal(ds.query.labels.numpy(), spec["query"][1])

@@ -215,3 +215,13 @@ def test_small_chunks_give_the_same_result():
         assert tiny.map == whole.map
         np.testing.assert_array_equal(tiny.pr_precisions, whole.pr_precisions)
         np.testing.assert_allclose(tiny.radius_precisions, whole.radius_precisions, rtol=0, atol=1e-15)
+
+
+def test_huge_class_indices_are_just_labels():
+    from saat.retrieval import mean_average_precision
+
+    q = np.array([[1, 1], [-1, -1]], np.int8)
+    db = np.array([[1, 1], [-1, -1], [1, -1]], np.int8)
+    big = mean_average_precision(q, db, np.array([2**40, 7]), np.array([2**40, 7, 7]), topk=None)
+    small = mean_average_precision(q, db, np.array([0, 1]), np.array([0, 1, 1]), topk=None)
+    assert big == small

@@ -182,6 +182,20 @@ def _read_paired(img_file: Path, label_file: Path, base: Path, width: _Width, sp
 def _read_list(list_file: Path, base: Path, width: _Width, split: str) -> SplitListing:
     numbers, lines = _read_lines(list_file, split)
     rows = [line.split() for line in lines]
+    # The label width: known from an earlier split, else the 0/1 tokens that end the first line (so that a first
+    # path with spaces does not count as labels).
+    n = width.n
+    if n is None:
+        first = rows[0]
+        n = next((len(first) - 1 - i for i in range(len(first) - 1, 0, -1) if first[i] not in ("0", "1")),
+                 len(first) - 1)
+    paths = []
+    for i, (line, row) in enumerate(zip(lines, rows)):
+        if n and len(row) - 1 > n:  # a path with spaces: the last n tokens are the labels, if that file exists
+            path = line.rsplit(None, n)[0]
+            if os.path.isfile(path if os.path.isabs(path) else os.path.join(str(base), path)):
+                rows[i] = [path, *row[len(row) - n:]]
+        paths.append(rows[i][0])
     labels = _parse_labels([r[1:] for r in rows], numbers, list_file, width, offset=1)
-    resolved = _resolve([r[0] for r in rows], numbers, list_file, base)
+    resolved = _resolve(paths, numbers, list_file, base)
     return SplitListing(resolved, labels, str(list_file), np.asarray(numbers, dtype=np.int32))

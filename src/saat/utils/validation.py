@@ -121,9 +121,11 @@ def check_label_pair(query_labels: Any, db_labels: Any, n_query: int, n_db: int,
                 raise ValueError(f"{name} is 1-D, so it must be integer class indices, got dtype {y.dtype}")
             if y.size and y.min() < 0:
                 raise ValueError(f"{name} holds a negative class index ({int(y.min())})")
-        n_classes = int(max(ql.max(initial=0), dl.max(initial=0))) + 1
-        eye = np.eye(n_classes, dtype=np.uint8)
-        return eye[ql], eye[dl]
+        # Only equality of classes matters for relevance: number the classes that occur, so that any index (even
+        # 2**40) gives a one-hot matrix as wide as the number of distinct classes.
+        classes, dense = np.unique(np.concatenate([ql, dl]), return_inverse=True)
+        eye = np.eye(len(classes), dtype=np.uint8)
+        return eye[dense[:len(ql)]], eye[dense[len(ql):]]
     if ql.shape[1] != dl.shape[1]:
         raise ValueError(f"{query_name} has {ql.shape[1]} classes but {db_name} has {dl.shape[1]}")
     if ql.shape[1] == 0:
