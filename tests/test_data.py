@@ -528,3 +528,21 @@ def test_list_format_paths_with_spaces(tmp_path):
     ds = load_quiet(dataset_dir=root, image_size=16)
     assert ds.n_classes == 3 and len(ds.train) == SIZES["train"]
     np.testing.assert_array_equal(ds.query.labels.numpy(), spec["query"][1])
+
+
+def test_an_unreadable_database_image_stops_training_before_it_starts(tmp_path, capsys):
+    import saat
+
+    root = tmp_path / "toy"
+    make_dataset(root, "paired")
+    (root / "images" / "database" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (root / "images" / "database" / "4.png").write_bytes(b"not an image")
+    ds = load_quiet(dataset_dir=root, image_size=16)
+    ds.train.check_readable()
+    with pytest.raises(ValueError, match=r"cannot read image .*database/3\.png \(listed in .*database_img\.txt, "
+                                         r"line 4\).*1 more images of the database split are unreadable"):
+        ds.database.check_readable()
+    with pytest.raises(ValueError, match="cannot read image"):
+        saat.train(dataset_dir=str(root), backbone="small_cnn", bits=8, epochs=1, out=tmp_path / "run",
+                   progress=False, device="cpu")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

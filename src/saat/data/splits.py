@@ -160,6 +160,28 @@ class FileSplit(RetrievalSplit):
         img = TF.center_crop(img, [self.image_size, self.image_size])
         return TF.pil_to_tensor(img)
 
+    def check_readable(self, progress: bool = False) -> None:
+        """Open and verify every image file of the split (no decoding: headers and, where the format has them,
+        checksums), so that an unreadable file is found before training rather than when the split is first
+        encoded. Raises ValueError naming the first bad file, its list line, and how many are bad."""
+        from PIL import Image, UnidentifiedImageError
+
+        from ..utils.progress import progress_bar
+
+        bad = []
+        for i in progress_bar(range(len(self.paths)), desc=f"check {self.name} images", unit="img",
+                              disable=not progress):
+            try:
+                with Image.open(self.paths[i]) as img:
+                    img.verify()
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+                bad.append((i, exc))
+        if bad:
+            i, exc = bad[0]
+            where = f" (listed in {self.list_file}, line {int(self.lines[i])})" if self.lines is not None else ""
+            more = f"; {len(bad) - 1} more images of the {self.name} split are unreadable too" if len(bad) > 1 else ""
+            raise ValueError(f"cannot read image {self.paths[i]}{where}: {exc}{more}")
+
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         idx = _index_tensor(indices, len(self))
         images = [self.load_image(i) for i in idx.tolist()]

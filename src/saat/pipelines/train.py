@@ -121,6 +121,10 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
                       head_norm=METHODS.get(cfg.method).head_norm)
     image_size = resolve_image_size(model.native_input_size, cfg.image_size)
     ds = open_dataset(cfg, image_size)
+    if not resume:  # every image of every split readable, before hours of training (image files only)
+        for split in (ds.train, ds.query, ds.database):
+            if callable(getattr(split, "check_readable", None)):
+                split.check_readable(progress=progress)
     method = create_method(cfg.method, bits=cfg.bits, n_classes=ds.n_classes, n_train=len(ds.train), seed=cfg.seed,
                            **cfg.method_hparams)
     model.to(device)
