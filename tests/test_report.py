@@ -416,3 +416,20 @@ def test_robustness_cards_and_transfer_matrices_are_reported(tmp_path, fake_data
 def test_no_robustness_results_is_said(tmp_path, fake_dataset):
     md = build_report([make_run(tmp_path, "base", 0.8)], tmp_path / "out")["markdown"].read_text()
     assert "No robustness card (saat robustness)" in md
+
+
+def test_report_folder_of_other_runs_or_other_files_is_never_overwritten(tmp_path, fake_dataset):
+    a, b = make_run(tmp_path, "a", 0.7), make_run(tmp_path, "b", 0.6)
+    out = tmp_path / "out"
+    first = build_report([a], out, examples=False)["markdown"].read_text()
+    build_report([a], out, examples=False)  # the same runs: rebuilt in place
+    with pytest.raises(FileExistsError, match="holds a report of other runs"):
+        build_report([b], out, examples=False)
+    assert (out / "report.md").read_text() == first
+    build_report([b], out, examples=False, overwrite=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match="files that are not this report's"):
+        build_report([a], mine, examples=False)
+    assert (mine / "thesis.tex").read_text() == "years of work" and not (mine / "report.md").exists()

@@ -32,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report/)")
     p.add_argument("--no-discover", dest="discover", action="store_false",
                    help="do not add defended runs found beside a given run whose origin it is (default: add them)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder that holds a report of other runs or other files")
     p.add_argument("--no-examples", dest="examples", action="store_false",
                    help="skip the retrieval-example figure (it opens each run's dataset to show database images)")
     p.set_defaults(run=run)
@@ -40,7 +42,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..report import build_report
 
-    paths = build_report(args.run_dirs, args.out, discover=args.discover, examples=args.examples)
+    paths = build_report(args.run_dirs, args.out, discover=args.discover, examples=args.examples,
+                         overwrite=args.overwrite)
     print(f"wrote {paths['markdown']}")
     print(f"wrote {paths['html']}")
     for path in paths["figures"].values():

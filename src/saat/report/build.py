@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 from .._version import __version__
 from ..attacks.methods import TABLE1_ATTACKS
 from ..runs import TrainRecord
-from ..utils.io import atomic_write_text, check_writable
+from ..utils.io import atomic_write_json, atomic_write_text, check_writable
 from . import examples as _examples
 from . import paper
 from .claims import attack_strength, defense_strength, pct
@@ -37,11 +39,13 @@ TARGETED_COLUMNS = TABLE1_ATTACKS[True]
 
 
 def build_report(run_dirs: list[str | Path], out_dir: str | Path = "report", *, discover: bool = True,
-                 examples: bool = True) -> dict[str, Any]:
+                 examples: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Collect every result of ``run_dirs`` (trained runs, their attacks, defended runs) and write the report.
 
     With ``discover``, defended runs that sit beside a given run and name it as their origin are added too. With
-    ``examples``, the retrieval-example figure opens each run's dataset (to show database images).
+    ``examples``, the retrieval-example figure opens each run's dataset (to show database images). A folder that
+    holds a report of other runs (``report-inputs.json``), or other files than a report's, is refused unless
+    ``overwrite``; a report of the same runs is rebuilt in place.
 
     Returns the paths written: ``{"markdown": Path, "html": Path, "figures": {name: Path}}``.
 
@@ -53,6 +57,16 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path = "report", *, 
     """
     out = Path(out_dir)
     check_writable(out)
+    # The runs relative to the report folder: a report moved or copied together with its runs stays the same report.
+    inputs = {"runs": sorted(os.path.relpath(Path(r).resolve(), out.resolve()) for r in run_dirs),
+              "discover": discover}
+    manifest = out / "report-inputs.json"
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        previous = json.loads(manifest.read_text()) if manifest.is_file() else None
+        foreign = [p.name for p in out.iterdir() if p.suffix not in (".md", ".html", ".png", ".json")]
+        if foreign or (previous is not None and previous != inputs):  # no manifest: a report of an earlier saat
+            what = "files that are not this report's" if foreign else "a report of other runs"
+            raise FileExistsError(f"{out} holds {what}; choose another --out, or pass --overwrite to write there")
     runs = collect_runs(list(run_dirs), discover=discover)
     out.mkdir(parents=True, exist_ok=True)
     builder = _Builder(runs, out, examples)
@@ -60,6 +74,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path = "report", *, 
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, to_markdown(TITLE, blocks, out))
     atomic_write_text(html_path, to_html(TITLE, blocks))
+    atomic_write_json(manifest, inputs)
     return {"markdown": md_path, "html": html_path, "figures": dict(builder.figures)}
 
 
