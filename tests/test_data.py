@@ -518,7 +518,7 @@ def test_dataset_dir_alone_is_a_custom_dataset_and_conflicts_are_refused(tmp_pat
 def test_list_format_paths_with_spaces(tmp_path):
     root = tmp_path / "toy"
     spec = make_dataset(root, "list")
-    for split, (rels, labels, colors) in spec.items():  # move every image to a folder with spaces in its name
+    for split, (rels, _labels, _colors) in spec.items():  # move every image to a folder with spaces in its name
         for k, rel in enumerate(rels):
             new = f"my images/{split} {k}.png"
             (root / new).parent.mkdir(parents=True, exist_ok=True)

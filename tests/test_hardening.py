@@ -126,8 +126,15 @@ def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
         foreign = tmp_path / ".notes.tmp"  # not ours: no pid in the name
         for f in (stale, stale_deep, live, foreign):
             f.write_bytes(b"partial")
+        (tmp_path / "checkpoint.pt").write_bytes(b"complete")
+        legacy = tmp_path / ".checkpoint.pt.k3j2h1ab.tmp"  # the older form: no pid in the name
+        legacy_new = tmp_path / ".checkpoint.pt.zz9y8x7w.tmp"
+        for f in (legacy, legacy_new):
+            f.write_bytes(b"partial")
+        os.utime(legacy, (0, 0))  # old: a leftover
         removed = remove_stale_temps(tmp_path)
-        assert sorted(removed) == sorted([stale, stale_deep])
+        assert sorted(removed) == sorted([stale, stale_deep, legacy]) and legacy_new.exists()
+        legacy_new.unlink()
         assert live.exists() and foreign.exists()
     finally:
         sleeper.kill()

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,9 @@ def check_writable(directory: str | os.PathLike) -> Path:
     return directory
 
 
+LEGACY_TEMP_AGE = 3600.0  # seconds: a pid-less temporary beside its target, older than this, is a leftover
+
+
 def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that writers killed mid-write left under ``root`` (``.NAME.PID.XXXX.tmp`` whose
     process is gone); returns what was removed. Writes in progress (their process alive) are left alone."""
@@ -100,11 +104,15 @@ def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
         return removed
     for tmp in root.rglob(".*.tmp"):
         parts = tmp.name.split(".")
-        if len(parts) < 5 or not parts[-3].isdigit() or not tmp.is_file():
+        if len(parts) < 5 or not tmp.is_file():
             continue
-        pid = int(parts[-3])
-        if pid != os.getpid() and _alive(pid):
-            continue
+        if parts[-3].isdigit():
+            pid = int(parts[-3])
+            if pid != os.getpid() and _alive(pid):
+                continue
+        elif not (len(parts[-2]) == 8 and (tmp.parent / ".".join(parts[1:-2])).exists()
+                  and time.time() - tmp.stat().st_mtime > LEGACY_TEMP_AGE):
+            continue  # not ours; or an older pid-less temporary that may still be being written
         try:
             tmp.unlink()
             removed.append(tmp)
