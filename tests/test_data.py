@@ -11,7 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from saat.data import DATASETS, list_datasets, load_dataset, load_fashion_subset, make_loader, resize_batch
+from saat.data import (
+    DATASETS,
+    list_datasets,
+    load_dataset,
+    load_fashion_subset,
+    make_loader,
+    resize_batch,
+    resolve_name,
+)
 from saat.data import demo as demo_module
 from saat.data.loader import set_loader_epoch
 from saat.pipelines.common import random_baseline
@@ -214,12 +222,15 @@ def test_undecodable_image_fails_with_its_path_when_read(tmp_path):
 
 def test_catalog_lists_every_dataset_and_resolves_aliases():
     names = list_datasets()
-    assert set(names) == {"fashion-mosaic", "fashion-mnist", "FLICKR-25K", "NUS-WIDE", "MS-COCO", "CIFAR-10"}
+    assert set(names) == {"fashion-mosaic", "fashion-mnist", "FLICKR-25K", "FLICKR-25K-24", "NUS-WIDE",
+                          "NUS-WIDE-81", "ImageNet-100", "MS-COCO", "CIFAR-10"}
     assert set(DATASETS) == set(names)
     assert DATASETS["NUS-WIDE"].n_classes == 21 and DATASETS["MS-COCO"].expected_sizes["database"] == 117218
     assert load_quiet(name="Fashion_MNIST").name == "fashion-mnist"
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*FLICKR-25K"):
-        load_quiet(name="imagenet")
+    assert DATASETS["ImageNet-100"].default_topk == 1000 and DATASETS["ImageNet-100"].n_classes == 100
+    assert resolve_name("nuswide_81") == "NUS-WIDE-81"
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet-1k'.*FLICKR-25K"):
+        load_quiet(name="imagenet-1k")
 
 
 def test_catalog_dataset_found_under_data_root_in_either_format_warns_on_sizes(tmp_path):
@@ -232,7 +243,8 @@ def test_catalog_dataset_found_under_data_root_in_either_format_warns_on_sizes(t
 
 def test_catalog_dataset_with_wrong_class_count_fails(tmp_path):
     make_dataset(tmp_path / "coco", "paired", n_classes=3)
-    with pytest.raises(ValueError, match=r"MS-COCO has 80 classes but the label rows in .*coco have 3 values"):
+    with pytest.raises(ValueError, match=r"coco/train_label\.txt, line 1: expected 80 label values \(MS-COCO has 80 "
+                                         r"classes\), got 3"):
         load_quiet(name="MS-COCO", dataset_dir=tmp_path / "coco")
 
 
@@ -546,3 +558,45 @@ def test_an_unreadable_database_image_stops_training_before_it_starts(tmp_path, 
         saat.train(dataset_dir=str(root), backbone="small_cnn", bits=8, epochs=1, out=tmp_path / "run",
                    progress=False, device="cpu")
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_class_index_label_files_are_read_as_one_hot(tmp_path, capsys):
+    root = tmp_path / "cifar-lists"
+    spec = make_dataset(root, "paired", n_classes=3)
+    rng = np.random.default_rng(1)
+    indices = {}
+    for split, (rels, _labels, _colors) in spec.items():
+        indices[split] = rng.integers(0, 10, len(rels))
+        indices[split][0] = 9 if split == "database" else indices[split][0]  # class 9 only in the database
+        (root / f"{LIST_NAME[split]}_label.txt").write_text("\n".join(map(str, indices[split])) + "\n")
+    ds = load_dataset(dataset_dir=root, image_size=16)
+    assert "one class index per line; read as one-hot rows of 10 classes" in capsys.readouterr().err
+    assert ds.n_classes == 10
+    np.testing.assert_array_equal(ds.query.labels.numpy(), np.eye(10)[indices["query"]])
+    with pytest.raises(ValueError, match="class indices up to 9, but the dataset has 3 classes"):
+        from saat.data.formats import read_folder
+
+        read_folder(root, expected_width=3, what="toy")
+
+
+def test_catalog_width_is_checked_before_the_values(tmp_path):
+    root = tmp_path / "flickr"
+    make_dataset(root, "list", n_classes=38)
+    with open(root / "train.txt", "a") as fh:
+        fh.write("images/train/0.png 2 0 0\n")  # a bad value on a row of the wrong width
+    with pytest.raises(ValueError, match=r"train\.txt, line 1: expected 24 label values \(FLICKR-25K-24 has 24 "
+                                         r"classes\), got 38"):
+        load_quiet(name="FLICKR-25K-24", dataset_dir=root)
+
+
+def test_list_datasets_shows_classes_sizes_topk_folders_and_formats(capsys):
+    from saat.cli import main
+
+    assert main(["list", "datasets"]) == 0
+    out = capsys.readouterr().out
+    for spec in DATASETS.values():
+        line = next(line for line in out.splitlines() if line.strip().startswith(spec.name + ":"))
+        assert f"{spec.n_classes} classes" in line and f"mAP@{spec.default_topk}" in line
+    assert "train 3,000 / query 500 / database 8,000" in out  # fashion-mosaic, as built
+    assert "ImageNet-100: 100 classes, single-label, train 13,000 / query 5,000 / database 128,503, mAP@1000" in out
+    assert "folders: NUS-WIDE, nus-wide, nuswide, nus_wide, nuswide_21" in out and "paired *_img.txt" in out

@@ -38,7 +38,16 @@ split sizes differ from the standard protocol and fail when the class count diff
 ``load_dataset(dataset_dir=FOLDER)``.
 """
 
-from .catalog import DATASETS, DatasetSpec, list_datasets, load_dataset, register_dataset, resolve_name
+from .catalog import (
+    DATASETS,
+    DatasetSpec,
+    describe_spec,
+    list_dataset_specs,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+    resolve_name,
+)
 from .dataset import RetrievalDataset
 from .demo import load_fashion_subset
 from .loader import EpochShuffleSampler, FirstItems, make_loader, set_loader_epoch, to_device_batch
@@ -61,6 +70,8 @@ __all__ = [
     "register_dataset",
     "resize_batch",
     "resolve_name",
+    "describe_spec",
+    "list_dataset_specs",
     "set_loader_epoch",
     "to_device_batch",
 ]

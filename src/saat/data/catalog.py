@@ -80,6 +80,29 @@ def list_datasets() -> list[str]:
     return list(DATASETS)
 
 
+def list_dataset_specs() -> list[DatasetSpec]:
+    """The catalog entries, for listings (``saat list datasets``)."""
+    return list(DATASETS.values())
+
+
+def describe_spec(spec: DatasetSpec) -> str:
+    """One line about a catalog entry: classes, label kind, split sizes, topK, formats, folder names, aliases."""
+    sizes = ("train {train:,} / query {query:,} / database {database:,}".format(**spec.expected_sizes)
+             if spec.expected_sizes else "split sizes from your lists")
+    if spec.loader is _load_demo:
+        formats = "shipped with saat"
+    elif spec.loader is _load_cifar10:
+        formats = "torchvision's python pickles (seeded split), or list files"
+    else:
+        formats = "paired *_img.txt/*_label.txt or list files"
+    topk = f"mAP@{spec.default_topk}" if spec.default_topk else "mAP@all"
+    kind = "multi-label" if spec.multi_label else "single-label"
+    folders = f"; folders: {', '.join(spec.folders)}" if spec.folders else ""
+    aliases = f"; aliases: {', '.join(spec.aliases)}" if spec.aliases else ""
+    return (f"{spec.name}: {spec.n_classes} classes, {kind}, {sizes}, {topk}, {spec.native_size} px; {formats}"
+            f"{folders}{aliases} — {spec.description}")
+
+
 def resolve_name(name: str) -> str:
     """Canonical catalog name for ``name`` or an alias; ValueError listing the catalog otherwise."""
     canonical = _ALIASES.get(_key(str(name)))
@@ -202,10 +225,7 @@ def _load_catalog_files(spec: DatasetSpec, request: LoadRequest) -> RetrievalDat
     folder = _find_folder(spec, request)
     if folder is None:
         raise _not_found(spec, request)
-    listing = read_folder(folder, request.image_root)
-    if listing.n_classes != spec.n_classes:
-        raise ValueError(f"{spec.name} has {spec.n_classes} classes but the label rows in {folder} have "
-                         f"{listing.n_classes} values (first row of {listing.files['train'][-1]})")
+    listing = read_folder(folder, request.image_root, expected_width=spec.n_classes, what=spec.name)
     ds = _file_dataset(spec.name, listing, request.image_size, spec.default_topk, spec.multi_label,
                        spec.options.get("class_names"))
     _check_catalog(spec, ds, str(folder))
@@ -263,11 +283,13 @@ def _load_demo(spec: DatasetSpec, request: LoadRequest) -> RetrievalDataset:
 
 register_dataset(DatasetSpec(
     "fashion-mosaic", 10, demo.DEMO_TOPK, 2 * demo.CELL, True, _load_demo,
+    expected_sizes={"train": 3000, "query": 500, "database": 8000},
     aliases=("mosaic", "fashion-mnist-mosaic", "fmnist-mosaic"),
     description="shipped demo (default): multi-label 2x2 mosaics of Fashion-MNIST items, 56 px",
     options={"builder": demo.build_fashion_mosaic}))
 register_dataset(DatasetSpec(
     "fashion-mnist", 10, demo.DEMO_TOPK, demo.CELL, False, _load_demo,
+    expected_sizes={"train": 3000, "query": 1000, "database": 9000},
     aliases=("fashionmnist", "fmnist"),
     description="shipped demo: single-label Fashion-MNIST subset, 28 px",
     options={"builder": demo.build_fashion_mnist}))
@@ -281,8 +303,24 @@ register_dataset(DatasetSpec(
     "NUS-WIDE", 21, 5000, FILE_IMAGE_SIZE, True, _load_catalog_files,
     expected_sizes={"train": 10500, "query": 2100, "database": 193734},
     aliases=("nuswide", "nus-wide-21", "nus"),
-    folders=("NUS-WIDE", "nus-wide", "nuswide", "nus_wide"),
+    folders=("NUS-WIDE", "nus-wide", "nuswide", "nus_wide", "nuswide_21", "nuswide_21_m", "nus-wide-21"),
     description="NUS-WIDE, 21 most frequent concepts"))
+register_dataset(DatasetSpec(
+    "FLICKR-25K-24", 24, 5000, FILE_IMAGE_SIZE, True, _load_catalog_files,
+    aliases=("flickr25k-24", "mirflickr-24", "flickr-24"),
+    folders=("FLICKR-25K-24", "flickr25k_24", "mirflickr_24"),
+    description="MIRFLICKR-25K, the 24 potential labels (cross-modal hashing lists); split sizes vary by list"))
+register_dataset(DatasetSpec(
+    "NUS-WIDE-81", 81, 5000, FILE_IMAGE_SIZE, True, _load_catalog_files,
+    aliases=("nuswide-81", "nus-81", "nuswide81"),
+    folders=("NUS-WIDE-81", "nuswide_81", "nus-wide-81", "nus_wide_81"),
+    description="NUS-WIDE, all 81 concepts; split sizes vary by list"))
+register_dataset(DatasetSpec(
+    "ImageNet-100", 100, 1000, FILE_IMAGE_SIZE, False, _load_catalog_files,
+    expected_sizes={"train": 13000, "query": 5000, "database": 128503},
+    aliases=("imagenet100", "imagenet-100", "imagenet"),
+    folders=("ImageNet-100", "imagenet100", "imagenet-100", "imagenet"),
+    description="ImageNet-100 (100 ILSVRC classes, HashNet protocol), mAP@1000"))
 register_dataset(DatasetSpec(
     "MS-COCO", 80, 5000, FILE_IMAGE_SIZE, True, _load_catalog_files,
     expected_sizes={"train": 10000, "query": 5000, "database": 117218},

@@ -14,6 +14,7 @@ they are. Every listed image must exist; decoding is checked lazily when an imag
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -82,14 +83,25 @@ def detect_format(folder: str | os.PathLike) -> str:
     raise FileNotFoundError(f"no dataset list files in {folder}: {FORMAT_HELP}")
 
 
-def read_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None = None) -> FolderListing:
-    """Parse and validate a dataset folder of either format (detected automatically)."""
+def read_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None = None,
+                expected_width: int | None = None, what: str = "") -> FolderListing:
+    """Parse and validate a dataset folder of either format (detected automatically). ``expected_width``: the
+    class count the labels must have (a catalog entry's, named by ``what``), checked on each row before its values.
+    Paired label files with one class index per line (``0`` … ``9``) are read as one-hot rows, with a note."""
     folder = Path(folder)
     fmt = detect_format(folder)
     base = Path(image_root) if image_root is not None else folder
     if not base.is_dir():
         raise FileNotFoundError(f"image root not found: {base}")
     width = _Width()
+    if expected_width is not None:
+        width.n, width.origin = int(expected_width), f"{what or 'the catalog entry'} has {int(expected_width)} classes"
+    if fmt == "paired":
+        width.class_indices = _class_index_width(folder, width.n)
+        if width.class_indices is not None:
+            width.n = width.class_indices
+            print(f"note: {folder}: the label files hold one class index per line; read as one-hot rows of "
+                  f"{width.n} classes", file=sys.stderr, flush=True)
     splits, files = {}, {}
     for split in SPLITS:  # train first: its first label row fixes C
         if fmt == "paired":
@@ -103,11 +115,34 @@ def read_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None 
 
 
 class _Width:
-    """The label width C, fixed by the first label row read, and where that row was."""
+    """The label width C, fixed by the first label row read (or by the catalog), and where it came from;
+    ``class_indices``: the label files hold one class index per line (C classes)."""
 
     def __init__(self) -> None:
         self.n: int | None = None
         self.origin = ""
+        self.class_indices: int | None = None
+
+
+def _class_index_width(folder: Path, expected: int | None) -> int | None:
+    """C when every non-blank line of the three paired label files is one non-negative integer and some exceed 1
+    (class indices, as some CIFAR-10 lists have); None otherwise (0/1 rows)."""
+    top = -1
+    for split in SPLITS:
+        path = folder / PAIRED_FILES[split][1]
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError):
+            return None  # reported by the regular reader
+        if not lines or not all(line.isdigit() for line in lines):
+            return None
+        top = max(top, max(int(line) for line in lines))
+    if top <= 1:
+        return None
+    if expected is not None and top >= expected:
+        raise ValueError(f"{folder}: the label files hold class indices up to {top}, but the dataset has {expected} "
+                         "classes")
+    return expected if expected is not None else top + 1
 
 
 def _read_lines(path: Path, split: str) -> tuple[list[int], list[str]]:
@@ -132,7 +167,7 @@ def _parse_labels(rows: list[list[str]], numbers: list[int], path: Path, width: 
     if width.n is None:
         if not rows[0]:
             raise ValueError(f"{path}, line {numbers[0]}: expected at least one 0/1 label value, got none")
-        width.n, width.origin = len(rows[0]), f"{path.name} line {numbers[0]}"
+        width.n, width.origin = len(rows[0]), f"the width of the first label row, {path.name} line {numbers[0]}"
     n_cols = width.n
     # Fast path: every row has C tokens, all "0" or "1". Anything else is diagnosed line by line below.
     if all(len(r) == n_cols for r in rows) and set(chain.from_iterable(rows)) <= {"0", "1"}:
@@ -141,8 +176,8 @@ def _parse_labels(rows: list[list[str]], numbers: list[int], path: Path, width: 
     out = np.empty((len(rows), n_cols), dtype=np.uint8)
     for i, (row, number) in enumerate(zip(rows, numbers)):
         if len(row) != n_cols:
-            raise ValueError(f"{path}, line {number}: expected {n_cols} label values (the width of the first "
-                             f"label row, {width.origin}), got {len(row)}")
+            raise ValueError(f"{path}, line {number}: expected {n_cols} label values ({width.origin}), got "
+                             f"{len(row)}")
         for j, token in enumerate(row):
             try:
                 value = int(token)
@@ -174,7 +209,10 @@ def _read_paired(img_file: Path, label_file: Path, base: Path, width: _Width, sp
     if len(paths) != len(label_lines):
         raise ValueError(f"{img_file} has {len(paths)} image lines but {label_file} has {len(label_lines)} label "
                          f"rows; the two files must pair up line by line")
-    labels = _parse_labels([line.split() for line in label_lines], label_numbers, label_file, width, offset=0)
+    if width.class_indices is not None:
+        labels = np.eye(width.class_indices, dtype=np.uint8)[[int(line) for line in label_lines]]
+    else:
+        labels = _parse_labels([line.split() for line in label_lines], label_numbers, label_file, width, offset=0)
     resolved = _resolve(paths, img_numbers, img_file, base)
     return SplitListing(resolved, labels, str(img_file), np.asarray(img_numbers, dtype=np.int32))
 
