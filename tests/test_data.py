@@ -600,3 +600,26 @@ def test_list_datasets_shows_classes_sizes_topk_folders_and_formats(capsys):
     assert "train 3,000 / query 500 / database 8,000" in out  # fashion-mosaic, as built
     assert "ImageNet-100: 100 classes, single-label, train 13,000 / query 5,000 / database 128,503, mAP@1000" in out
     assert "folders: NUS-WIDE, nus-wide, nuswide, nus_wide, nuswide_21" in out and "paired *_img.txt" in out
+
+
+def test_path_map_points_the_authors_absolute_paths_at_local_images(tmp_path):
+    from saat.config import TrainConfig, resolve_config
+    from saat.pipelines.common import open_dataset
+
+    root = tmp_path / "coco-lists"
+    spec = make_dataset(root, "list")
+    local = root / "images"
+    for split, (rels, _labels, _colors) in spec.items():
+        spec[split][0][:] = [rel.replace("images/", "/home/someone/dataset/coco/train2014/") for rel in rels]
+    write_lists(root, "list", spec)
+    with pytest.raises(FileNotFoundError, match="/home/someone/dataset/coco/train2014/train/0.png"):
+        load_quiet(dataset_dir=root)
+    rules = ["/home/someone=/nowhere", f"/home/someone/dataset/coco/train2014/={local}/"]  # the longest OLD wins
+    ds = load_quiet(dataset_dir=root, path_map=rules)
+    assert ds.train.paths[0] == f"{local}/train/0.png"
+    cfg = resolve_config(TrainConfig, {"dataset_dir": str(root), "path_map": rules})
+    assert len(open_dataset(cfg, 16, verbose=False).database) == SIZES["database"]
+    with pytest.raises(ValueError, match="--path-map expects OLD=NEW"):
+        load_quiet(dataset_dir=root, path_map=["no-equals-sign"])
+    with pytest.raises(ValueError, match="--path-map"):
+        TrainConfig(path_map="a=b")

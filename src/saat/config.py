@@ -41,9 +41,11 @@ VALUE_RULES: dict[str, tuple[str, float | None]] = {
                                          "backbone_weights", "optimizer", "device", "preset", "generator", "defense",
                                          "surrogate", "name")},
     "method_hparams": ("dict", None), "options": ("dict", None), "lr_milestones": ("int list", None),
+    "path_map": ("str list", None),
 }
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a text",
-               "dict": "a mapping of settings", "int list": "a list of integers"}
+               "dict": "a mapping of settings", "int list": "a list of integers",
+               "str list": "a list of OLD=NEW texts"}
 
 
 def check_value(name: str, value: Any) -> None:
@@ -61,6 +63,8 @@ def check_value(name: str, value: Any) -> None:
         ok = isinstance(value, str)
     elif kind == "dict":
         ok = isinstance(value, dict)
+    elif kind == "str list":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and "=" in v for v in value)
     elif kind == "int list":
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     elif kind == "int":
@@ -90,6 +94,7 @@ class TrainConfig:
     data_root: str | None = None
     dataset_dir: str | None = None
     image_root: str | None = None
+    path_map: list[str] | None = None  # ["OLD=NEW", ...]: rewrite listed image path prefixes
     download: bool = False
     method: str = "dph"
     method_hparams: dict = field(default_factory=dict)

@@ -31,11 +31,14 @@ def register(sub) -> None:
             "flags. A run killed mid-training continues with 'saat train --resume RUN_DIR'."
         ),
     )
-    p.add_argument("--dataset", help="catalog name (fashion-mosaic, fashion-mnist, FLICKR-25K, NUS-WIDE, MS-COCO, "
-                                     "CIFAR-10); see 'saat list datasets'")
+    p.add_argument("--dataset", help="catalog name (fashion-mosaic, fashion-mnist, FLICKR-25K[-24], NUS-WIDE[-81], "
+                                     "MS-COCO, ImageNet-100, CIFAR-10); see 'saat list datasets'")
     p.add_argument("--data-root", help="folder holding the real dataset's list files and images")
     p.add_argument("--dataset-dir", help="a custom dataset folder in either list-file format (instead of --dataset)")
     p.add_argument("--image-root", help="image root for single-list-file datasets (default: the dataset folder)")
+    p.add_argument("--path-map", action="append", metavar="OLD=NEW",
+                   help="rewrite the prefix OLD of listed image paths to NEW (lists with their authors' absolute "
+                        "paths, e.g. /home/someone/coco=/data/coco); repeatable, the longest matching OLD wins")
     p.add_argument("--download", action="store_true", default=None, help="CIFAR-10: download if missing")
     p.add_argument("--method", help="hashing method (default: dph); see 'saat list methods'")
     p.add_argument("--backbone", help="alexnet, vgg11..19(_bn), resnet18..101, small_cnn")

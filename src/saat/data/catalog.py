@@ -35,6 +35,7 @@ class LoadRequest:
     seed: int
     download: bool
     split_seed: int | None
+    path_map: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def resolve_name(name: str) -> str:
 def load_dataset(name: str | None = None, *, data_root: str | os.PathLike | None = None,
                  dataset_dir: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None,
                  image_size: int | None = None, seed: int = 0, download: bool = False,
-                 split_seed: int | None = None, verbose: bool = True) -> RetrievalDataset:
+                 split_seed: int | None = None, path_map=None, verbose: bool = True) -> RetrievalDataset:
     """Load a catalog dataset by name, or any dataset folder (``name=None, dataset_dir=DIR``).
 
     ``data_root``: where catalog datasets live (default ``$SAAT_DATA_ROOT`` or ``./data``); the dataset's files
@@ -125,7 +126,8 @@ def load_dataset(name: str | None = None, *, data_root: str | os.PathLike | None
     (CIFAR-10) use ``split_seed`` if given, else ``seed``; demo datasets use a fixed split seed unless
     ``split_seed`` is given. ``download``: fetch CIFAR-10 if missing. ``verbose``: print the split counts
     (one line on stderr). The shipped demo datasets ignore ``data_root``, ``dataset_dir``, ``image_root``,
-    ``seed`` and ``download``.
+    ``seed`` and ``download``. ``path_map``: ``["OLD=NEW", ...]`` rewrites the prefixes of listed image paths (lists
+    written with their authors' absolute paths).
 
     Returns a ``RetrievalDataset``; bad dataset files raise ValueError/FileNotFoundError naming file and line.
     """
@@ -137,6 +139,7 @@ def load_dataset(name: str | None = None, *, data_root: str | os.PathLike | None
         seed=_check_seed(seed),
         download=bool(download),
         split_seed=_check_optional_int(split_seed, "split_seed", minimum=0),
+        path_map=tuple(path_map or ()),
     )
     if name is None:
         if request.dataset_dir is None:
@@ -225,7 +228,8 @@ def _load_catalog_files(spec: DatasetSpec, request: LoadRequest) -> RetrievalDat
     folder = _find_folder(spec, request)
     if folder is None:
         raise _not_found(spec, request)
-    listing = read_folder(folder, request.image_root, expected_width=spec.n_classes, what=spec.name)
+    listing = read_folder(folder, request.image_root, expected_width=spec.n_classes, what=spec.name,
+                          path_map=request.path_map)
     ds = _file_dataset(spec.name, listing, request.image_size, spec.default_topk, spec.multi_label,
                        spec.options.get("class_names"))
     _check_catalog(spec, ds, str(folder))
@@ -234,7 +238,7 @@ def _load_catalog_files(spec: DatasetSpec, request: LoadRequest) -> RetrievalDat
 
 def _load_custom(request: LoadRequest) -> RetrievalDataset:
     folder = request.dataset_dir
-    listing = read_folder(folder, request.image_root)
+    listing = read_folder(folder, request.image_root, path_map=request.path_map)
     name = folder.resolve().name or str(folder)
     return _file_dataset(name, listing, request.image_size, CUSTOM_TOPK, multi_label=None)
 

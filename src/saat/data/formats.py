@@ -84,16 +84,18 @@ def detect_format(folder: str | os.PathLike) -> str:
 
 
 def read_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None = None,
-                expected_width: int | None = None, what: str = "") -> FolderListing:
+                expected_width: int | None = None, what: str = "", path_map=None) -> FolderListing:
     """Parse and validate a dataset folder of either format (detected automatically). ``expected_width``: the
     class count the labels must have (a catalog entry's, named by ``what``), checked on each row before its values.
-    Paired label files with one class index per line (``0`` … ``9``) are read as one-hot rows, with a note."""
+    Paired label files with one class index per line (``0`` … ``9``) are read as one-hot rows, with a note.
+    ``path_map``: ``["OLD=NEW", ...]`` rewrites listed path prefixes (lists with the authors' absolute paths)."""
     folder = Path(folder)
     fmt = detect_format(folder)
     base = Path(image_root) if image_root is not None else folder
     if not base.is_dir():
         raise FileNotFoundError(f"image root not found: {base}")
     width = _Width()
+    width.path_map = parse_path_map(path_map)
     if expected_width is not None:
         width.n, width.origin = int(expected_width), f"{what or 'the catalog entry'} has {int(expected_width)} classes"
     if fmt == "paired":
@@ -122,6 +124,7 @@ class _Width:
         self.n: int | None = None
         self.origin = ""
         self.class_indices: int | None = None
+        self.path_map: list[tuple[str, str]] = []  # --path-map rules, applied to listed paths
 
 
 def _class_index_width(folder: Path, expected: int | None) -> int | None:
@@ -191,8 +194,29 @@ def _parse_labels(rows: list[list[str]], numbers: list[int], path: Path, width: 
     return out
 
 
-def _resolve(paths: list[str], numbers: list[int], list_file: Path, base: Path) -> list[str]:
+def parse_path_map(rules) -> list[tuple[str, str]]:
+    """``["OLD=NEW", ...]`` -> [(OLD, NEW)], longest OLD first (the most specific rule wins)."""
+    pairs = []
+    for rule in rules or ():
+        if not isinstance(rule, str) or "=" not in rule or not rule.split("=", 1)[0]:
+            raise ValueError(f"--path-map expects OLD=NEW (a path prefix in the lists and its local replacement), "
+                             f"got {rule!r}")
+        old, new = rule.split("=", 1)
+        pairs.append((old, new))
+    return sorted(pairs, key=lambda p: -len(p[0]))
+
+
+def _map_path(path: str, path_map: list[tuple[str, str]]) -> str:
+    for old, new in path_map:
+        if path.startswith(old):
+            return new + path[len(old):]
+    return path
+
+
+def _resolve(paths: list[str], numbers: list[int], list_file: Path, base: Path,
+             path_map: list[tuple[str, str]] = ()) -> list[str]:
     base_str = str(base)
+    paths = [_map_path(p, path_map) for p in paths] if path_map else paths
     resolved = [p if os.path.isabs(p) else os.path.join(base_str, p) for p in paths]
     missing = [i for i, p in enumerate(resolved) if not os.path.isfile(p)]
     if missing:
@@ -213,7 +237,7 @@ def _read_paired(img_file: Path, label_file: Path, base: Path, width: _Width, sp
         labels = np.eye(width.class_indices, dtype=np.uint8)[[int(line) for line in label_lines]]
     else:
         labels = _parse_labels([line.split() for line in label_lines], label_numbers, label_file, width, offset=0)
-    resolved = _resolve(paths, img_numbers, img_file, base)
+    resolved = _resolve(paths, img_numbers, img_file, base, width.path_map)
     return SplitListing(resolved, labels, str(img_file), np.asarray(img_numbers, dtype=np.int32))
 
 
@@ -231,9 +255,10 @@ def _read_list(list_file: Path, base: Path, width: _Width, split: str) -> SplitL
     for i, (line, row) in enumerate(zip(lines, rows)):
         if n and len(row) - 1 > n:  # a path with spaces: the last n tokens are the labels, if that file exists
             path = line.rsplit(None, n)[0]
-            if os.path.isfile(path if os.path.isabs(path) else os.path.join(str(base), path)):
+            mapped = _map_path(path, width.path_map)
+            if os.path.isfile(mapped if os.path.isabs(mapped) else os.path.join(str(base), mapped)):
                 rows[i] = [path, *row[len(row) - n:]]
         paths.append(rows[i][0])
     labels = _parse_labels([r[1:] for r in rows], numbers, list_file, width, offset=1)
-    resolved = _resolve(paths, numbers, list_file, base)
+    resolved = _resolve(paths, numbers, list_file, base, width.path_map)
     return SplitListing(resolved, labels, str(list_file), np.asarray(numbers, dtype=np.int32))

@@ -36,6 +36,7 @@ def open_dataset(cfg: TrainConfig, image_size: int | None, data_root: str | None
     name = None if cfg.dataset_dir and not cfg.dataset else cfg.dataset
     ds = load_dataset(name, data_root=data_root or cfg.data_root, dataset_dir=cfg.dataset_dir,
                       image_root=cfg.image_root, image_size=image_size, seed=cfg.seed, download=cfg.download,
+                      path_map=cfg.path_map,
                       verbose=False)
     lonely = queries_without_relevant_items(ds.query.labels.numpy(), ds.database.labels.numpy())
     if lonely == len(ds.query):
