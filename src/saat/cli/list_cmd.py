@@ -28,11 +28,11 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     for name, lister in _registries().items():
         if args.what == "datasets" and name == "datasets":
-            from ..data import describe_spec, list_dataset_specs
+            from ..data import list_dataset_specs
 
             print("datasets (--dataset NAME; or --dataset-dir FOLDER alone for your own lists):")
             for spec in list_dataset_specs():
-                print(f"  {describe_spec(spec)}")
+                print(f"  {spec.describe()}")
         elif args.what in (None, name):
             print(f"{name}: {', '.join(lister())}")
     return 0

@@ -41,7 +41,6 @@ split sizes differ from the standard protocol and fail when the class count diff
 from .catalog import (
     DATASETS,
     DatasetSpec,
-    describe_spec,
     list_dataset_specs,
     list_datasets,
     load_dataset,
@@ -70,7 +69,6 @@ __all__ = [
     "register_dataset",
     "resize_batch",
     "resolve_name",
-    "describe_spec",
     "list_dataset_specs",
     "set_loader_epoch",
     "to_device_batch",

@@ -54,6 +54,23 @@ class DatasetSpec:
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)
 
+    def describe(self) -> str:
+        """One line about a catalog entry: classes, label kind, split sizes, topK, formats, folder names, aliases."""
+        sizes = ("train {train:,} / query {query:,} / database {database:,}".format(**self.expected_sizes)
+                 if self.expected_sizes else "split sizes from your lists")
+        if self.loader is _load_demo:
+            formats = "shipped with saat"
+        elif self.loader is _load_cifar10:
+            formats = "torchvision's python pickles (seeded split), or list files"
+        else:
+            formats = "paired *_img.txt/*_label.txt or list files"
+        topk = f"mAP@{self.default_topk}" if self.default_topk else "mAP@all"
+        kind = "multi-label" if self.multi_label else "single-label"
+        folders = f"; folders: {', '.join(self.folders)}" if self.folders else ""
+        aliases = f"; aliases: {', '.join(self.aliases)}" if self.aliases else ""
+        return (f"{self.name}: {self.n_classes} classes, {kind}, {sizes}, {topk}, {self.native_size} px; {formats}"
+                f"{folders}{aliases} — {self.description}")
+
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "n_classes": self.n_classes, "default_topk": self.default_topk,
                 "native_size": self.native_size, "multi_label": self.multi_label,
@@ -84,24 +101,6 @@ def list_datasets() -> list[str]:
 def list_dataset_specs() -> list[DatasetSpec]:
     """The catalog entries, for listings (``saat list datasets``)."""
     return list(DATASETS.values())
-
-
-def describe_spec(spec: DatasetSpec) -> str:
-    """One line about a catalog entry: classes, label kind, split sizes, topK, formats, folder names, aliases."""
-    sizes = ("train {train:,} / query {query:,} / database {database:,}".format(**spec.expected_sizes)
-             if spec.expected_sizes else "split sizes from your lists")
-    if spec.loader is _load_demo:
-        formats = "shipped with saat"
-    elif spec.loader is _load_cifar10:
-        formats = "torchvision's python pickles (seeded split), or list files"
-    else:
-        formats = "paired *_img.txt/*_label.txt or list files"
-    topk = f"mAP@{spec.default_topk}" if spec.default_topk else "mAP@all"
-    kind = "multi-label" if spec.multi_label else "single-label"
-    folders = f"; folders: {', '.join(spec.folders)}" if spec.folders else ""
-    aliases = f"; aliases: {', '.join(spec.aliases)}" if spec.aliases else ""
-    return (f"{spec.name}: {spec.n_classes} classes, {kind}, {sizes}, {topk}, {spec.native_size} px; {formats}"
-            f"{folders}{aliases} — {spec.description}")
 
 
 def resolve_name(name: str) -> str:
