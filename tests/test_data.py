@@ -229,7 +229,7 @@ def test_catalog_lists_every_dataset_and_resolves_aliases():
     assert load_quiet(name="Fashion_MNIST").name == "fashion-mnist"
     assert DATASETS["ImageNet-100"].default_topk == 1000 and DATASETS["ImageNet-100"].n_classes == 100
     assert resolve_name("nuswide_81") == "NUS-WIDE-81"
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet-1k'.*FLICKR-25K"):
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet-1k'.*FLICKR-25K.*--dataset-dir FOLDER without"):
         load_quiet(name="imagenet-1k")
 
 

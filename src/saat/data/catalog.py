@@ -107,8 +107,8 @@ def resolve_name(name: str) -> str:
     """Canonical catalog name for ``name`` or an alias; ValueError listing the catalog otherwise."""
     canonical = _ALIASES.get(_key(str(name)))
     if canonical is None or canonical not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())} "
-                         f"(or pass dataset_dir=FOLDER for a custom dataset folder)")
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())} (for a folder of "
+                         "your own lists give --dataset-dir FOLDER without --dataset; in Python dataset_dir=FOLDER)")
     return canonical
 
 
