@@ -623,3 +623,56 @@ def test_path_map_points_the_authors_absolute_paths_at_local_images(tmp_path):
         load_quiet(dataset_dir=root, path_map=["no-equals-sign"])
     with pytest.raises(ValueError, match="--path-map"):
         TrainConfig(path_map="a=b")
+
+
+def test_data_check_reports_one_planted_problem_of_each_kind(tmp_path, capsys):
+    from saat.cli import main
+
+    root = tmp_path / "toy"
+    spec = make_dataset(root, "list", n_classes=4, sizes={"train": 4, "query": 3, "database": 6})
+    assert main(["data", "check", str(root)]) in (0, 1)  # random labels may leave a class empty
+    capsys.readouterr()
+    labels = {"train": [[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]],  # class 2, 3: no training item
+              "query": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]],
+              "database": [[1, 0, 0, 0]] * 6}
+    for split in spec:
+        spec[split][1][:] = labels[split]
+    spec["query"][0][2] = spec["database"][0][4]  # a query image that is also in the database
+    spec["database"][0][5] = spec["database"][0][1]  # a duplicate path
+    write_lists(root, "list", spec)
+    (root / spec["database"][0][3]).unlink()  # a missing image
+    (root / spec["database"][0][2]).write_bytes(b"not an image")  # an unreadable image
+    lines = (root / "train.txt").read_text().splitlines()
+    lines[1] = lines[1] + " 1"  # a label row of the wrong width
+    lines[2] = lines[2].rsplit(" ", 1)[0] + " 2"  # a label value that is not 0/1
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    assert main(["data", "check", str(root)]) == 1
+    out = capsys.readouterr().out
+    expected = ["train.txt:2: label-width: 5 label values, expected 4", "train.txt:3: label-value: '2' is not 0 or 1",
+                "database.txt:6: duplicate:", "database.txt:4: missing-image:", "database.txt:3: unreadable-image:",
+                "test.txt:3: overlap: 1 query images also sit in the database",
+                "train: empty-class: classes [1, 2, 3] have no train item",  # rows 2 and 3 are invalid
+                "query: empty-class: classes [3] have no query item", ": 8 findings"]
+    for text in expected:
+        assert text in out, (text, out)
+    clean = tmp_path / "clean"
+    make_dataset(clean, "paired", n_classes=2, sizes={"train": 2, "query": 2, "database": 2})
+    for name in LIST_NAME.values():
+        (clean / f"{name}_label.txt").write_text("1 0\n0 1\n")
+    assert main(["data", "check", str(clean)]) == 0
+    assert "0 findings" in capsys.readouterr().out
+
+
+def test_duplicates_and_query_database_overlap_are_warned_at_load(tmp_path, capsys):
+    from saat.config import TrainConfig
+    from saat.pipelines.common import open_dataset
+
+    root = tmp_path / "toy"
+    spec = make_dataset(root, "paired", sizes={"train": 4, "query": 2, "database": 5})
+    spec["train"][0][1] = spec["train"][0][0]
+    spec["query"][0][0] = spec["database"][0][0]
+    write_lists(root, "paired", spec)
+    open_dataset(TrainConfig(dataset="", dataset_dir=str(root)), 16)
+    err = capsys.readouterr().err
+    assert "1 duplicate image paths in the train split" in err
+    assert "1 query images also sit in the database" in err

@@ -9,9 +9,9 @@ import sys
 
 from .._version import __version__
 from ..errors import SaatError
-from . import attack, defend, demo, evaluate, evaluate_codes, list_cmd, report, robustness, train, transfer
+from . import attack, data_cmd, defend, demo, evaluate, evaluate_codes, list_cmd, report, robustness, train, transfer
 
-COMMANDS = (demo, train, evaluate, attack, robustness, transfer, defend, report, evaluate_codes, list_cmd)
+COMMANDS = (demo, train, evaluate, attack, robustness, transfer, defend, report, evaluate_codes, data_cmd, list_cmd)
 
 
 class CommandError(SaatError):

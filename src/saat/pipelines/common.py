@@ -14,6 +14,7 @@ import torch
 from ..checkpoint import file_hash, load_model_file
 from ..config import TrainConfig, config_from_dict
 from ..data import to_device_batch
+from ..data.check import check_folder as check_dataset_folder  # noqa: F401 - for saat data check
 from ..models import build_model
 from ..retrieval import random_ranking_map
 from ..runs import RunDir
@@ -48,7 +49,27 @@ def open_dataset(cfg: TrainConfig, image_size: int | None, data_root: str | None
     if lonely:
         print(f"warning: {ds.name}: {lonely} of {len(ds.query)} queries share no label with any database item; they "
               "count as AP 0 in every mAP (all-zero label rows?)", file=sys.stderr, flush=True)
+    if verbose:
+        for line in listing_warnings(ds):
+            print(f"warning: {ds.name}: {line}", file=sys.stderr, flush=True)
     return ds
+
+
+def listing_warnings(ds) -> list[str]:
+    """Duplicate paths within a split and query images that also sit in the database (file-based datasets;
+    'saat data check' lists them one by one)."""
+    splits = {name: getattr(ds, name) for name in ("train", "query", "database")}
+    if not all(hasattr(s, "paths") for s in splits.values()):
+        return []
+    out = []
+    for name, split in splits.items():
+        duplicates = len(split.paths) - len(set(split.paths))
+        if duplicates:
+            out.append(f"{duplicates} duplicate image paths in the {name} split")
+    overlap = len(set(splits["query"].paths) & set(splits["database"].paths))
+    if overlap:
+        out.append(f"{overlap} query images also sit in the database (they retrieve themselves)")
+    return out
 
 
 def queries_without_relevant_items(query_labels: np.ndarray, db_labels: np.ndarray) -> int:
