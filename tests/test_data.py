@@ -630,8 +630,6 @@ def test_data_check_reports_one_planted_problem_of_each_kind(tmp_path, capsys):
 
     root = tmp_path / "toy"
     spec = make_dataset(root, "list", n_classes=4, sizes={"train": 4, "query": 3, "database": 6})
-    assert main(["data", "check", str(root)]) in (0, 1)  # random labels may leave a class empty
-    capsys.readouterr()
     labels = {"train": [[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]],  # class 2, 3: no training item
               "query": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]],
               "database": [[1, 0, 0, 0]] * 6}

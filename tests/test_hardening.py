@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,7 +105,7 @@ def test_atomic_write_to_a_directory_or_a_bad_parent_names_the_target(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError) as info:
         atomic_write_json(tmp_path / "file" / "inside.json", {})
-    assert str(tmp_path / "file") in str(info.value) or info.value.filename
+    assert info.value.filename == str(tmp_path / "file")  # the file in the way, not a temporary name
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -226,7 +225,6 @@ def test_yaml_loading_never_constructs_objects(tmp_path):
         load_yaml(path)
     with pytest.raises(ValueError, match="must hold a mapping"):
         config_from_dict(TrainConfig, ["epochs", 3], "config.yaml")
-    assert yaml.safe_dump({"a": 1})  # the loader is safe_load; dumping stays plain
 
 
 YAML_PIECES = st.sampled_from(["epochs: ", "lr: ", "bits: ", "dataset: ", "- ", "{", "}", "[", "]", "!!python/",

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from saat.cli import main
-from saat.pipelines.common import codes_for, load_run, open_dataset
-from saat.pipelines.robustness import _images
+from saat.pipelines.common import codes_for, load_run, open_dataset, query_images
 from saat.robustness import HardSign, evaluate
 
 pytestmark = pytest.mark.slow  # the evaluated models are trained by the session's quick demo
@@ -17,7 +16,7 @@ def test_masked_demo_model_looks_robust_is_flagged_and_broken(mosaic_run_copy):
     run = load_run(mosaic_run_copy, torch.device("cpu"))
     ds = open_dataset(run.config, run.image_size, verbose=False)
     picked = torch.arange(0, 500, 25).numpy()  # 20 queries
-    x, y = _images(ds.query, picked, torch.device("cpu")), ds.query.labels[torch.as_tensor(picked)].float()
+    x, y = query_images(ds.query, picked, torch.device("cpu")), ds.query.labels[torch.as_tensor(picked)].float()
     train_codes, _ = codes_for(run, "train", ds.train, device=torch.device("cpu"), batch_size=256, progress=False)
     db_codes, _ = codes_for(run, "database", ds.database, device=torch.device("cpu"), batch_size=256, progress=False)
     knowledge = {"db_codes": db_codes, "db_labels": ds.database.labels,

@@ -212,11 +212,16 @@ def load_yaml(path: str | Path, what: str = "--config") -> dict:
         raise ValueError(f"{what}: {path} is not valid saat YAML ({first})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what}: {path} cannot be read ({exc})") from None
+    return _check_mapping(data, f"{what}: {path}")
+
+
+def _check_mapping(data: Any, source: str) -> dict:
+    """``data`` if it is a mapping with text keys (settings read from a file), else a one-line ValueError."""
     if not isinstance(data, dict):
-        raise ValueError(f"{what}: {path} must hold a mapping of settings, got {type(data).__name__}")
+        raise ValueError(f"{source} must hold a mapping of settings, got {type(data).__name__}")
     odd = [k for k in data if not isinstance(k, str)]
     if odd:
-        raise ValueError(f"{what}: {path}: setting names must be text, got {odd[0]!r}")
+        raise ValueError(f"{source}: setting names must be text, got {odd[0]!r}")
     return data
 
 
@@ -227,9 +232,9 @@ def resolve_config(cls=TrainConfig, overrides: dict | None = None, config_file: 
     presets = PRESETS if presets is None else presets
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     file_values = load_yaml(config_file) if config_file else {}
-    for key, value in {**file_values, **overrides}.items():  # types first: the preset choice reads them
-        check_value(key, value)
     given = {**file_values, **overrides}
+    for key, value in given.items():  # types first: the preset choice reads them
+        check_value(key, value)
     if given.get("dataset_dir") and "dataset" not in given and hasattr(cls, "dataset"):
         # --dataset-dir alone: a custom dataset (class count from the files), never the default catalog entry.
         overrides = {**overrides, "dataset": ""}
@@ -248,10 +253,5 @@ def save_config(config, path: str | Path) -> None:
 
 def config_from_dict(cls, data, source: str = "config"):
     """A settings dataclass from a mapping read from a file (``source`` names it in errors)."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{source} must hold a mapping of settings, got {type(data).__name__}")
-    odd = [k for k in data if not isinstance(k, str)]
-    if odd:
-        raise ValueError(f"{source}: setting names must be text, got {odd[0]!r}")
-    check_settings(data, [f.name for f in dataclasses.fields(cls)], source)
+    check_settings(_check_mapping(data, source), [f.name for f in dataclasses.fields(cls)], source)
     return cls(**data)

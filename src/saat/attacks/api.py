@@ -314,16 +314,19 @@ def evaluate_attack(model, atk: TensorAttack, images, labels, db_codes, db_label
     return record.to_json()
 
 
-def system_codes(model, images: torch.Tensor) -> np.ndarray:
-    """int8 +-1 codes of a batch under the evaluated system: its own ``encode`` if it has one (saat's models, a
-    purified model), else ``sign(model(x))``; eval mode and no gradient, the mode restored afterwards."""
+def system_codes(model, images: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
+    """int8 +-1 codes of ``images`` under the evaluated system: its own ``encode`` if it has one (saat's models, a
+    purified model), else ``sign(model(x))``; eval mode and no gradient, the mode restored afterwards. With
+    ``batch_size``, the images are encoded that many at a time."""
     from ..utils.codes import sign_codes
 
     wrapped = model if isinstance(model, HashingModel) else HashingModel(model)
     own_encode = getattr(wrapped.model, "encode", None)
+    step = batch_size or max(len(images), 1)
     with frozen_eval(wrapped), torch.no_grad():
-        codes = own_encode(images) if callable(own_encode) else sign_codes(wrapped(images))
-        return codes.to(torch.int8).cpu().numpy()
+        parts = [own_encode(images[s:s + step]) if callable(own_encode) else sign_codes(wrapped(images[s:s + step]))
+                 for s in range(0, len(images), step)]
+        return torch.cat(parts).to(torch.int8).cpu().numpy()
 
 
 def attack_evaluation(model, atk: TensorAttack, images, labels, db_codes, db_labels, *, topk: int | None,

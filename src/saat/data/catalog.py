@@ -147,7 +147,7 @@ def load_dataset(name: str | None = None, *, data_root: str | os.PathLike | None
         ds = _load_custom(request)
     else:
         spec = DATASETS[resolve_name(name)]
-        if spec.name.lower() in ("fashion-mnist", "fashion-mosaic") and (dataset_dir or image_root):
+        if spec.loader is _load_demo and (dataset_dir or image_root):
             raise ValueError(f"{spec.name} is shipped with saat: --dataset-dir/--image-root do not apply to it; drop "
                              "them, or drop --dataset to load the folder as a custom dataset")
         ds = spec.loader(spec, request)

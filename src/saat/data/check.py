@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .formats import LIST_FILES, PAIRED_FILES, SPLITS, detect_format
+from .formats import LIST_FILES, PAIRED_FILES, SPLITS, _read_lines, detect_format
+from .splits import image_problem
 
 
 @dataclass(frozen=True)
@@ -26,17 +27,15 @@ class Finding:
         return f"{self.where}: {self.kind}: {self.detail}"
 
 
-def _lines(path: Path) -> list[tuple[int, str]]:
-    text = path.read_text(encoding="utf-8-sig")
-    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+def _lines(path: Path, split: str) -> list[tuple[int, str]]:
+    """(line number, stripped line) of the non-blank lines, as the loader reads them."""
+    return list(zip(*_read_lines(path, split)))
 
 
 def check_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None = None,
                  verify_images: bool = True) -> list[Finding]:
     """Every finding of the dataset folder (an empty list: nothing wrong). ``verify_images``: open and verify each
     image file (else only its existence is checked)."""
-    from PIL import Image, UnidentifiedImageError
-
     folder = Path(folder)
     fmt = detect_format(folder)
     base = Path(image_root) if image_root is not None else folder
@@ -47,7 +46,7 @@ def check_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None
         rows = []
         if fmt == "paired":
             img_name, label_name = PAIRED_FILES[split]
-            paths, labels = _lines(folder / img_name), _lines(folder / label_name)
+            paths, labels = _lines(folder / img_name, split), _lines(folder / label_name, split)
             if len(paths) != len(labels):
                 findings.append(Finding("label-count", label_name, f"{len(labels)} label rows for {len(paths)} image "
                                         f"lines in {img_name}"))
@@ -55,7 +54,7 @@ def check_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None
                 rows.append((path, n, img_name, label_line.split(), m, label_name))
         else:
             list_name = LIST_FILES[split]
-            for n, line in _lines(folder / list_name):
+            for n, line in _lines(folder / list_name, split):
                 tokens = line.split()
                 rows.append((tokens[0], n, list_name, tokens[1:], n, list_name))
         parsed = []
@@ -74,7 +73,7 @@ def check_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None
             parsed.append((path, n, img_file, values))
         entries[split] = parsed
 
-    seen_images: dict[str, bool] = {}
+    seen_images: set[str] = set()  # each file is checked once, even when several splits list it
     for split, parsed in entries.items():
         counts = Counter(path for path, *_ in parsed)
         first_line = {}
@@ -85,18 +84,13 @@ def check_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None
                 continue
             first_line[path] = n
             resolved = path if os.path.isabs(path) else os.path.join(str(base), path)
-            if resolved not in seen_images:
-                ok = os.path.isfile(resolved)
-                if not ok:
-                    findings.append(Finding("missing-image", f"{img_file}:{n}", f"{resolved} does not exist"))
-                elif verify_images:
-                    try:
-                        with Image.open(resolved) as img:
-                            img.verify()
-                    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-                        ok = False
-                        findings.append(Finding("unreadable-image", f"{img_file}:{n}", f"{resolved}: {exc}"))
-                seen_images[resolved] = ok
+            if resolved in seen_images:
+                continue
+            seen_images.add(resolved)
+            if not os.path.isfile(resolved):
+                findings.append(Finding("missing-image", f"{img_file}:{n}", f"{resolved} does not exist"))
+            elif verify_images and (problem := image_problem(resolved)) is not None:
+                findings.append(Finding("unreadable-image", f"{img_file}:{n}", f"{resolved}: {problem}"))
     database = {path for path, *_ in entries["database"]}
     overlap = [(path, n, img_file) for path, n, img_file, _ in entries["query"] if path in database]
     if overlap:

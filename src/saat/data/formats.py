@@ -132,12 +132,11 @@ def _class_index_width(folder: Path, expected: int | None) -> int | None:
     (class indices, as some CIFAR-10 lists have); None otherwise (0/1 rows)."""
     top = -1
     for split in SPLITS:
-        path = folder / PAIRED_FILES[split][1]
         try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError):
+            _, lines = _read_lines(folder / PAIRED_FILES[split][1], split)
+        except (OSError, ValueError):
             return None  # reported by the regular reader
-        if not lines or not all(line.isdigit() for line in lines):
+        if not all(line.isdigit() for line in lines):
             return None
         top = max(top, max(int(line) for line in lines))
     if top <= 1:

@@ -131,6 +131,18 @@ class FloatTensorSplit(RetrievalSplit):
         return self.images[idx.to(self.images.device)], self.labels[idx.to(self.labels.device)], idx
 
 
+def image_problem(path: str) -> str | None:
+    """Why the image file at ``path`` cannot be read (opened and verified with PIL, not decoded), or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 class FileSplit(RetrievalSplit):
     """A split of image files decoded lazily with PIL (converted to RGB), resized and center-cropped to S."""
 
@@ -164,18 +176,14 @@ class FileSplit(RetrievalSplit):
         """Open and verify every image file of the split (no decoding: headers and, where the format has them,
         checksums), so that an unreadable file is found before training rather than when the split is first
         encoded. Raises ValueError naming the first bad file, its list line, and how many are bad."""
-        from PIL import Image, UnidentifiedImageError
-
         from ..utils.progress import progress_bar
 
         bad = []
         for i in progress_bar(range(len(self.paths)), desc=f"check {self.name} images", unit="img",
                               disable=not progress):
-            try:
-                with Image.open(self.paths[i]) as img:
-                    img.verify()
-            except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-                bad.append((i, exc))
+            problem = image_problem(self.paths[i])
+            if problem is not None:
+                bad.append((i, problem))
         if bad:
             i, exc = bad[0]
             where = f" (listed in {self.list_file}, line {int(self.lines[i])})" if self.lines is not None else ""

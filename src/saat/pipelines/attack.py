@@ -176,23 +176,28 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     return metrics
 
 
-def _systems(run, cfg: AttackConfig, dev):
-    """(evaluated system, attacker's model, cache tag of the system, cache tag of the attacker's model)."""
-    if cfg.defense is None:
-        if cfg.adaptive:
-            raise ValueError("--adaptive needs --defense (the attack adapts to an input purifier)")
-        return run.model, run.model, "", ""
-    if cfg.defense != "comdefend":
-        raise ValueError(f"--defense must be 'comdefend' (input purification), got {cfg.defense!r}; adversarially "
+def evaluated_system(run, defense: str | None, dev):
+    """(the evaluated system, the cache tag of its codes): the run's model, or with ``defense="comdefend"`` the
+    model behind the run's ComDefend purifier."""
+    if defense is None:
+        return run.model, ""
+    if defense != "comdefend":
+        raise ValueError(f"--defense must be 'comdefend' (input purification), got {defense!r}; adversarially "
                          "trained models are attacked directly: 'saat attack RUN-saat ...'")
     from ..checkpoint import file_hash
     from ..defenses.comdefend import PurifiedModel, load_purifier, purifier_path
 
     purifier, _ = load_purifier(run.run_dir, dev)
-    tag = "-comdefend-" + file_hash(purifier_path(run.run_dir), 8)
-    system = PurifiedModel(purifier, run.model).eval()
-    if cfg.adaptive:
-        return system, PurifiedModel(purifier, run.model, straight_through=True).eval(), tag, tag
+    return PurifiedModel(purifier, run.model).eval(), "-comdefend-" + file_hash(purifier_path(run.run_dir), 8)
+
+
+def _systems(run, cfg: AttackConfig, dev):
+    """(evaluated system, attacker's model, cache tag of the system, cache tag of the attacker's model)."""
+    if cfg.adaptive and cfg.defense is None:
+        raise ValueError("--adaptive needs --defense (the attack adapts to an input purifier)")
+    system, tag = evaluated_system(run, cfg.defense, dev)
+    if cfg.adaptive:  # the attacker differentiates through the purifier (straight-through binarisation)
+        return system, system.bpda().eval(), tag, tag
     return system, run.model, tag, ""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from ..retrieval import random_ranking_map
 from ..runs import RunDir
 from ..utils.device import autocast
 from ..utils.dist import is_main_process
-from ..utils.io import atomic_save_npy, remove_stale_temps
+from ..utils.io import atomic_save_npy, json_form, remove_stale_temps
 from ..utils.progress import progress_bar
 
 
@@ -167,6 +168,19 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedR
     model.eval()
     cfg = config_from_dict(TrainConfig, ckpt["metadata"]["training"])
     return LoadedRun(run_dir, ckpt, model, cfg, file_hash(model_path))
+
+
+def refuse_other_settings(path: Path, field: str, settings: dict, what: str) -> None:
+    """A result file (``path``) whose ``field`` holds other settings is never overwritten: FileExistsError."""
+    if path.is_file() and json.loads(path.read_text()).get(field) != json_form(settings):
+        raise FileExistsError(f"{path.parent} holds {what} with other settings; choose another --name or delete "
+                              "that folder")
+
+
+def query_images(split, picked: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The items ``picked`` of a split as one float [0, 1] tensor on ``device`` (the queries an evaluation attacks)."""
+    return torch.cat([to_device_batch(split.__getitems__(picked[s:s + 256].tolist()), device)[0]
+                      for s in range(0, len(picked), 256)])
 
 
 def codes_for(run: LoadedRun, split_name: str, split, *, device, batch_size: int, progress: bool = True,

@@ -8,11 +8,9 @@ dataset and checkpoint), ``adv_codes.npy`` (each query's worst-case adversarial 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..attacks import ATTACKS, load_or_create_targets, query_subset
@@ -21,10 +19,10 @@ from ..robustness import ensemble, evaluate, format_card, format_matrix
 from ..runs import RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
-from ..utils.io import atomic_save_npy, atomic_write_json, check_writable
+from ..utils.io import atomic_save_npy, atomic_write_json, check_writable, json_form
 from ..utils.validation import check_name
-from .attack import _systems
-from .common import codes_for, encode_batch_size, load_run, open_dataset
+from .attack import evaluated_system
+from .common import codes_for, encode_batch_size, load_run, open_dataset, query_images, refuse_other_settings
 
 __all__ = ["RobustnessConfig", "demo_overrides", "format_card", "format_matrix", "robustness_name", "run_robustness",
            "run_transfer"]
@@ -93,7 +91,7 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
     k = cfg.topk if cfg.topk is not None else (run.config.topk if run.config.topk is not None else ds.default_topk)
     bs_enc = encode_batch_size(run.config.eval_batch_size, dev)
 
-    system, _, tag, _ = _systems(run, _AttackLike(cfg.defense, False), dev)
+    system, tag = evaluated_system(run, cfg.defense, dev)
     surrogate_dir = cfg.surrogate
     if surrogate_dir is None:
         origin = (run.metadata.get("origin") or {}).get("run")
@@ -101,11 +99,7 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
     name = cfg.name or robustness_name(cfg, eps, k, surrogate_dir)
     out = RunDir(run_dir).robustness(name)
     settings = {**asdict(cfg), "eps": eps, "topk": k, "surrogate": surrogate_dir, "name": name}
-    if out.card.is_file():
-        previous = json.loads(out.card.read_text()).get("settings")
-        if previous != json.loads(json.dumps(settings)):
-            raise FileExistsError(f"{out.path} holds a card with other settings; choose another --name or delete "
-                                  "that folder")
+    refuse_other_settings(out.card, "settings", settings, "a card")
 
     # The evaluated system's codes (with a purifier: of the purified images), for the mainstay codes and retrieval.
     train_codes, _ = codes_for(run, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress,
@@ -113,7 +107,7 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
     db_codes, _ = codes_for(run, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress,
                             model=system, tag=tag)
     picked = query_subset(len(ds.query), cfg.num_queries, cfg.seed)
-    images = _images(ds.query, picked, dev)
+    images = query_images(ds.query, picked, dev)
     labels = ds.query.labels[torch.as_tensor(picked)].float()
     db_labels = ds.database.labels.numpy()
     targets = None
@@ -141,28 +135,12 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
         adaptive=cfg.adaptive, seed=cfg.seed, batch_size=cfg.batch_size,
         overrides=demo_overrides(cfg.preset, cfg.targeted) if demo else None, checks=cfg.checks,
         work_dir=out.work if write else None, progress=progress, return_codes=True, describe=describe)
-    card = {**card, "name": name, "settings": json.loads(json.dumps(settings))}
+    card = {**card, "name": name, "settings": json_form(settings)}
     if write and is_main_process():
         atomic_save_npy(out.adv_codes, worst)
         atomic_save_npy(out.query_indices, picked)
         atomic_write_json(out.card, card)
     return card
-
-
-@dataclass
-class _AttackLike:
-    """The two fields of an attack config that choose the evaluated system (see pipelines.attack._systems)."""
-
-    defense: str | None
-    adaptive: bool
-
-
-def _images(split, picked: np.ndarray, device: torch.device) -> torch.Tensor:
-    """The picked queries as one float [0, 1] tensor on ``device``."""
-    from ..data import to_device_batch
-
-    return torch.cat([to_device_batch(split.__getitems__(picked[s:s + 256].tolist()), device)[0]
-                      for s in range(0, len(picked), 256)])
 
 
 def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_queries: int | None = None,
@@ -204,7 +182,7 @@ def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_qu
         parties.append(Party(label, r.model, torch.as_tensor(train_codes, dtype=torch.float32, device=dev),
                              ds.train.labels, db_codes, ds.database.labels))
     picked = query_subset(len(ds.query), num_queries, seed)
-    images = _images(ds.query, picked, dev)
+    images = query_images(ds.query, picked, dev)
     query_labels = ds.query.labels[torch.as_tensor(picked)].float()
     config = {"runs": [str(r) for r in run_dirs], "eps": settings["eps"], "num_queries": num_queries, "seed": seed,
               "topk": k, "settings": settings}
@@ -213,13 +191,11 @@ def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_qu
                         hashlib.sha256("|".join(str(Path(r).resolve()) for r in run_dirs).encode()).hexdigest()[:8]])
     out = RunDir(run_dirs[0]).transfer(name or default)
     metrics_file = out / "metrics.json"
-    if metrics_file.is_file() and json.loads(metrics_file.read_text()).get("config") != json.loads(json.dumps(config)):
-        raise FileExistsError(f"{out} holds a transfer matrix with other settings; choose another --name or delete "
-                              "that folder")
+    refuse_other_settings(metrics_file, "config", config, "a transfer matrix")
     result = transfer_matrix(parties, images, query_labels, eps=settings["eps"], topk=k,
                              settings={key: v for key, v in settings.items() if key != "eps"}, seed=seed,
                              batch_size=batch_size, work_dir=out / "work" if write else None, progress=progress)
-    result = {**result, "dataset": ds.name, "name": out.name, "config": json.loads(json.dumps(config)),
+    result = {**result, "dataset": ds.name, "name": out.name, "config": json_form(config),
               "runs": [str(r) for r in run_dirs]}
     if write and is_main_process():
         atomic_write_json(metrics_file, result)

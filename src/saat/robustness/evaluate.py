@@ -27,7 +27,7 @@ from ..attacks.base import frozen_eval
 from ..attacks.losses import mainstay_loss
 from ..attacks.mainstay import mainstay_codes
 from ..retrieval import average_precision, random_ranking_map
-from ..utils.io import atomic_save_npy, atomic_write_json
+from ..utils.io import atomic_save_npy, atomic_write_json, json_form
 from ..utils.progress import progress_bar
 from ..utils.rng import derive_seed, seeded_generator
 from ..utils.validation import check_eps, check_images, check_labels, codes_tensor
@@ -133,8 +133,7 @@ class _Problem:
         return average_precision(codes, self.db_codes, self.relevance, self.db_labels, topk=self.topk)
 
     def encode(self, images: torch.Tensor) -> np.ndarray:
-        return np.concatenate([system_codes(self.model, images[s:s + self.batch_size])
-                               for s in range(0, images.shape[0], self.batch_size)])
+        return system_codes(self.model, images, self.batch_size)
 
 
 def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed: int, *,
@@ -145,7 +144,7 @@ def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed
         codes_file, info_file = problem.work_dir / f"{key}.npy", problem.work_dir / f"{key}.json"
         if codes_file.is_file() and info_file.is_file():
             info = json.loads(info_file.read_text())
-            if info.get("settings") == json.loads(json.dumps({**settings, "eps": eps, "seed": seed})):
+            if info.get("settings") == json_form({**settings, "eps": eps, "seed": seed}):
                 return np.load(codes_file, allow_pickle=False), info
     crafter = problem.crafter if model is None else PassCounter(model)
     start_f, start_b = crafter.forwards, crafter.backwards
@@ -163,7 +162,7 @@ def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed
         parts.append(problem.encode(atk(xb, yb, target_labels=tb)))
     codes = np.concatenate(parts)
     q = problem.x.shape[0]
-    info = {"settings": json.loads(json.dumps({**settings, "eps": eps, "seed": seed})),
+    info = {"settings": json_form({**settings, "eps": eps, "seed": seed}),
             "seconds": time.perf_counter() - t0, "forwards_per_query": (crafter.forwards - start_f) / q,
             "backwards_per_query": (crafter.backwards - start_b) / q}
     if key is not None and problem.work_dir is not None:
@@ -289,7 +288,7 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
     }
     if checks:
         card["flags"], card["eps_curve"], card["transfer"] = _checks(problem, card, members, member_best, worst_ap,
-                                                                     surrogate)
+                                                                     clean_codes, surrogate)
     else:
         card["flags"], card["eps_curve"], card["transfer"] = {}, [], None
     card["flags_raised"] = sorted(k for k, v in card["flags"].items() if v["raised"])
@@ -313,7 +312,7 @@ def _flag(raised: bool, detail: str, **values) -> dict:
 
 
 def _checks(problem: _Problem, card: dict, members: list[Member], member_best: dict, worst_ap: np.ndarray,
-            surrogate) -> tuple[dict, list, dict | None]:
+            clean_codes: np.ndarray, surrogate) -> tuple[dict, list, dict | None]:
     eps, targeted, metric = card["eps"], card["targeted"], card["metric"]
     robust, clean = card["robust_map"], card["clean_map"]
     main = members[0]  # the mainstay APGD attack
@@ -358,7 +357,7 @@ def _checks(problem: _Problem, card: dict, members: list[Member], member_best: d
     # converged: twice the iterations of the strongest attack should not change the worst case.
     wins = {m.name: card["per_attack"][m.name]["wins"] for m in members}
     strongest = max(members, key=lambda m: (wins[m.name], -members.index(m)))
-    steps_now = int(strongest.settings.get("steps") or _default_steps(strongest.attack, problem.overrides))
+    steps_now = int(strongest.settings.get("steps") or _default_steps(strongest.attack))
     doubled = {**strongest.settings, "steps": 2 * steps_now}
     codes, _ = _run_attack(problem, strongest.attack, doubled, eps, derive_seed(problem.seed, 100),
                            key=f"converged-{strongest.name}")
@@ -393,9 +392,8 @@ def _checks(problem: _Problem, card: dict, members: list[Member], member_best: d
          "non-differentiable or saturated component (try adaptive=True with a straight-through version)."),
         share=zero)
 
-    # stochastic: the same input must give the same codes.
-    first, second = problem.encode(problem.x), problem.encode(problem.x)
-    differ = float((first != second).any(axis=1).mean())
+    # stochastic: the same input must give the same codes (a second pass against the clean codes).
+    differ = float((clean_codes != problem.encode(problem.x)).any(axis=1).mean())
     flags["stochastic"] = _flag(
         differ > 0,
         (f"{differ:.1%} of the queries get different codes from two passes of the same image; a randomised "
@@ -414,10 +412,11 @@ def _checks(problem: _Problem, card: dict, members: list[Member], member_best: d
     return flags, curve, transfer
 
 
-def _default_steps(attack: str, overrides: dict) -> int:
+def _default_steps(attack: str) -> int:
+    """The attack's own iteration count (the members' settings already hold the caller's overrides)."""
     from ..attacks import ATTACKS
 
-    return int(overrides.get(attack, {}).get("steps", ATTACKS.get(attack).defaults.get("steps", 100)))
+    return int(ATTACKS.get(attack).defaults.get("steps", 100))
 
 
 def _zero_gradient_share(problem: _Problem) -> float:

@@ -15,7 +15,7 @@ import torch
 
 from ..attacks.api import TensorAttack, system_codes
 from ..retrieval import average_precision
-from ..utils.io import atomic_save_npy, atomic_write_json
+from ..utils.io import atomic_save_npy, atomic_write_json, json_form
 from ..utils.progress import progress_bar
 from ..utils.validation import check_eps, check_images, check_labels
 
@@ -53,24 +53,22 @@ def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: 
         wdir.mkdir(parents=True, exist_ok=True)
     settings = dict(settings or {})
 
-    def encode(model, images_: torch.Tensor) -> np.ndarray:
-        return np.concatenate([system_codes(model, images_[s:s + batch_size])
-                               for s in range(0, images_.shape[0], batch_size)])
+    databases = [(torch.as_tensor(p.db_codes).cpu().numpy(), torch.as_tensor(p.db_labels).cpu().numpy())
+                 for p in parties]
 
-    def score(party: Party, images_: torch.Tensor) -> float:
-        db = torch.as_tensor(party.db_codes).cpu().numpy()
-        db_y = torch.as_tensor(party.db_labels).cpu().numpy()
-        return float(average_precision(encode(party.model, images_), db, relevance, db_y, topk=topk).mean())
+    def score(j: int, images_: torch.Tensor) -> float:
+        codes = system_codes(parties[j].model, images_, batch_size)
+        return float(average_precision(codes, *databases[j][:1], relevance, databases[j][1], topk=topk).mean())
 
     t0 = time.perf_counter()
-    clean = [score(p, x) for p in parties]
+    clean = [score(j, x) for j in range(len(parties))]
     matrix, seconds = [], []
     bar = progress_bar(total=len(parties), desc="transfer: craft", unit="model", disable=not progress)
     for i, source in enumerate(parties):
         adv_file = wdir / f"adv-{i}.npy" if wdir is not None else None
         info_file = wdir / f"adv-{i}.json" if wdir is not None else None
-        key = json.loads(json.dumps({"source": source.name, "eps": eps, "seed": seed, "settings": settings,
-                                     "queries": int(x.shape[0])}))
+        key = json_form({"source": source.name, "eps": eps, "seed": seed, "settings": settings,
+                         "queries": int(x.shape[0])})
         adv = None
         if adv_file is not None and adv_file.is_file() and info_file.is_file():
             info = json.loads(info_file.read_text())
@@ -87,7 +85,7 @@ def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: 
             if adv_file is not None:
                 atomic_save_npy(adv_file, adv.detach().cpu().numpy().astype(np.float32))
                 atomic_write_json(info_file, {"key": key, "seconds": seconds[-1]})
-        matrix.append([score(target, adv) for target in parties])
+        matrix.append([score(j, adv) for j in range(len(parties))])
         bar.update(1)
     bar.close()
     return {"version": 1, "attack": "mainstay", "settings": {**settings, "eps": eps}, "eps": eps, "topk": topk,

@@ -154,6 +154,12 @@ def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
     return _atomic(path, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False), "wb")
 
 
+def json_form(obj: Any) -> Any:
+    """``obj`` as it reads back from a JSON file written by :func:`atomic_write_json` (tuples as lists, numpy values
+    as plain ones): what settings stored in a file are compared with."""
+    return json.loads(json.dumps(_json_safe(obj), allow_nan=False))
+
+
 def _json_safe(obj: Any) -> Any:
     """Convert numpy scalars/arrays and non-finite floats into plain JSON values."""
     import math
