@@ -2,8 +2,8 @@
 
 The loader stops at the first error; this reads the whole folder (either format) and lists one finding per line,
 with the file and line: missing and unreadable images, label rows of the wrong width or with values other than 0/1,
-duplicate paths within a split, query images that also sit in the database, and classes with no training or no
-query item.
+duplicate paths within a split, query images that also sit in the database, classes with no training or no
+query item, and, in a folder written by ``saat data prepare``, lists whose sha256 no longer matches manifest.json.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .formats import LIST_FILES, PAIRED_FILES, SPLITS, _read_lines, detect_format
+from .prepare import manifest_problems
 from .splits import image_problem
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # missing-image, unreadable-image, label-width, label-value, duplicate, overlap, empty-class
+    kind: str  # missing-image, unreadable-image, label-width, label-value, label-count, duplicate, overlap,
+    # empty-class, manifest
     where: str  # file and line, or the split
     detail: str
 
@@ -39,7 +41,7 @@ def check_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None
     folder = Path(folder)
     fmt = detect_format(folder)
     base = Path(image_root) if image_root is not None else folder
-    findings: list[Finding] = []
+    findings = [Finding("manifest", name, problem) for name, problem in manifest_problems(folder)]
     width: int | None = None
     entries: dict[str, list[tuple[str, int, str, list[int] | None]]] = {}  # split -> (path, line, file, labels)
     for split in SPLITS:

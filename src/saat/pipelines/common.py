@@ -16,6 +16,7 @@ from ..checkpoint import file_hash, load_model_file
 from ..config import TrainConfig, config_from_dict
 from ..data import to_device_batch
 from ..data.check import check_folder as check_dataset_folder  # noqa: F401 - for saat data check
+from ..data.prepare import list_prepared, prepare_dataset  # noqa: F401 - for saat data prepare
 from ..models import build_model
 from ..retrieval import random_ranking_map
 from ..runs import RunDir
