@@ -215,10 +215,16 @@ def test_data_check_reports_lists_changed_after_prepare(tmp_path, capsys):
     assert "2 findings" in out
 
 
-def test_cli_lists_every_prepared_entry():
+def test_cli_lists_every_prepared_entry(capsys):
+    from saat.cli import main
     from saat.cli.data_cmd import PREPARED
 
     assert list(PREPARED) == list_prepared()
+    assert main(["list", "datasets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in list_prepared():
+        assert any(line.strip().startswith(name + ":") and line.endswith(f"saat data prepare {name}") for line in lines)
+    assert not any("ImageNet-100:" in line and "prepare" in line for line in lines)
 
 
 @pytest.mark.slow

@@ -29,10 +29,13 @@ def run(args: argparse.Namespace) -> int:
     for name, lister in _registries().items():
         if args.what == "datasets" and name == "datasets":
             from ..data import list_dataset_specs
+            from ..data.prepare import list_prepared
 
             print("datasets (--dataset NAME; or --dataset-dir FOLDER alone for your own lists):")
             for spec in list_dataset_specs():
-                print(f"  {spec.describe()}")
+                built = "; built from the official downloads by: saat data prepare " + spec.name \
+                    if spec.name in list_prepared() else ""
+                print(f"  {spec.describe()}{built}")
         elif args.what in (None, name):
             print(f"{name}: {', '.join(lister())}")
     return 0
