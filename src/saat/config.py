@@ -36,7 +36,7 @@ VALUE_RULES: dict[str, tuple[str, float | None]] = {
     "eps": ("float", 0), "step": ("float", 0), "lambda_": ("float", 0), "mu": ("float", 0),
     "amp": ("bool", None), "pretrained": ("bool", None), "download": ("bool", None), "evaluate": ("bool", None),
     "targeted": ("bool", None), "parity": ("bool", None), "adaptive": ("bool", None), "checks": ("bool", None),
-    "overwrite": ("bool", None),
+    "overwrite": ("bool", None), "sync_bn": ("bool", None),
     **{name: ("str", None) for name in ("dataset", "data_root", "dataset_dir", "image_root", "method", "backbone",
                                          "backbone_weights", "optimizer", "device", "preset", "generator", "defense",
                                          "surrogate", "name")},
@@ -115,6 +115,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False  # bf16 autocast
     num_workers: int = 0
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch (docs/scaling.md)
     topk: int | None = None  # None: the dataset's default topK
     evaluate: bool = True  # clean retrieval metrics at the end of training
     eval_batch_size: int | None = None  # None: 256 on accelerators, 64 on CPU (measured faster there)

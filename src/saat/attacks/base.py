@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from ..utils.dist import draw_for_shard
 from ..utils.progress import progress_bar
 from ..utils.rng import seeded_generator
 
@@ -107,8 +108,10 @@ class Attack:
         return continuation_alpha(i, self.steps) if self.alpha_schedule else 1.0
 
     def uniform(self, like: torch.Tensor, low: float, high: float) -> torch.Tensor:
-        """U(low, high) noise shaped like ``like``, drawn from the attack's generator on the CPU."""
-        noise = torch.rand(like.shape, generator=self.rng, dtype=torch.float32)
+        """U(low, high) noise shaped like ``like``, drawn from the attack's generator on the CPU (in a data-parallel
+        training step: this rank's rows of the draw for the whole global batch, utils/dist.py)."""
+        noise = draw_for_shard(lambda n: torch.rand((n, *like.shape[1:]), generator=self.rng, dtype=torch.float32),
+                               like.shape[0])
         return (noise * (high - low) + low).to(device=like.device, dtype=like.dtype)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
 
 from .._version import __version__
 from ..errors import SaatError
+from ..utils.dist import is_main_process
 from . import attack, data_cmd, defend, demo, evaluate, evaluate_codes, list_cmd, report, robustness, train, transfer
 
 COMMANDS = (demo, train, evaluate, attack, robustness, transfer, defend, report, evaluate_codes, data_cmd, list_cmd)
@@ -65,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.run(args) or 0)
+        # Under torchrun the other ranks compute the same results silently: rank 0 prints them (errors: every rank).
+        with contextlib.ExitStack() as stack:
+            if not is_main_process():
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            return int(args.run(args) or 0)
     except (SaatError, ValueError, FileNotFoundError, FileExistsError, ImportError, OSError) as exc:
         if os.environ.get("SAAT_DEBUG"):
             raise

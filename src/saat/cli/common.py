@@ -49,10 +49,13 @@ def add_device_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> 
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
-    """--device, --amp and --num-workers, for the commands that train or encode."""
+    """--device, --amp, --num-workers and --sync-bn, for the commands that train."""
     add_device_arg(p, default=None)
     p.add_argument("--amp", action="store_true", default=None, help="bf16 mixed precision (autocast)")
     p.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 0)")
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="under torchrun: BatchNorm normalises with the statistics of the whole global batch (all "
+                        "processes' shares) instead of each process's share (docs/scaling.md)")
 
 
 def add_query_args(p: argparse.ArgumentParser, *, seeds: str, name_under: str) -> None:

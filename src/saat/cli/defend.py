@@ -36,7 +36,9 @@ def register(sub) -> None:
             "hashing loss is the benign term. ATRDH and CgAT share the same loop. Writes a new run directory "
             "(default RUN_DIR-<method>) on which 'saat evaluate' and 'saat attack' work unchanged. Settings left "
             "out take the defense's paper values (SAAT: eps 8/255, step 2/255, 7 steps, lambda 1, mu 1e-4, SGD lr "
-            "0.05, 20 epochs, batch 32) or, on the demo datasets, the demo preset (eps 32/255, 3 epochs)."),
+            "0.05, 20 epochs, batch 32) or, on the demo datasets, the demo preset (eps 32/255, 3 epochs). Data "
+            "parallel (saat, atrdh, cgat): 'torchrun --nproc_per_node=N -m saat defend ...' with the same flags "
+            "(docs/scaling.md)."),
     )
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="the trained run to defend")
     p.add_argument("--method", default="saat", choices=[*list_defenses(), "comdefend"],
@@ -81,6 +83,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cfg = DefenseConfig(**config_values(args, DefenseConfig, options=dict(parse_option(o) for o in args.option),
                                         device=args.device or "auto", amp=bool(args.amp),
-                                        num_workers=args.num_workers or 0))
+                                        num_workers=args.num_workers or 0, sync_bn=bool(args.sync_bn)))
     defend(args.run_dir, cfg, out=args.out)
     return 0

@@ -28,7 +28,9 @@ def register(sub) -> None:
             "P@N, PR curve, random-ranking baseline) and train_log.jsonl. Defaults are the paper's preset (DPH, "
             "AlexNet, 32 bits, SGD lr 0.01, 100 epochs, batch 32) for the real datasets and a small fast preset "
             "for the shipped demo datasets (fashion-mnist, fashion-mosaic). Precedence: preset < --config YAML < "
-            "flags. A run killed mid-training continues with 'saat train --resume RUN_DIR'."
+            "flags. A run killed mid-training continues with 'saat train --resume RUN_DIR'. Data parallel: "
+            "'torchrun --nproc_per_node=N -m saat train ...' with the same flags; --batch-size stays the global "
+            "batch, shared by the N processes (docs/scaling.md)."
         ),
     )
     p.add_argument("--dataset", help="catalog name (fashion-mosaic, fashion-mnist, FLICKR-25K[-24], NUS-WIDE[-81], "

@@ -9,6 +9,7 @@ import torch
 from ..attacks.prototype import ADAM_BETAS, PrototypeNet, prototype_loss
 from ..attacks.targets import distinct_label_rows
 from ..utils.codes import sign_codes
+from ..utils.dist import global_count, local_rows, set_rows
 from ..utils.rng import seeded_generator, seeded_init
 from ..utils.schedule import lr_factor, lr_milestones
 from .base import DEFENSES, PROTOTYPE_INIT_STREAM, TARGET_STREAM, Defense, DefenseContext
@@ -79,12 +80,15 @@ class ATRDHDefense(Defense):
         o = self.settings
         h_ben = self.outputs(x)
         with torch.no_grad():
-            self.code_memory[idx] = sign_codes(h_ben.detach())
-        target_code, proto_loss = self.prototype_step(self.draw_targets(x.shape[0]), it)
+            set_rows(idx, (self.code_memory, sign_codes(h_ben.detach())))  # under torchrun: every rank's rows
+        # Under torchrun every rank draws the whole global batch's targets and takes the same PrototypeNet step on
+        # them (identical on all ranks, nothing to synchronise); its own rows of the target codes drive its PGD.
+        target_code, proto_loss = self.prototype_step(self.draw_targets(global_count(x.shape[0])), it)
+        target_code = local_rows(target_code)
         x_adv = self.crafter(x, lambda h, _x: -(h * target_code).mean())
         h_adv = self.outputs(x_adv)
         with torch.no_grad():
-            self.memory[idx] = h_ben.detach()
+            set_rows(idx, (self.memory, h_ben.detach()))
         hash_term = self.ctx.method(h_ben, y, idx)
         similar = ((y @ self.ctx.train_labels.T) > 0).to(h_adv.dtype)
         inner = h_adv @ self.memory.T / h_adv.shape[1]

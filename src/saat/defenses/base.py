@@ -18,6 +18,7 @@ from ..attacks.losses import simple_loss
 from ..config import check_settings
 from ..utils.codes import sign_codes
 from ..utils.device import autocast
+from ..utils.dist import set_rows
 from ..utils.registry import Registry
 
 DEFENSES = Registry("defense")
@@ -133,7 +134,7 @@ class GuidedDefense(Defense):
         x_adv = self.crafter(x, lambda h, _x: simple_loss(h, guide))
         h_ben, h_adv = self.outputs(x), self.outputs(x_adv)
         with torch.no_grad():
-            self.memory[idx] = sign_codes(h_ben.detach())
+            set_rows(idx, (self.memory, sign_codes(h_ben.detach())))  # under torchrun: every rank's rows
         guide = self.guide(y)
         hash_term = self.ctx.method(h_ben, y, idx)
         terms = self.adversarial_terms(h_adv, guide)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks.mainstay import center_from_memory
+from ..utils.dist import draw_for_shard
 from ..utils.rng import seeded_generator
 from .base import AUGMENT_STREAM, DEFENSES, DefenseContext, GuidedDefense
 
@@ -40,9 +41,10 @@ class CgATDefense(GuidedDefense):
         b, _, h, w = x.shape
         pad = max(1, h // 8)
         padded = F.pad(x, (pad, pad, pad, pad))
-        tops = torch.randint(0, 2 * pad + 1, (b,), generator=self.aug_generator).tolist()
-        lefts = torch.randint(0, 2 * pad + 1, (b,), generator=self.aug_generator).tolist()
-        flips = (torch.rand(b, generator=self.aug_generator) < 0.5).tolist()
+        # Under torchrun: this rank's rows of the draws for the whole global batch (utils/dist.py).
+        tops = draw_for_shard(lambda n: torch.randint(0, 2 * pad + 1, (n,), generator=self.aug_generator), b).tolist()
+        lefts = draw_for_shard(lambda n: torch.randint(0, 2 * pad + 1, (n,), generator=self.aug_generator), b).tolist()
+        flips = (draw_for_shard(lambda n: torch.rand(n, generator=self.aug_generator), b) < 0.5).tolist()
         out = torch.stack([padded[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops, lefts))])
         flip_idx = [i for i, f in enumerate(flips) if f]
         if flip_idx:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..utils.dist import set_rows
 from ..utils.registry import Registry
 
 METHODS = Registry("hashing method")
@@ -152,8 +153,8 @@ class PairwiseMethod(HashingMethod):
         self._check_batch(h, y, idx)
         h = full_precision(h)
         with torch.no_grad():
-            self.U[idx] = h.detach().to(self.U.dtype)
-            self.Y[idx] = y.to(self.Y.dtype)
+            # Under torchrun every rank writes the whole global batch's rows (utils/dist.py: set_rows).
+            set_rows(idx, (self.U, h.detach().to(self.U.dtype)), (self.Y, y.to(self.Y.dtype)))
             similar = (y.to(self.Y.dtype) @ self.Y.T > 0).to(h.dtype)
         # A private copy: the graph must not depend on storage that a later call (or a defense) updates in place.
         memory = self.U.to(h.dtype, copy=True)

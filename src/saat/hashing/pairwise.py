@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.codes import sign_codes
+from ..utils.dist import batch_sum, gather_batch
 from .base import PairwiseMethod, register_method
 from .codes import seeded_generator
 
@@ -92,12 +93,13 @@ class HashNet(PairwiseMethod):
     def pair_loss(self, h, U, S):
         theta = (self.scale / self.bits) * (h @ U.T)
         pair = F.softplus(-theta.abs()) + theta.clamp_min(0) - S * theta
-        total = S.numel()
-        n_similar = S.sum()
+        # The weights count the pairs of the whole (global) batch; the mean below runs over this rank's share.
+        total = batch_sum(S.numel())
+        n_similar = batch_sum(S.sum())
         w_similar = total / n_similar.clamp_min(1)
         w_dissimilar = total / (total - n_similar).clamp_min(1)
         weight = torch.where(S > 0, w_similar, w_dissimilar)
-        return (weight * pair).sum() / total
+        return (weight * pair).sum() / S.numel()
 
 
 @register_method("hswd")
@@ -134,8 +136,9 @@ class HSWD(HashNet):
         return (torch.rand(n, self.bits, generator=generator) < 0.5).float() * 2 - 1
 
     def pair_loss(self, h, U, S):
-        samples = self.binary_samples(h.shape[0]).to(device=h.device, dtype=h.dtype)
-        sorted_h = torch.sort(h, dim=0).values
+        batch = gather_batch(h)  # the per-bit distribution is the whole (global) batch's
+        samples = self.binary_samples(batch.shape[0]).to(device=h.device, dtype=h.dtype)
+        sorted_h = torch.sort(batch, dim=0).values
         sorted_samples = torch.sort(samples, dim=0).values
         wasserstein = (sorted_h - sorted_samples).pow(2).mean()
         return super().pair_loss(h, U, S) + self.swd_weight * wasserstein

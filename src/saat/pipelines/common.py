@@ -20,6 +20,7 @@ from ..data.prepare import list_prepared, prepare_dataset  # noqa: F401 - for sa
 from ..models import build_model
 from ..retrieval import random_ranking_map
 from ..runs import RunDir
+from ..utils import dist
 from ..utils.device import autocast
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_save_npy, json_form, remove_stale_temps
@@ -45,6 +46,8 @@ def open_dataset(cfg: TrainConfig, image_size: int | None, data_root: str | None
     if lonely == len(ds.query):
         raise ValueError(f"{ds.name}: none of the {lonely} queries shares a label with any database item (are the "
                          "labels all zero, or the query and database label files mismatched?); mAP would be 0")
+    if not is_main_process():  # under torchrun rank 0 says it once
+        return ds
     if verbose:
         print(f"{ds.summary()} · random-ranking mAP@{ds.default_topk or 'all'} {random_baseline(ds):.3f}",
               file=sys.stderr, flush=True)
@@ -92,15 +95,26 @@ def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torc
                  progress: bool = True, desc: str = "encode", num_workers: int = 0,
                  continuous: bool = False) -> torch.Tensor:
     """+-1 codes (int8, CPU) of every item of a split, in order, with the model in eval mode; with
-    ``continuous=True`` the tanh outputs (float32, CPU) instead."""
+    ``continuous=True`` the tanh outputs (float32, CPU) instead.
+
+    Under torchrun each rank encodes a contiguous shard of whole batches and every rank receives the whole split's
+    codes in dataset order: each item is encoded in the batch one process would encode it in, so the result is
+    the one-process result. Every rank must call it (it is a collective)."""
     from ..data import make_loader
 
     was_training = model.training
     model.eval()
     channels_last = getattr(model, "channels_last", False)
     out = []
-    loader = make_loader(split, batch_size, shuffle=False, num_workers=num_workers)
-    bar = progress_bar(total=len(split), desc=desc, unit="img", disable=not progress)
+    if dist.is_distributed():
+        dist.init(device)
+        shard = dist.batch_shard_range(len(split), batch_size)
+        loader = make_loader(split, batch_size, sampler=shard, num_workers=num_workers)
+        total = len(shard)
+    else:
+        loader = make_loader(split, batch_size, shuffle=False, num_workers=num_workers)
+        total = len(split)
+    bar = progress_bar(total=total, desc=desc, unit="img", disable=not progress)
     for batch in loader:
         x, _, _ = to_device_batch(batch, device, channels_last)
         with autocast(device, amp):
@@ -108,6 +122,9 @@ def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torc
         bar.update(x.shape[0])
     bar.close()
     model.train(was_training)
+    if dist.is_distributed():
+        empty = torch.empty((0, model.bits), dtype=torch.float32 if continuous else torch.int8)
+        return dist.all_gather_rows(torch.cat(out) if out else empty)
     return torch.cat(out) if out else torch.empty((0, model.bits), dtype=torch.int8)
 
 
@@ -117,16 +134,23 @@ def encode_batch_size(requested: int | None, device: torch.device) -> int:
 
 
 def cached_codes(run_dir: Path, key: str, compute: Callable[[], torch.Tensor]) -> np.ndarray:
-    """Codes cached at ``run_dir/cache/<key>.npy``; the key carries the checkpoint's content hash."""
+    """Codes cached at ``run_dir/cache/<key>.npy``; the key carries the checkpoint's content hash. Under torchrun
+    rank 0 reads the cache and shares what it found, every rank takes part in computing a missing entry (a sharded
+    encoding) and rank 0 writes it."""
     path = RunDir(run_dir).codes_cache(key)
-    if path.is_file():
+    cached = None
+    if is_main_process() and path.is_file():
         try:
-            return np.load(path, allow_pickle=False)
+            cached = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
             pass  # a damaged cache file is recomputed
+    cached = dist.broadcast_object(cached)
+    if cached is not None:
+        return cached
     codes = compute()
     codes = codes.numpy() if torch.is_tensor(codes) else np.asarray(codes)
-    atomic_save_npy(path, codes.astype(np.int8))
+    if is_main_process():
+        atomic_save_npy(path, codes.astype(np.int8))
     return codes.astype(np.int8)
 
 
@@ -152,6 +176,7 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedR
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
+    dist.init(device)  # under torchrun: join the process group with the run's device (no-op in one process)
     if is_main_process():
         remove_stale_temps(run_dir)  # left by a process killed mid-write
     files = RunDir(run_dir)

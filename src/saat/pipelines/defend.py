@@ -20,6 +20,7 @@ from ..config import DEMO_DATASETS, check_values, config_from_dict, load_yaml, p
 from ..data import FirstItems
 from ..defenses import DEFENSES, DefenseContext
 from ..runs import RunDir, TrainRecord
+from ..utils import dist
 from ..utils.codes import sign_codes
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
@@ -27,7 +28,7 @@ from ..utils.io import atomic_write_json, atomic_write_text, check_writable, rem
 from ..utils.schedule import lr_milestones
 from .common import encode_batch_size, encode_split, load_run, open_dataset
 from .evaluate import evaluate
-from .loop import run_epoch
+from .loop import check_global_batches, data_parallel, run_epoch, training_loader
 from .train import read_log, restore_training_state, save_training_state, write_log
 
 
@@ -50,6 +51,7 @@ class DefenseConfig:
     device: str = "auto"
     amp: bool = False
     num_workers: int = 0
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch (docs/scaling.md)
     evaluate: bool = True
     train_limit: int | None = None  # iterate only the first N training images (quick experiments, the quick demo)
 
@@ -99,31 +101,34 @@ def defend(run_dir: str | Path | None = None, config: DefenseConfig | None = Non
 
 def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, progress: bool) -> dict:
     files = RunDir(out_dir)
-    from ..data import make_loader
     from ..hashing import create_method
 
     defense_cls = DEFENSES.get(cfg.method)
     device = resolve_device(cfg.device)
+    progress = progress and is_main_process()  # under torchrun only rank 0 reports
     if resume and is_main_process():
         remove_stale_temps(out_dir)  # left by a process killed mid-write
     source = load_run(run_dir, device)
     model, meta = source.model, source.metadata
     ds = open_dataset(source.config, source.image_size)
     settings = defense_settings(defense_cls, cfg, demo=ds.name.lower() in DEMO_DATASETS)
+    batch_size, epochs = int(settings["batch_size"]), int(settings["epochs"])
+    train_split = ds.train if cfg.train_limit is None else FirstItems(ds.train, cfg.train_limit)
+    check_global_batches(len(train_split), batch_size)
     torch.manual_seed(cfg.seed)
 
     method = create_method(meta["method"], bits=model.bits, n_classes=ds.n_classes, n_train=len(ds.train),
                            seed=source.config.seed, **meta.get("method_hparams", {}))
     method.load_state_dict(source.ckpt["method_state"])
     method.to(device)
-    # Encode the whole training set in eval mode before training (docs/defenses.md#saat-training).
+    model, sync = data_parallel(model, device, sync_bn=cfg.sync_bn)  # torchrun: docs/scaling.md
+    # Encode the whole training set in eval mode before training (docs/defenses.md#saat-training); under torchrun
+    # each rank encodes a shard and every rank gets the whole set.
     outputs = encode_split(model, ds.train, batch_size=encode_batch_size(None, device), device=device,
                            progress=progress, desc="encode train", continuous=True).to(device)
     codes = sign_codes(outputs)
     labels = ds.train.labels.to(device)
     method.init_memory(codes, labels)
-    batch_size, epochs = int(settings["batch_size"]), int(settings["epochs"])
-    train_split = ds.train if cfg.train_limit is None else FirstItems(ds.train, cfg.train_limit)
     per_epoch = len(train_split) // batch_size if len(train_split) > batch_size else 1
     total = per_epoch * epochs
     ctx = DefenseContext(model, method, device, codes, outputs, labels, seed=cfg.seed, amp=cfg.amp,
@@ -157,14 +162,14 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     model.train()
     t0 = time.perf_counter()
     for epoch in range(start_epoch, epochs):
-        loader = make_loader(train_split, batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
-                             num_workers=cfg.num_workers, drop_last=len(train_split) > batch_size)
+        loader = training_loader(train_split, batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers)
+        dist.seed_rank_stream(cfg.seed, epoch)
         summary, step = run_epoch(model, loader, step_fn, optimizer, device=device, epoch=epoch, step=step, log=log,
                                   iteration_scheduler=scheduler, progress=progress, desc=defense.name,
-                                  channels_last=model.channels_last)
+                                  channels_last=model.channels_last, sync=sync)
         if progress:
             terms = ", ".join(f"{k} {summary[k]:.4f}" for k in summary
-                              if k not in ("kind", "epoch", "step", "seconds", "images_per_s", "lr"))
+                              if k not in ("kind", "epoch", "step", "seconds", "images_per_s", "lr", "world_size"))
             print(f"epoch {epoch + 1}/{epochs}: {terms}; {summary['seconds']:.1f} s")
         if writer:
             save_training_state(files.checkpoint, epoch + 1, step, log, model=model, method=method,
@@ -177,6 +182,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
                             **_plain(defense.settings_record())}}
     if writer:
         save_model(files.model, model, metadata, method.state_dict())
+    dist.barrier()  # model.pt is on disk for every rank
     epoch_times = [r["seconds"] for r in log if r.get("kind") == "epoch"]
     result = {"defense": metadata["defense"], "epochs": epochs, "training_seconds_this_session": seconds,
               "seconds_per_epoch": sum(epoch_times) / max(len(epoch_times), 1)}
@@ -190,6 +196,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     result = TrainRecord.from_json(result).to_json()  # a DefenseRecord: result["defense"] is set
     if writer:
         atomic_write_json(files.metrics, result)
+    dist.barrier()
     if progress and "mAP" in result:
         print(f"clean mAP of the defended model: {result['mAP']:.4f}; wrote {out_dir}")
     return result

@@ -1,17 +1,21 @@
 """The one training loop: iterate a loader, call a step function, back-propagate, step the optimiser.
 
 Hashing training, SAAT and the other adversarial defenses differ only in their step function (what loss a batch
-gives) and in whether the learning rate is stepped per iteration; everything else lives here once.
+gives) and in whether the learning rate is stepped per iteration; everything else lives here once. Under torchrun
+(docs/scaling.md) :func:`training_loader` deals each rank its share of every global batch and ``run_epoch(...,
+sync=GradientSync(...))`` runs each step as a sharded step and averages gradients over the ranks.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 
 import torch
 
-from ..data import to_device_batch
+from ..data import EpochShuffleSampler, make_loader, to_device_batch
+from ..utils import dist
 from ..utils.device import autocast
 from ..utils.progress import progress_bar
 
@@ -21,11 +25,14 @@ StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], dict]
 def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimizer: torch.optim.Optimizer, *,
               device: torch.device, epoch: int, step: int, log: list, log_every: int = 50,
               iteration_scheduler=None, progress: bool = True, desc: str = "train",
-              channels_last: bool = False) -> tuple[dict, int]:
+              channels_last: bool = False, sync: dist.GradientSync | None = None) -> tuple[dict, int]:
     """Train for one pass over ``loader``. Returns (epoch summary, global step after the epoch).
 
     ``step_fn(x, y, idx, step)`` returns a dict of loss terms whose ``"loss"`` entry is back-propagated; every
-    term is averaged into the summary and written to ``log`` every ``log_every`` steps.
+    term is averaged into the summary and written to ``log`` every ``log_every`` steps. With ``sync`` (torchrun),
+    the loader holds this rank's shares of the global batches (:func:`training_loader`): each step runs inside
+    :func:`saat.utils.dist.sharded_step`, and ``sync`` averages the gradients and the logged terms over ranks
+    before the optimiser steps (so every rank takes the one-process step of the global batch).
     """
     model.train()
     sums: dict[str, float] = {}
@@ -34,20 +41,30 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
     bar = progress_bar(total=len(loader), desc=f"{desc} epoch {epoch + 1}", unit="batch", disable=not progress)
     for batch in loader:
         x, y, idx = to_device_batch(batch, device, channels_last)
-        terms = step_fn(x, y, idx, step)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if sync is None:
+            terms = step_fn(x, y, idx, step)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+            n_images += x.shape[0]
+        else:
+            with dist.sharded_step():
+                terms = step_fn(x, y, idx, step)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                n_images += dist.global_count(x.shape[0])
+            values = sync(terms)  # the global batch's gradients and loss terms, on every rank
+            if not math.isfinite(values["loss"]):  # every rank sees the same value: all stop together
+                raise FloatingPointError(f"non-finite loss {values['loss']} at epoch {epoch + 1}, step {step}")
         optimizer.step()
         if iteration_scheduler is not None:
             iteration_scheduler.step()
-        values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
         n_batches += 1
-        n_images += x.shape[0]
         step += 1
         if log_every and step % log_every == 0:
             log.append({"kind": "step", "epoch": epoch + 1, "step": step, **values,
@@ -60,8 +77,42 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
     summary = {k: v / max(n_batches, 1) for k, v in sums.items()}
     summary.update({"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": seconds,
                     "images_per_s": n_images / max(seconds, 1e-9), "lr": optimizer.param_groups[0]["lr"]})
+    if sync is not None:
+        summary["world_size"] = dist.world_size()
     log.append(summary)
     return summary, step
+
+
+def training_loader(split, batch_size: int, *, seed: int, epoch: int, num_workers: int = 0):
+    """The loader of one training epoch: the (seed, epoch) permutation of ``split`` in batches of ``batch_size``,
+    the last short batch dropped unless it is the only one. Under torchrun, this rank's contiguous share of each of
+    those global batches (:class:`saat.utils.dist.GlobalBatchShards`; the batch size must split evenly)."""
+    drop_last = len(split) > batch_size  # the rule of check_global_batches too
+    if not dist.is_distributed():
+        return make_loader(split, batch_size, shuffle=True, seed=seed, epoch=epoch, num_workers=num_workers,
+                           drop_last=drop_last)
+    shards = dist.GlobalBatchShards(EpochShuffleSampler(len(split), seed, epoch), batch_size, drop_last=drop_last)
+    return make_loader(split, shards.local_batch_size, sampler=shards, seed=seed, epoch=epoch,
+                       num_workers=num_workers)
+
+
+def check_global_batches(n: int, batch_size: int) -> None:
+    """Under torchrun, fail before any work (one-line ValueError) when the training batches of ``n`` items would
+    not split evenly over the ranks; a no-op in one process."""
+    if dist.is_distributed():
+        dist.GlobalBatchShards(range(n), batch_size, drop_last=n > batch_size)
+
+
+def data_parallel(model: torch.nn.Module, device: torch.device, *, sync_bn: bool = False):
+    """Under torchrun: join the process group, give every rank rank 0's weights, synchronise BatchNorm if asked,
+    and return ``(model, GradientSync)`` for :func:`run_epoch`; in one process ``(model, None)``, untouched."""
+    if not dist.is_distributed():
+        return model, None
+    dist.init(device)
+    dist.broadcast_module(model)
+    if sync_bn:
+        model = dist.convert_sync_batchnorm(model, device)
+    return model, dist.GradientSync(model, sync_bn=sync_bn)
 
 
 def epoch_milestones(epochs: int, milestones: list[int] | None) -> list[int]:

@@ -19,13 +19,22 @@ from .._version import __version__
 from ..checkpoint import load_file, save_file, save_model
 from ..config import TrainConfig, config_from_dict, load_yaml, resolve_config, save_config
 from ..runs import RunDir, TrainRecord
+from ..utils import dist
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_text, remove_stale_temps
 from ..utils.resume import capture, restore
 from .common import open_dataset, resolve_image_size
 from .evaluate import evaluate
-from .loop import build_optimizer, epoch_milestones, hashing_step, run_epoch
+from .loop import (
+    build_optimizer,
+    check_global_batches,
+    data_parallel,
+    epoch_milestones,
+    hashing_step,
+    run_epoch,
+    training_loader,
+)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -111,16 +120,17 @@ def train(config: TrainConfig | None = None, *, out: str | Path | None = None, r
 
 
 def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
-    from ..data import make_loader
     from ..hashing import METHODS, create_method
     from ..models import HashModel
 
     device = resolve_device(cfg.device)
+    progress = progress and is_main_process()  # under torchrun only rank 0 reports
     torch.manual_seed(cfg.seed)
     model = HashModel(cfg.backbone, cfg.bits, pretrained=cfg.pretrained, backbone_weights=cfg.backbone_weights,
                       head_norm=METHODS.get(cfg.method).head_norm)
     image_size = resolve_image_size(model.native_input_size, cfg.image_size)
     ds = open_dataset(cfg, image_size)
+    check_global_batches(len(ds.train), cfg.batch_size)
     if not resume:  # every image of every split readable, before hours of training (image files only)
         for split in (ds.train, ds.query, ds.database):
             if callable(getattr(split, "check_readable", None)):
@@ -131,6 +141,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     if model.channels_last:
         model.to(memory_format=torch.channels_last)
     method.to(device)
+    model, sync = data_parallel(model, device, sync_bn=cfg.sync_bn)  # torchrun: docs/scaling.md
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, epoch_milestones(cfg.epochs, cfg.lr_milestones),
                                                      gamma=cfg.lr_gamma)
@@ -148,16 +159,18 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, RunDir(run_dir).config)
     if progress:
+        ranks = f" x {dist.world_size()} processes" if sync is not None else ""
         print(f"training {cfg.method} / {cfg.backbone} / {cfg.bits} bits on {ds.name} "
-              f"({len(ds.train):,} training images, {image_size or ds.image_size}px) on {device}")
+              f"({len(ds.train):,} training images, {image_size or ds.image_size}px) on {device}{ranks}")
 
     step_fn = hashing_step(model, method, device, cfg.amp)
     t_train = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
-        loader = make_loader(ds.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
-                             num_workers=cfg.num_workers, drop_last=len(ds.train) > cfg.batch_size)
+        loader = training_loader(ds.train, cfg.batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers)
+        dist.seed_rank_stream(cfg.seed, epoch)
         summary, step = run_epoch(model, loader, step_fn, optimizer, device=device, epoch=epoch, step=step, log=log,
-                                  log_every=cfg.log_every, progress=progress, channels_last=model.channels_last)
+                                  log_every=cfg.log_every, progress=progress, channels_last=model.channels_last,
+                                  sync=sync)
         scheduler.step()
         if progress:
             print(f"epoch {epoch + 1}/{cfg.epochs}: loss {summary['loss']:.4f}, "
@@ -183,6 +196,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     }
     if writer:
         save_model(RunDir(run_dir).model, model, metadata, method.state_dict())
+    dist.barrier()  # model.pt is on disk for every rank
     if not cfg.evaluate:
         if progress:
             print(f"wrote {run_dir} (no evaluation: run 'saat evaluate {run_dir}')")
@@ -194,6 +208,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
         from ..utils.io import atomic_write_json
 
         atomic_write_json(RunDir(run_dir).metrics, metrics)
+    dist.barrier()
     if progress:
         k = "all" if metrics["topk"] is None else metrics["topk"]
         print(f"clean mAP@{k}: {metrics['mAP']:.4f} (random ranking {metrics['random_ranking_mAP']:.4f}); "

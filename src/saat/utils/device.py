@@ -6,12 +6,15 @@ import contextlib
 
 import torch
 
+from .dist import device_for_rank
+
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/None: CUDA if available, else MPS if available, else CPU. Otherwise the named device."""
+    """``"auto"``/None: CUDA if available, else MPS if available, else CPU. Otherwise the named device. Under
+    torchrun a CUDA device without an index is this process's GPU (``cuda:LOCAL_RANK``)."""
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return device_for_rank(torch.device("cuda"))
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
@@ -26,7 +29,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"--device {device}: MPS is not available on this machine (use --device cpu)")
-    return dev
+    return device_for_rank(dev)
 
 
 def autocast(device: torch.device, enabled: bool):
