@@ -6,31 +6,25 @@ For small_cnn at 32 px and alexnet at 224 px (batch 64 and 16 by default) it tim
 eval mode with frozen parameters, ``torch.autograd.grad`` of ``h.sum()`` with respect to the input — and (b)
 PGD iterations of the mainstay attack on the same batch (loss, gradient, sign step, projection, alpha
 schedule), and prints images/s of both and their ratio (target: attack step <= 1.1x the floor).
+
+Timing (benchmarks/_timing.py): one untimed warm-up of each, then ``--repeats`` (>= 5) interleaved rounds floor,
+PGD, floor, PGD, ...; the ratio is formed per round and reported as its median and min-max, the rates as the
+median (min-max) of the rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from _timing import add_repeats_arg, describe_protocol, interleaved, inverse, ratio, scaled
 from saat.attacks import PGD, frozen_eval, mainstay_loss
 from saat.models import HashModel
 from saat.utils.device import resolve_device
 from saat.utils.io import atomic_write_json
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def measure(backbone: str, size: int, batch: int, steps: int, repeats: int, device) -> dict:
@@ -58,27 +52,36 @@ def measure(backbone: str, size: int, batch: int, steps: int, repeats: int, devi
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    t_floor = best_time(floor, repeats) / steps
-    t_step = best_time(pgd, repeats) / steps
-    return {"backbone": backbone, "size": size, "batch": batch, "steps_timed": steps,
-            "floor_images_per_s": batch / t_floor, "attack_images_per_s": batch / t_step,
-            "ratio_step_over_floor": t_step / t_floor}
+    t = interleaved({"floor": floor, "pgd": pgd}, repeats)  # floor, pgd, floor, pgd, ...
+    t_floor, t_step = scaled(t["floor"], 1 / steps), scaled(t["pgd"], 1 / steps)
+    floor_rate, step_rate, r = inverse(t_floor, batch), inverse(t_step, batch), ratio(t_step, t_floor)
+    return {"backbone": backbone, "size": size, "batch": batch, "steps_timed": steps, "repeats": repeats,
+            "floor_images_per_s": floor_rate.median, "attack_images_per_s": step_rate.median,
+            "ratio_step_over_floor": r.median,
+            "stats": {"floor_seconds_per_step": t_floor.as_dict(), "pgd_seconds_per_step": t_step.as_dict(),
+                      "floor_images_per_s": floor_rate.as_dict(), "attack_images_per_s": step_rate.as_dict(),
+                      "ratio_step_over_floor": r.as_dict()},
+            "_display": (floor_rate, step_rate, r)}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
+    add_repeats_arg(ap)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/attack.json"))
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     rows = []
+    print(f"PGD step vs its floor on {device}: {describe_protocol(args.repeats)}")
     for backbone, size, batch, steps in (("small_cnn", 32, 64, 10), ("alexnet", 224, 16, 3)):
         r = measure(backbone, size, batch, steps, args.repeats, device)
+        floor_rate, step_rate, ratio_stat = r.pop("_display")
         rows.append(r)
-        print(f"{backbone:<10} {size:>3}px batch {batch:>3}: floor {r['floor_images_per_s']:8.1f} img/s, "
-              f"PGD step {r['attack_images_per_s']:8.1f} img/s, ratio {r['ratio_step_over_floor']:.3f}", flush=True)
-    atomic_write_json(args.out, {"device": str(device), "threads": torch.get_num_threads(), "rows": rows})
+        print(f"{backbone:<10} {size:>3}px batch {batch:>3}: floor {floor_rate.fmt('.1f', ' img/s')}, "
+              f"PGD step {step_rate.fmt('.1f', ' img/s')}", flush=True)
+        print(f"{'':<10} ratio PGD step / floor (time): {ratio_stat.fmt('.3f')}", flush=True)
+    atomic_write_json(args.out, {"device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+                                 "protocol": describe_protocol(args.repeats), "rows": rows})
     print(f"wrote {args.out}")
     return 0
 

@@ -157,10 +157,15 @@ def _collect(prep: _Prepared, *, topk: int | None = DEFAULT_TOPK, want_ap: bool 
     if recalls is not None:
         pr_rows = np.empty((n_query, len(recalls)))
     if want_radius:
-        rad_p = np.zeros(n_bits + 1)
-        rad_r = np.zeros(n_bits + 1)
+        # Per-query rows, summed once at the end: the result does not depend on how the queries were chunked (the
+        # chunking depends on the backend and the memory budget), so every backend gives the same bits.
+        rad_p = np.empty((n_query, n_bits + 1))
+        rad_r = np.empty((n_query, n_bits + 1))
     need_hist = want_radius or recalls is not None
-    chunks = iter_ranked(prep.backend, prep.q, prep.db, prep.ql, prep.dl, depth, need_hist, chunk_bytes)
+    # Per-row arrays of the metrics below: PR targets and precisions, hits at N, the radius curves' cumulative sums.
+    extra = (16 * len(recalls) if recalls is not None else 0) + (16 * len(ns) if ns is not None else 0) + (
+        48 * (n_bits + 1) if want_radius else 0)
+    chunks = iter_ranked(prep.backend, prep.q, prep.db, prep.ql, prep.dl, depth, need_hist, chunk_bytes, extra)
     if progress:
         chunks = _progress(chunks, progress_bar(total=n_query, desc="ranking", unit="query"))
     for c in chunks:
@@ -177,9 +182,12 @@ def _collect(prep: _Prepared, *, topk: int | None = DEFAULT_TOPK, want_ap: bool 
         if want_radius:
             cum = np.cumsum(c.hist, axis=1)
             cum_rel = np.cumsum(c.hist_rel, axis=1)
-            rad_p += np.divide(cum_rel, cum, out=np.zeros(cum.shape), where=cum > 0).sum(axis=0)
+            np.divide(cum_rel, cum, out=rad_p[s:e], where=cum > 0)
+            rad_p[s:e][cum == 0] = 0.0
             total = c.n_rel[:, None].astype(np.float64)
-            rad_r += np.divide(cum_rel, total, out=np.zeros(cum.shape), where=total > 0).sum(axis=0)
+            np.divide(cum_rel, total, out=rad_r[s:e], where=total > 0)
+            rad_r[s:e][(total == 0)[:, 0]] = 0.0
+        del c  # before the next chunk is built: one chunk alive at a time (docs/retrieval.md#memory)
     if want_ap:
         res.n_empty = int((hits_k == 0).sum())
         if drop_empty:
@@ -198,8 +206,8 @@ def _collect(prep: _Prepared, *, topk: int | None = DEFAULT_TOPK, want_ap: bool 
             res.pr_precisions = np.where(counted > 0, np.nansum(pr_rows, axis=0) / np.maximum(counted, 1),
                                          np.nan)
     if want_radius:
-        res.radius_precisions = rad_p / n_query
-        res.radius_recalls = rad_r / n_query
+        res.radius_precisions = rad_p.sum(axis=0) / n_query
+        res.radius_recalls = rad_r.sum(axis=0) / n_query
         res.precision_radius2 = float(res.radius_precisions[min(DEFAULT_RADIUS, n_bits)])
     return res
 
@@ -207,8 +215,10 @@ def _collect(prep: _Prepared, *, topk: int | None = DEFAULT_TOPK, want_ap: bool 
 def _progress(chunks, bar):
     with bar:
         for c in chunks:
+            n = c.stop - c.start
             yield c
-            bar.update(c.stop - c.start)
+            del c
+            bar.update(n)
 
 
 # ------------------------------------------------------------------------------------------- public API

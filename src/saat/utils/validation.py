@@ -34,6 +34,27 @@ def _describe(x: Any) -> str:
     return f"an object of type {type(x).__name__}"
 
 
+_CHECK_ROWS = 1 << 16  # rows checked at a time: the boolean temporaries stay small for a million-row database
+
+
+def _is_plus_minus_one(b: np.ndarray) -> np.ndarray:
+    return (b == 1) | (b == -1)
+
+
+def _is_zero_one(b: np.ndarray) -> np.ndarray:
+    return (b == 0) | (b == 1)
+
+
+def _first_bad(x: np.ndarray, ok) -> Any:
+    """The first entry of ``x`` (row-major order) for which ``ok`` is False, or None; checked in blocks of rows."""
+    for start in range(0, x.shape[0], _CHECK_ROWS):
+        block = x[start:start + _CHECK_ROWS]
+        good = ok(block)
+        if not good.all():
+            return block[~good].flat[0]
+    return None
+
+
 def check_codes(x: Any, name: str) -> np.ndarray | torch.Tensor:
     """Validate a (n, K) matrix of +-1 codes. Returns a numpy array, or the tensor itself if on an accelerator."""
     if is_tensor(x):
@@ -64,9 +85,8 @@ def check_codes(x: Any, name: str) -> np.ndarray | torch.Tensor:
         raise ValueError(f"{name} must be 2-D (n_items, n_bits), got {_describe(x)}.{hint}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} is empty: {_describe(x)}")
-    ok = (x == 1) | (x == -1)
-    if not ok.all():
-        bad = x[~ok].flat[0]
+    bad = _first_bad(x, _is_plus_minus_one)
+    if bad is not None:
         raise ValueError(
             f"{name} must contain only +1 and -1 (hash codes, not continuous outputs); found {bad!r}. "
             "Use saat.retrieval.sign_codes(h) to binarise network outputs."
@@ -131,9 +151,9 @@ def check_label_pair(query_labels: Any, db_labels: Any, n_query: int, n_db: int,
     if ql.shape[1] == 0:
         raise ValueError(f"{query_name} and {db_name} have zero classes")
     for y, name in ((ql, query_name), (dl, db_name)):
-        ok = (y == 0) | (y == 1)
-        if not ok.all():
-            raise ValueError(f"{name} must contain only 0 and 1 (multi-hot labels); found {y[~ok].flat[0]!r}")
+        bad = _first_bad(y, _is_zero_one)
+        if bad is not None:
+            raise ValueError(f"{name} must contain only 0 and 1 (multi-hot labels); found {bad!r}")
     return ql.astype(np.uint8, copy=False), dl.astype(np.uint8, copy=False)
 
 
