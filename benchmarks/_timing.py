@@ -137,3 +137,55 @@ def describe_protocol(repeats: int, warmup: bool = True) -> str:
 def summarise(stats: dict[str, Stat]) -> dict[str, dict]:
     return {k: v.as_dict() for k, v in stats.items()}
 
+
+# ------------------------------------------------------------------- measurements in a fresh process (peak memory)
+
+RESULT_TAG = "RESULT "  # the line a worker process prints its JSON result on
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter of this process to its current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident set size (VmHWM; ru_maxrss, the fallback, would inherit the parent's through
+    exec and is never reset)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+def print_result(result: Any) -> None:
+    """The worker side: print ``result`` as the tagged JSON line :func:`run_worker` reads."""
+    import json
+
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def run_worker(script: str, spec: dict, what: str) -> dict:
+    """Run ``script --worker SPEC`` in a fresh interpreter and return the JSON result it printed last; RuntimeError
+    naming ``what`` if it failed."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cmd = [sys.executable, str(Path(script).resolve()), "--worker", json.dumps(spec)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} exited with status {proc.returncode}")
+    return json.loads(lines[-1][len(RESULT_TAG):])

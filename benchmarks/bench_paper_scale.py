@@ -71,42 +71,18 @@ import gc
 import json
 import math
 import os
-import resource
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _timing import MIN_REPEATS, Stat, ratio
+from _timing import MIN_REPEATS, Stat, peak_rss_bytes, print_result, ratio, reset_peak_rss, run_worker
 
 VARIANTS = {"fp32": (False, False), "amp": (True, False), "cl": (False, True), "amp+cl": (True, True)}
 TASKS = ("encode", "attack", "train", "saat")  # order of measurement within a worker (lightest first)
-RESULT_TAG = "RESULT "
 
 
 # ------------------------------------------------------------------------------------------------ memory probes
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter of this process to its current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux; never reset
-
 
 # ------------------------------------------------------------------------------------------------------ worker
 
@@ -335,12 +311,10 @@ def extrapolate(per_image: dict[str, float], shapes: Shapes, proto: dict) -> dic
 
 
 def run_worker_process(spec: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
-    if proc.returncode != 0 or not lines:
-        return {"error": f"worker exited with status {proc.returncode}"}
-    return json.loads(lines[-1][len(RESULT_TAG):])
+    try:
+        return run_worker(__file__, spec, "worker")
+    except RuntimeError as exc:
+        return {"error": str(exc)}
 
 
 def fmt_mem(b: int | None) -> str:
@@ -373,7 +347,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker is not None:
         result = worker(json.loads(args.worker))
-        print(RESULT_TAG + json.dumps(result), flush=True)
+        print_result(result)
         return 0
 
     if int(os.environ.get("RANK", "0")) != 0:

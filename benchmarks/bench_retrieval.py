@@ -33,7 +33,6 @@ import importlib.util
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,9 +40,17 @@ from pathlib import Path
 
 import numpy as np
 
-from _timing import Stat, add_repeats_arg, describe_protocol, interleaved, interleaved_rounds, ratio
-
-RESULT_TAG = "RESULT "
+from _timing import (
+    Stat,
+    add_repeats_arg,
+    describe_protocol,
+    interleaved,
+    interleaved_rounds,
+    peak_rss_bytes,
+    print_result,
+    ratio,
+    run_worker,
+)
 
 
 def naive_stable_map(q, db, ql, dl, topk):
@@ -74,15 +81,6 @@ def make_data(n_query: int, n_db: int, n_bits: int, n_classes: int, seed: int):
 
     return (block_fill(n_query, n_bits, "codes"), block_fill(n_db, n_bits, "codes"),
             block_fill(n_query, n_classes, "labels"), block_fill(n_db, n_classes, "labels"))
-
-
-def peak_rss_bytes() -> int:
-    """This process's own peak resident set size (VmHWM; ru_maxrss would inherit the parent's through exec)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise OSError("no VmHWM in /proc/self/status")
 
 
 # ------------------------------------------------------------------------------------------------ worker
@@ -139,14 +137,8 @@ def worker(spec: dict) -> dict:
     return out
 
 
-def run_worker(spec: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{spec['mode']} worker for backend {spec['backend']} exited with status "
-                           f"{proc.returncode}")
-    return json.loads(lines[-1][len(RESULT_TAG):])
+def run_measurement(spec: dict) -> dict:
+    return run_worker(__file__, spec, f"{spec['mode']} worker for backend {spec['backend']}")
 
 
 # ------------------------------------------------------------------------------------------------ modes
@@ -171,7 +163,7 @@ def million(args, backends: list[str]) -> dict:
                 def go() -> float:
                     spec = {"dir": tmp, "backend": backend, "mode": mode, "topk": args.topk, "round": rnd[0],
                             "ranking": mode == "map" and rnd[0] == 0}
-                    r = run_worker(spec)
+                    r = run_measurement(spec)
                     runs[backend].append(r)
                     return r["seconds"]
                 return go
@@ -291,7 +283,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
-        print(RESULT_TAG + json.dumps(worker(json.loads(args.worker))), flush=True)
+        print_result(worker(json.loads(args.worker)))
         return 0
     args.queries = args.queries or (1000 if args.million else 5000)
     args.db = args.db or (1_000_000 if args.million else 100_000)
