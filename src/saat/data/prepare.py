@@ -132,11 +132,6 @@ class Pool:
 
 # --- raw files: a folder, or the zip it came in ------------------------------------------------------------------
 
-def _read_member(zip_path: Path, member: str) -> bytes:
-    with zipfile.ZipFile(zip_path) as zf:
-        return zf.read(member)
-
-
 def _collect(raw: Path, folders: Iterable[str], zips: Iterable[str], match: Callable[[PurePosixPath], bool],
              what: str) -> tuple[dict[str, bytes], str]:
     """{file name: content} of the files that ``match`` in the first of ``folders`` (relative to ``raw``) holding
@@ -216,7 +211,7 @@ def _image_base(raw: Path, out: Path, folder: str, zip_name: str, member: re.Pat
     return out / IMAGES
 
 
-def _text_lines(data: bytes, where: str) -> list[str]:
+def _text_lines(data: bytes) -> list[str]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -275,7 +270,7 @@ def read_flickr25k(raw: Path, out: Path, n_labels: int, verbose: bool = True) ->
     classes = sorted(PurePosixPath(n).stem for n in files)
     labels = np.zeros((len(numbers), len(classes)), dtype=np.uint8)
     for c, name in enumerate(classes):
-        for line_no, line in enumerate(_text_lines(files[f"{name}.txt"], name), start=1):
+        for line_no, line in enumerate(_text_lines(files[f"{name}.txt"]), start=1):
             if not line:
                 continue
             if not line.isdigit() or int(line) not in row_of:
@@ -305,7 +300,7 @@ def read_nuswide(raw: Path, out: Path, top_concepts: int, verbose: bool = True) 
     concepts (ties broken by concept name), in Concepts81.txt order."""
     data, list_where = _one_file(raw, ["ImageList/Imagelist.txt", "Imagelist.txt"], ["ImageList.zip"],
                                  "the NUS-WIDE image list ImageList/Imagelist.txt")
-    entries = [line for line in _text_lines(data, list_where)]
+    entries = _text_lines(data)
     while entries and not entries[-1]:
         entries.pop()
     if not entries or any(not e for e in entries):
@@ -318,12 +313,12 @@ def read_nuswide(raw: Path, out: Path, top_concepts: int, verbose: bool = True) 
     names = {n[len("Labels_"):-len(".txt")]: n for n in label_files}
     order = sorted(names)
     if concepts_file is not None:
-        listed = [c for c in _text_lines(*concepts_file) if c]
+        listed = [c for c in _text_lines(concepts_file[0]) if c]
         if set(listed) == set(names):
             order = listed
     columns = []
     for concept in order:
-        values = [v for v in _text_lines(label_files[names[concept]], concept) if v]
+        values = [v for v in _text_lines(label_files[names[concept]]) if v]
         if len(values) != len(entries):
             raise ValueError(f"{label_where}/{names[concept]}: {len(values):,} rows, but the image list has "
                              f"{len(entries):,} images; the ground truth and the image list must be the same release")

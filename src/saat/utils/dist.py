@@ -265,10 +265,6 @@ def sharded_step() -> Iterator[None]:
         _sharding = previous
 
 
-def sharding() -> bool:
-    return _sharding
-
-
 def global_count(n_local: int) -> int:
     """Items in the global batch of which this rank holds ``n_local``."""
     return n_local * world_size() if _sharding else n_local
