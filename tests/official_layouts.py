@@ -74,10 +74,26 @@ NUS_CONCEPTS = tuple(f"concept{i:02d}" for i in range(81))
 
 
 def make_nuswide(root: Path, n_images: int = 2000, missing: int = 5, windows_prefix: bool = True, seed: int = 0,
-                 image_bytes: bytes | None = None) -> dict:
+                 image_bytes: bytes | None = None, layout: str = "folders", zip_prefix: str | None = None,
+                 image_list: bool | str = True, train_test: bool = True) -> dict:
     """ImageList/Imagelist.txt (Windows separators), Groundtruth/AllLabels/Labels_<concept>.txt (one 0/1 per line),
     ConceptsList/Concepts81.txt and Flickr/<dir>/<file>.jpg; the concept frequencies fall with the concept's index,
-    so the 21 most frequent are concept00..concept20; ``missing`` listed images are left off the disk."""
+    so the 21 most frequent are concept00..concept20; ``missing`` listed images are left off the disk.
+
+    As in the official release, Groundtruth/ also holds TrainTestLabels/Labels_<concept>_{Train,Test}.txt (unless
+    not ``train_test``): the labels of the images of ImageList/TrainImagelist.txt and TestImagelist.txt (about 60 %
+    and 40 % of the list, so their row counts differ from the image list's). ``layout``:
+
+    * ``"folders"``: everything unpacked;
+    * ``"groundtruth-zip"``: Groundtruth/ as ``Groundtruth.zip``, members ``{zip_prefix}AllLabels/…`` and
+      ``{zip_prefix}TrainTestLabels/…`` (``zip_prefix`` default ``"Groundtruth/"``; ``""`` puts them at the top);
+    * ``"nus-wide-zip"``: the current public re-release, one ``NUS-WIDE.zip`` holding ``{zip_prefix}Groundtruth/…``
+      and ``{zip_prefix}ConceptsList/{Concepts81.txt,Concepts81.mat}`` (``zip_prefix`` default ``"NUS-WIDE/"``)
+      and no image list, which comes from the original release.
+
+    ``image_list``: ImageList/ unpacked (True), as the original ``ImageList.zip`` (``"zip"``), or left out (False)."""
+    if layout not in ("folders", "groundtruth-zip", "nus-wide-zip"):
+        raise ValueError(f"unknown NUS-WIDE layout {layout!r}")
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     jpeg = _jpeg(seed) if image_bytes is None else image_bytes
@@ -89,21 +105,51 @@ def make_nuswide(root: Path, n_images: int = 2000, missing: int = 5, windows_pre
         name = f"{i:04d}_{1000000 + i}.jpg"
         rel.append(f"{folder}/{name}")
         entries.append(("C:\\ImageData\\Flickr\\" if windows_prefix else "") + f"{folder}\\{name}")
-    (root / "ImageList").mkdir(parents=True, exist_ok=True)
-    (root / "ImageList" / "Imagelist.txt").write_bytes("".join(e + "\r\n" for e in entries).encode())
-    (root / "Groundtruth" / "AllLabels").mkdir(parents=True, exist_ok=True)
+    is_train = np.random.default_rng([seed, 1]).random(n_images) < 0.6  # its own stream: `absent` as before
+
+    def lines(values) -> bytes:
+        return "".join(f"{v}\r\n" for v in values).encode()
+
+    files = {f"ImageList/{name}": lines(e for e, keep in zip(entries, mask) if keep) for name, mask in (
+        ("Imagelist.txt", np.ones(n_images, dtype=bool)), ("TrainImagelist.txt", is_train),
+        ("TestImagelist.txt", ~is_train))}
     for c, concept in enumerate(NUS_CONCEPTS):
-        (root / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt").write_bytes(
-            "".join(f"{v}\r\n" for v in labels[:, c]).encode())
-    (root / "ConceptsList").mkdir(exist_ok=True)
-    (root / "ConceptsList" / "Concepts81.txt").write_text("".join(c + "\n" for c in NUS_CONCEPTS))
+        files[f"Groundtruth/AllLabels/Labels_{concept}.txt"] = lines(labels[:, c])
+        if train_test:
+            files[f"Groundtruth/TrainTestLabels/Labels_{concept}_Train.txt"] = lines(labels[is_train, c])
+            files[f"Groundtruth/TrainTestLabels/Labels_{concept}_Test.txt"] = lines(labels[~is_train, c])
+    files["ConceptsList/Concepts81.txt"] = "".join(c + "\n" for c in NUS_CONCEPTS).encode()
+    zipped = {"folders": (), "groundtruth-zip": ("Groundtruth/",),
+              "nus-wide-zip": ("Groundtruth/", "ConceptsList/")}[layout]  # the folders that go into the zip
+    if image_list == "zip":
+        with zipfile.ZipFile(root / "ImageList.zip", "w") as zf:
+            for name, data in files.items():
+                if name.startswith("ImageList/"):
+                    zf.writestr(name, data)
+    if layout == "groundtruth-zip":
+        prefix = "Groundtruth/" if zip_prefix is None else zip_prefix
+        with zipfile.ZipFile(root / "Groundtruth.zip", "w") as zf:
+            for name, data in files.items():
+                if name.startswith(zipped):
+                    zf.writestr(prefix + name[len("Groundtruth/"):], data)
+    elif layout == "nus-wide-zip":
+        prefix = "NUS-WIDE/" if zip_prefix is None else zip_prefix
+        with zipfile.ZipFile(root / "NUS-WIDE.zip", "w") as zf:
+            for name, data in files.items():
+                if name.startswith(zipped):
+                    zf.writestr(prefix + name, data)
+            zf.writestr(prefix + "ConceptsList/Concepts81.mat", b"MATLAB 5.0 MAT-file (placeholder)")
+    for name, data in files.items():
+        if not name.startswith(zipped) and (image_list is True or not name.startswith("ImageList/")):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
     absent = set(rng.choice(n_images, size=missing, replace=False).tolist()) if missing else set()
     for folder in set(NUS_CONCEPTS[: min(81, n_images)]):
         (root / "Flickr" / folder).mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(rel):
         if i not in absent:
             (root / "Flickr" / path).write_bytes(jpeg)
-    return {"labels": labels, "paths": rel, "absent": sorted(absent)}
+    return {"labels": labels, "paths": rel, "absent": sorted(absent), "train": is_train}
 
 
 def make_coco(root: Path, n_train: int = 300, n_val: int = 200, unlabelled: tuple[int, int] = (20, 20),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import official_layouts as ol
 from saat.data import load_dataset
 from saat.data.check import check_folder
 from saat.data.formats import read_folder
-from saat.data.prepare import file_sha256, list_prepared, per_class_split, prepare_dataset
+from saat.data.prepare import PROTOCOLS, file_sha256, list_prepared, per_class_split, prepare_dataset
 
 
 def quiet(name, raw, out, **kw):
@@ -121,6 +122,112 @@ def test_nuswide_81_concepts(tmp_path):
     assert (m["counts"]["query"], m["counts"]["train"]) == (100, 300)
 
 
+def nus_columns(truth: dict, n_classes: int) -> list[int]:
+    """The planted concepts the protocol keeps: the ``n_classes`` most frequent over the image list (ties by name),
+    in Concepts81 order."""
+    counts = truth["labels"].sum(axis=0)
+    return sorted(sorted(range(81), key=lambda c: (-int(counts[c]), ol.NUS_CONCEPTS[c]))[:n_classes])
+
+
+def check_nus_rows(raw: Path, out: Path, truth: dict, manifest: dict, n_classes: int):
+    """The columns are the planted top concepts (``n_classes``, not the 243 Labels_* files of Groundtruth) and every
+    listed row equals the planted AllLabels row of its image."""
+    columns = nus_columns(truth, n_classes)
+    assert manifest["classes"] == [ol.NUS_CONCEPTS[c] for c in columns]
+    index = {f"{raw / 'Flickr'}/{p}": i for i, p in enumerate(truth["paths"])}
+    for items in rows_by_path(out).values():
+        for path, label in items.items():
+            np.testing.assert_array_equal(label, truth["labels"][index[path]][columns], err_msg=path)
+
+
+@pytest.mark.parametrize("zip_prefix", ["Groundtruth/", ""])
+@pytest.mark.parametrize("name, n_classes", [("NUS-WIDE", 21), ("NUS-WIDE-81", 81)])
+def test_nuswide_groundtruth_zip_reads_alllabels_not_traintestlabels(tmp_path, zip_prefix, name, n_classes):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    truth = ol.make_nuswide(raw, n_images=400, missing=0, layout="groundtruth-zip", zip_prefix=zip_prefix)
+    with zipfile.ZipFile(raw / "Groundtruth.zip") as zf:  # as the official zip: 81 + 162 Labels_*.txt files
+        members = zf.namelist()
+    assert sum(m.startswith(f"{zip_prefix}AllLabels/Labels_") for m in members) == 81
+    assert sum(m.startswith(f"{zip_prefix}TrainTestLabels/Labels_") for m in members) == 162
+    assert 0 < truth["train"].sum() < 400  # so the Train/Test files' row counts differ from the image list's
+    assert not (raw / "Groundtruth").exists()
+    sizes = dict(query_size=3, train_size=6) if name == "NUS-WIDE" else dict(query_size=40, train_size=80)
+    m = quiet(name, raw, out, **sizes)
+    assert len(m["classes"]) == n_classes  # not 243
+    assert m["sources"][1] == f"{raw / 'Groundtruth.zip'}:{zip_prefix}AllLabels"
+    assert m["counts"]["kept"] == int(truth["labels"][:, nus_columns(truth, n_classes)].any(axis=1).sum())
+    check_nus_rows(raw, out, truth, m, n_classes)
+    check_manifest(out, m)
+
+
+def test_nuswide_groundtruth_zip_with_two_alllabels_folders_is_refused(tmp_path):
+    raw = tmp_path / "raw"
+    ol.make_nuswide(raw, n_images=100, missing=0, layout="groundtruth-zip")
+    with zipfile.ZipFile(raw / "Groundtruth.zip", "a") as zf:
+        zf.writestr("AllLabels/Labels_concept00.txt", "1\n" * 100)
+    with pytest.raises(ValueError, match=r"Groundtruth.zip: AllLabels/ occurs more than once \(AllLabels/ and "
+                                         r"Groundtruth/AllLabels/\); keep one copy"):
+        quiet("NUS-WIDE", raw, tmp_path / "out", query_size=1, train_size=1)
+
+
+@pytest.mark.parametrize("zip_prefix, image_list", [("NUS-WIDE/", True), ("", "zip")])
+def test_nuswide_single_re_release_zip(tmp_path, zip_prefix, image_list):
+    """The current re-release: one NUS-WIDE.zip with Groundtruth/ (AllLabels/ and TrainTestLabels/) and
+    ConceptsList/; the image list comes from the original release (unpacked or ImageList.zip)."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    truth = ol.make_nuswide(raw, n_images=400, missing=3, layout="nus-wide-zip", zip_prefix=zip_prefix,
+                            image_list=image_list)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(["Flickr", "NUS-WIDE.zip"] + (
+        ["ImageList"] if image_list is True else ["ImageList.zip"]))
+    m = quiet("NUS-WIDE", raw, out, query_size=3, train_size=6)
+    nus_zip = raw / "NUS-WIDE.zip"
+    assert len(m["classes"]) == 21
+    assert m["sources"][1:3] == [f"{nus_zip}:{zip_prefix}Groundtruth/AllLabels",
+                                 f"{nus_zip}:{zip_prefix}ConceptsList/Concepts81.txt"]
+    assert m["counts"]["dropped"]["image not on disk"] == 3
+    check_nus_rows(raw, out, truth, m, 21)
+    check_manifest(out, m)
+
+
+def test_nuswide_single_zip_without_an_image_list_says_what_to_add(tmp_path):
+    raw = tmp_path / "raw"
+    ol.make_nuswide(raw, n_images=50, missing=0, layout="nus-wide-zip", image_list=False)
+    with pytest.raises(FileNotFoundError) as err:
+        quiet("NUS-WIDE", raw, tmp_path / "out", query_size=1, train_size=1)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("the NUS-WIDE image list ImageList/Imagelist.txt not found")
+    assert message.endswith("NUS-WIDE.zip holds the ground truth but no image list (the images in ground-truth row "
+                            f"order); put the official ImageList.zip (or its ImageList/Imagelist.txt) in {raw} as "
+                            "well")
+
+
+def test_manifest_protocol_kept_gives_the_number_kept(tmp_path):
+    """A partial download with --query-size/--train-size: the number kept, and the official one beside it."""
+    ol.make_flickr(tmp_path / "flickr", n_images=120, zipped=False)
+    m = quiet("flickr25k", tmp_path / "flickr", tmp_path / "o1", query_size=10, train_size=20)
+    assert m["protocol"]["kept"] == ("all 120 images (25,000 in the official download), with the 24 potential and 14 "
+                                     "relevant labels (38); rows without any label are kept")
+    ol.make_cifar10(tmp_path / "cifar", per_class=3)
+    m = quiet("cifar10", tmp_path / "cifar", tmp_path / "o2", query_size=1, train_size=1)
+    assert m["protocol"]["kept"] == ("all 30 images (60,000 in the official download) of the five training batches "
+                                     "and the test batch, pooled in that order")
+    truth = ol.make_nuswide(tmp_path / "nus", n_images=300, missing=4)
+    m = quiet("NUS-WIDE", tmp_path / "nus", tmp_path / "o3", query_size=2, train_size=3)
+    kept = np.ones(300, dtype=bool)
+    kept[truth["absent"]] = False
+    kept &= truth["labels"][:, nus_columns(truth, 21)].any(axis=1)
+    assert m["counts"]["kept"] == int(kept.sum())
+    assert m["protocol"]["kept"] == (f"the {int(kept.sum()):,} listed images on disk (195,834 in the official "
+                                     "download) with at least one of the 21 most frequent concepts")
+    # the complete download: its number alone
+    assert PROTOCOLS["FLICKR-25K"].describe(25_000)["kept"].startswith("all 25,000 images, with the 24 potential")
+    assert PROTOCOLS["NUS-WIDE"].describe(195_834, 100, 500) == {
+        **PROTOCOLS["NUS-WIDE"].describe(195_834), "kept": "the 195,834 listed images on disk with at least one of "
+                                                           "the 21 most frequent concepts"}
+    assert PROTOCOLS["NUS-WIDE-81"].describe(1_234)["kept"] == ("the 1,234 listed images on disk with at least one of "
+                                                                "the 81 concepts")
+
+
 def test_per_class_split_takes_each_class_in_turn():
     labels = np.zeros((40, 3), dtype=np.uint8)
     labels[:20, 0] = 1
@@ -140,6 +247,8 @@ def test_coco_2014_labels_from_the_instances_and_unlabelled_images_dropped(tmp_p
     m = quiet("coco", tmp_path / "raw", tmp_path / "out", query_size=20, train_size=50)
     assert m["classes"] == [f"category{i}" for i in truth["cat_ids"]] and len(m["classes"]) == 80
     assert m["counts"]["kept"] == 188 and m["counts"]["dropped"] == {"no label": 12}
+    assert m["protocol"]["kept"] == ("the 188 train2014 + val2014 images on disk (122,218 in the official download) "
+                                     "with at least one of the 80 categories")
     rows = rows_by_path(tmp_path / "out")
     check_split_structure(rows, 188)
     for items in rows.values():
@@ -234,6 +343,7 @@ def test_flickr25k_at_full_size_gives_the_catalog_protocol(tmp_path):
     m = quiet("FLICKR-25K", tmp_path / "raw", tmp_path / "out")
     assert m["counts"] == {"kept": 25_000, "dropped": {}, "train": 5_000, "query": 1_700, "database": 23_300}
     assert m["protocol"]["standard"] is True
+    assert m["protocol"]["kept"].startswith("all 25,000 images, with the 24 potential")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the catalog warns when split sizes differ from the protocol's
         ds = load_dataset("FLICKR-25K", dataset_dir=tmp_path / "out", verbose=False)

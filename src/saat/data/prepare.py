@@ -14,7 +14,9 @@ Raw layouts read (a zip may stand in for each folder; images inside a zip are ex
   variants (``baby_r1.txt`` …). The 38-label entry uses all 38 files, the 24-label entry the 24.
 * ``NUS-WIDE`` / ``NUS-WIDE-81``: ``ImageList/Imagelist.txt`` (one image per line, Windows separators, e.g.
   ``C:\\ImageData\\Flickr\\actor\\0001_2124494179.jpg``), ``Groundtruth/AllLabels/Labels_<concept>.txt`` (one 0/1 per
-  line, in image-list order), optionally ``ConceptsList/Concepts81.txt``, and the images under ``Flickr/``.
+  line, in image-list order), optionally ``ConceptsList/Concepts81.txt``, and the images under ``Flickr/``; the
+  metadata also from ``ImageList.zip``, ``Groundtruth.zip``, ``ConceptsList.zip`` or the re-released ``NUS-WIDE.zip``
+  (``Groundtruth/`` and ``ConceptsList/``, no image list). Only ``AllLabels/`` is read, never ``TrainTestLabels/``.
   ``NUS-WIDE`` keeps the 21 most frequent concepts.
 * ``MS-COCO``: ``annotations/instances_train2014.json`` and ``instances_val2014.json`` (or
   ``annotations_trainval2014.zip``) and the images in ``train2014/`` and ``val2014/`` (or their zips); a label row
@@ -72,14 +74,18 @@ class Protocol:
     query: int
     train: int
     per_class: bool
-    keep: str  # which images are kept, in words
+    keep: str  # which images are kept, in words: "{n}" is the number kept, "{official}" the official one's note
     reference: str  # where the protocol comes from
     options: dict = field(default_factory=dict)
+    official: int | None = None  # the number kept from the complete official download, where one is known
 
-    def describe(self, query: int | None = None, train: int | None = None) -> dict:
+    def describe(self, kept: int, query: int | None = None, train: int | None = None) -> dict:
+        """The protocol in words for a run that kept ``kept`` images (a partial download keeps fewer than the
+        official number, which is then given too) with ``query``/``train`` in place of the protocol's sizes."""
         unit = " per class" if self.per_class else ""
         q, t = query or self.query, train or self.train
-        return {"kept": self.keep,
+        note = f" ({self.official:,} in the official download)" if self.official not in (None, kept) else ""
+        return {"kept": self.keep.format(n=f"{kept:,}", official=note),
                 "query": f"{q:,}{unit}, drawn at random from the kept images",
                 "train": f"{t:,}{unit}, drawn at random from the database",
                 "database": "every kept image but the queries (the training images are part of it)",
@@ -89,28 +95,31 @@ class Protocol:
 
 PROTOCOLS: dict[str, Protocol] = {p.dataset: p for p in (
     Protocol("FLICKR-25K", "flickr25k", 1_700, 5_000, False,
-             "all 25,000 images, with the 24 potential and 14 relevant labels (38); rows without any label are kept",
+             "all {n} images{official}, with the 24 potential and 14 relevant labels (38); rows without any label "
+             "are kept",
              "the FLICKR-25K lists of the SAAT family (DHTA, ProS-GAN, SAAT): 1,700 queries, 5,000 training images, "
-             "23,300 database images", {"labels": 38}),
+             "23,300 database images", {"labels": 38}, official=25_000),
     Protocol("FLICKR-25K-24", "flickr25k", 2_000, 10_000, False,
-             "images with at least one of the 24 potential labels (20,015 in the official annotations)",
+             "the {n} images{official} with at least one of the 24 potential labels",
              "DCMH (Jiang & Li, CVPR 2017): 2,000 queries, 10,000 training images from the database",
-             {"labels": 24}),
+             {"labels": 24}, official=20_015),
     Protocol("NUS-WIDE", "nuswide", 100, 500, True,
-             "images with at least one of the 21 most frequent concepts (195,834 in the official ground truth)",
+             "the {n} listed images on disk{official} with at least one of the 21 most frequent concepts",
              "DPSH (Li et al., IJCAI 2016) and the SAAT family: 100 queries and 500 training images per concept "
-             "(2,100 / 10,500), database 193,734", {"top_concepts": 21}),
+             "(2,100 / 10,500), database 193,734", {"top_concepts": 21}, official=195_834),
     Protocol("NUS-WIDE-81", "nuswide", 5_000, 10_000, False,
-             "images with at least one of the 81 concepts",
+             "the {n} listed images on disk{official} with at least one of the 81 concepts",
              "5,000 queries and 10,000 training images drawn at random (the 81-concept lists are published with "
              "several protocols; this one follows the MS-COCO sizes)", {"top_concepts": 81}),
     Protocol("MS-COCO", "coco", 5_000, 10_000, False,
-             "train2014 + val2014 images with at least one of the 80 categories (122,218)",
-             "HashNet (Cao et al., ICCV 2017): 5,000 queries, 10,000 training images, database 117,218"),
+             "the {n} train2014 + val2014 images on disk{official} with at least one of the 80 categories",
+             "HashNet (Cao et al., ICCV 2017): 5,000 queries, 10,000 training images, database 117,218",
+             official=122_218),
     Protocol("CIFAR-10", "cifar10", 100, 500, True,
-             "all 60,000 images of the five training batches and the test batch, pooled in that order",
+             "all {n} images{official} of the five training batches and the test batch, pooled in that order",
              "the paper family's CIFAR-10 protocol: 100 queries and 500 training images per class, database = "
-             "every image but the queries (59,000); the same split as loading the pickles with this seed"),
+             "every image but the queries (59,000); the same split as loading the pickles with this seed",
+             official=60_000),
 )}
 
 
@@ -133,9 +142,12 @@ class Pool:
 # --- raw files: a folder, or the zip it came in ------------------------------------------------------------------
 
 def _collect(raw: Path, folders: Iterable[str], zips: Iterable[str], match: Callable[[PurePosixPath], bool],
-             what: str) -> tuple[dict[str, bytes], str]:
+             what: str, zip_folder: str | None = None) -> tuple[dict[str, bytes], str]:
     """{file name: content} of the files that ``match`` in the first of ``folders`` (relative to ``raw``) holding
-    any, else in the first of ``zips`` holding any; and where they were found. FileNotFoundError if none."""
+    any, else in the first of ``zips`` holding any; and where they were found. In a zip, with ``zip_folder``, only
+    members directly in a folder of that name count (at any depth: ``AllLabels/…``, ``Groundtruth/AllLabels/…``),
+    as only the files directly in ``folders`` count on disk; the matching members must then share one folder.
+    FileNotFoundError if none."""
     for folder in folders:
         path = raw / folder
         if path.is_dir():
@@ -148,20 +160,27 @@ def _collect(raw: Path, folders: Iterable[str], zips: Iterable[str], match: Call
         if path.is_file():
             try:
                 with zipfile.ZipFile(path) as zf:
-                    members = [m for m in zf.namelist() if not m.endswith("/") and match(PurePosixPath(m))]
-                    found = {PurePosixPath(m).name: zf.read(m) for m in sorted(members)}
+                    members = sorted(m for m in zf.namelist() if not m.endswith("/") and match(PurePosixPath(m))
+                                     and (zip_folder is None or PurePosixPath(m).parent.name == zip_folder))
+                    parents = sorted({str(PurePosixPath(m).parent) for m in members})
+                    if zip_folder is not None and len(parents) > 1:
+                        raise ValueError(f"{path}: {zip_folder}/ occurs more than once ({parents[0]}/ and "
+                                         f"{parents[1]}/); keep one copy of the files in the zip, or unzip the one "
+                                         f"wanted into {raw}")
+                    found = {PurePosixPath(m).name: zf.read(m) for m in members}
             except zipfile.BadZipFile as exc:
                 raise ValueError(f"{path}: not a readable zip file ({exc}); download it again") from None
             if found:
-                return found, str(path)
+                inside = parents[0] if zip_folder is not None else "."
+                return found, str(path) if inside == "." else f"{path}:{inside}"
     places = [str(raw / f) for f in folders] + [str(raw / z) for z in zips]
     raise FileNotFoundError(f"{what} not found in {raw}: looked in {', '.join(places)}")
 
 
 def _one_file(raw: Path, candidates: Iterable[str], zips: Iterable[str], what: str,
-              required: bool = True) -> tuple[bytes, str] | None:
+              required: bool = True, hint: str = "") -> tuple[bytes, str] | None:
     """The content of the first existing of ``candidates`` (paths relative to ``raw``), else of a zip member with
-    the same file name; None (or FileNotFoundError when ``required``) if none."""
+    the same file name; None (or FileNotFoundError, ending with ``hint``, when ``required``) if none."""
     candidates = list(candidates)
     for rel in candidates:
         if (raw / rel).is_file():
@@ -170,13 +189,17 @@ def _one_file(raw: Path, candidates: Iterable[str], zips: Iterable[str], what: s
     for name in zips:
         path = raw / name
         if path.is_file():
-            with zipfile.ZipFile(path) as zf:
-                member = next((m for m in zf.namelist() if PurePosixPath(m).name in names), None)
-                if member is not None:
-                    return zf.read(member), f"{path}:{member}"
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    member = next((m for m in zf.namelist() if PurePosixPath(m).name in names), None)
+                    if member is not None:
+                        return zf.read(member), f"{path}:{member}"
+            except zipfile.BadZipFile as exc:
+                raise ValueError(f"{path}: not a readable zip file ({exc}); download it again") from None
     if required:
         raise FileNotFoundError(f"{what} not found: looked for {', '.join(str(raw / c) for c in candidates)}"
-                                + (f" and inside {', '.join(str(raw / z) for z in zips)}" if zips else ""))
+                                + (f" and inside {', '.join(str(raw / z) for z in zips)}" if zips else "")
+                                + (f"; {hint}" if hint else ""))
     return None
 
 
@@ -295,27 +318,39 @@ def _nus_image_path(line: str) -> str:
     return "/".join(parts)
 
 
+NUS_ZIP = "NUS-WIDE.zip"  # the current public re-release: Groundtruth/ and ConceptsList/ (no image list, no images)
+
+
 def read_nuswide(raw: Path, out: Path, top_concepts: int, verbose: bool = True) -> Pool:
     """NUS-WIDE's official image list and per-concept ground truth; keeps the ``top_concepts`` most frequent
     concepts (ties broken by concept name), in Concepts81.txt order."""
-    data, list_where = _one_file(raw, ["ImageList/Imagelist.txt", "Imagelist.txt"], ["ImageList.zip"],
-                                 "the NUS-WIDE image list ImageList/Imagelist.txt")
+    hint = f"put the official ImageList.zip (or its ImageList/Imagelist.txt) in {raw}"
+    if (raw / NUS_ZIP).is_file():
+        hint = (f"{NUS_ZIP} holds the ground truth but no image list (the images in ground-truth row order); "
+                + hint + " as well")
+    data, list_where = _one_file(raw, ["ImageList/Imagelist.txt", "Imagelist.txt"], ["ImageList.zip", NUS_ZIP],
+                                 "the NUS-WIDE image list ImageList/Imagelist.txt", hint=hint)
     entries = _text_lines(data)
     while entries and not entries[-1]:
         entries.pop()
     if not entries or any(not e for e in entries):
         raise ValueError(f"{list_where}: expected one image path per line, with no blank lines")
-    label_files, label_where = _collect(raw, ["Groundtruth/AllLabels", "AllLabels"], ["Groundtruth.zip"],
+    # only AllLabels/ (one row per listed image); Groundtruth.zip and NUS-WIDE.zip also hold TrainTestLabels/
+    # Labels_<concept>_{Train,Test}.txt, whose rows follow the train/test image lists instead
+    label_files, label_where = _collect(raw, ["Groundtruth/AllLabels", "AllLabels", "NUS-WIDE/Groundtruth/AllLabels"],
+                                        ["Groundtruth.zip", NUS_ZIP],
                                         lambda p: p.name.startswith("Labels_") and p.suffix == ".txt",
-                                        "NUS-WIDE ground truth (Groundtruth/AllLabels/Labels_<concept>.txt)")
-    concepts_file = _one_file(raw, ["ConceptsList/Concepts81.txt", "Concepts81.txt"], ["ConceptsList.zip"],
+                                        "NUS-WIDE ground truth (Groundtruth/AllLabels/Labels_<concept>.txt)",
+                                        zip_folder="AllLabels")
+    concepts_file = _one_file(raw, ["ConceptsList/Concepts81.txt", "Concepts81.txt",
+                                    "NUS-WIDE/ConceptsList/Concepts81.txt"], ["ConceptsList.zip", NUS_ZIP],
                               "Concepts81.txt", required=False)
     names = {n[len("Labels_"):-len(".txt")]: n for n in label_files}
-    order = sorted(names)
+    order, order_where = sorted(names), []
     if concepts_file is not None:
         listed = [c for c in _text_lines(concepts_file[0]) if c]
         if set(listed) == set(names):
-            order = listed
+            order, order_where = listed, [concepts_file[1]]
     columns = []
     for concept in order:
         values = [v for v in _text_lines(label_files[names[concept]]) if v]
@@ -339,7 +374,7 @@ def read_nuswide(raw: Path, out: Path, top_concepts: int, verbose: bool = True) 
         raise FileNotFoundError(f"NUS-WIDE images not found: expected the folder {raw / 'Flickr'} (one sub-folder per "
                                 "concept, as in the image list)")
     pool = Pool([str(image_root / _nus_image_path(e)) for e in entries], labels, order,
-                sources=[list_where, label_where, str(image_root)])
+                sources=[list_where, label_where, *order_where, str(image_root)])
     pool = _keep_labelled(pool)
     return _drop_missing(pool, verbose)
 
@@ -542,7 +577,7 @@ def prepare_dataset(name: str, raw: str | os.PathLike, out: str | os.PathLike, s
         "raw": str(raw),
         "sources": pool.sources,
         "seed": int(seed),
-        "protocol": protocol.describe(q, t),
+        "protocol": protocol.describe(len(pool.images), q, t),
         "classes": pool.classes,
         "counts": {"kept": len(pool.images), "dropped": pool.dropped,
                    **{split: int(len(rows[split])) for split in SPLITS}},
