@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from .._torch_utils import kept_modes
 from ..utils.dist import draw_for_shard
 from ..utils.progress import progress_bar
 from ..utils.rng import seeded_generator
@@ -38,20 +39,21 @@ def continuation_alpha(i: int, steps: int) -> float:
 
 @contextlib.contextmanager
 def frozen_eval(model: nn.Module, eval_mode: bool = True) -> Iterator[nn.Module]:
-    """Eval mode and ``requires_grad=False`` on every parameter inside the block; both restored afterwards.
-    ``eval_mode=False`` only freezes the parameters and leaves the mode as it is."""
-    was_training = model.training
+    """Eval mode and ``requires_grad=False`` on every parameter inside the block; afterwards every module's mode
+    and every parameter's ``requires_grad`` are the ones it had (module by module: ``model`` is often a wrapper whose
+    own flag is not the wrapped model's). ``eval_mode=False`` only freezes the parameters and leaves the mode as
+    it is."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    if eval_mode:
-        model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
+    with kept_modes(model):
+        if eval_mode:
+            model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            yield model
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
 
 
 class Attack:

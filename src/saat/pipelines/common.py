@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._torch_utils import kept_modes
 from ..checkpoint import file_hash, load_model_file
 from ..config import TrainConfig, config_from_dict
 from ..data import to_device_batch
@@ -102,8 +103,6 @@ def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torc
     the one-process result. Every rank must call it (it is a collective)."""
     from ..data import make_loader
 
-    was_training = model.training
-    model.eval()
     channels_last = getattr(model, "channels_last", False)
     out = []
     if dist.is_distributed():
@@ -115,13 +114,14 @@ def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torc
         loader = make_loader(split, batch_size, shuffle=False, num_workers=num_workers)
         total = len(split)
     bar = progress_bar(total=total, desc=desc, unit="img", disable=not progress)
-    for batch in loader:
-        x, _, _ = to_device_batch(batch, device, channels_last)
-        with autocast(device, amp):
-            out.append(model(x).float().cpu() if continuous else model.encode(x).cpu())
-        bar.update(x.shape[0])
+    with kept_modes(model):
+        model.eval()
+        for batch in loader:
+            x, _, _ = to_device_batch(batch, device, channels_last)
+            with autocast(device, amp):
+                out.append(model(x).float().cpu() if continuous else model.encode(x).cpu())
+            bar.update(x.shape[0])
     bar.close()
-    model.train(was_training)
     if dist.is_distributed():
         empty = torch.empty((0, model.bits), dtype=torch.float32 if continuous else torch.int8)
         return dist.all_gather_rows(torch.cat(out) if out else empty)
