@@ -25,7 +25,9 @@ def register(sub) -> None:
                      "OUT/images; images already unpacked in --raw are listed where they are. Then train with "
                      "--dataset NAME --dataset-dir OUT. Raw layouts: FLICKR-25K(-24): mirflickr25k.zip (or mirflickr/) "
                      "and mirflickr25k_annotations_v080.zip (or its files); NUS-WIDE(-81): ImageList/Imagelist.txt, "
-                     "Groundtruth/AllLabels/Labels_*.txt, ConceptsList/Concepts81.txt and the images in Flickr/; "
+                     "Groundtruth/AllLabels/Labels_*.txt, ConceptsList/Concepts81.txt (or ImageList.zip, "
+                     "Groundtruth.zip, ConceptsList.zip, or the re-released NUS-WIDE.zip beside the image list) and "
+                     "the images in Flickr/; "
                      "MS-COCO: annotations/instances_{train,val}2014.json (or annotations_trainval2014.zip) and "
                      "train2014/, val2014/ (or their zips); CIFAR-10: cifar-10-batches-py/ (or "
                      "cifar-10-python.tar.gz)."),
