@@ -269,6 +269,62 @@ def test_prototype_loss_with_an_empty_side_is_the_quantisation_term():
     assert float(loss) == pytest.approx(0.5 * 1e-4)
 
 
+def test_prototype_net_is_the_authors_architecture():
+    """Linear(C, 4096) -> ReLU -> Linear(4096, 512), then Linear(512, K) -> tanh, with no activation between the
+    512-unit layer and the hash layer: the layers in order, and P(t) with fixed weights against a hand-written
+    forward of that network (an extra ReLU before the hash layer changes P(t) wherever a feature is negative)."""
+    net = PrototypeNet(5, 12).double()
+    layers = [m for m in net.modules() if not isinstance(m, (PrototypeNet, nn.Sequential))]
+    assert [type(m) for m in layers] == [nn.Linear, nn.ReLU, nn.Linear, nn.Linear]
+    assert [(m.in_features, m.out_features) for m in layers if isinstance(m, nn.Linear)] == [(5, 4096), (4096, 512),
+                                                                                            (512, 12)]
+    g = torch.Generator().manual_seed(3)
+    shapes = [(4096, 5), (4096,), (512, 4096), (512,), (12, 512), (12,)]
+    w1, b1, w2, b2, w3, b3 = (torch.randn(s, generator=g, dtype=torch.float64) * 0.05 for s in shapes)
+    with torch.no_grad():
+        for layer, (w, b) in zip([m for m in layers if isinstance(m, nn.Linear)], [(w1, b1), (w2, b2), (w3, b3)]):
+            layer.weight.copy_(w)
+            layer.bias.copy_(b)
+    t = torch.tensor([[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.float64)
+    feature = torch.clamp_min(t @ w1.T + b1, 0) @ w2.T + b2
+    assert (feature < 0).any()  # so the test would see a ReLU on the feature
+    with torch.no_grad():
+        assert torch.allclose(net(t), torch.tanh(feature @ w3.T + b3), atol=1e-12)
+
+
+def test_a_cached_prototype_net_of_the_old_architecture_is_retrained_not_loaded(planted_retrieval, tmp_path):
+    """A THA cache written before the architecture fix (version 2, the extra ReLU) sits where the attack looks:
+    the attack must train a new network instead of loading it (loading would fail on the old layer names)."""
+    from saat.attacks import create_attack
+
+    p = planted_retrieval
+    settings = {"proto_steps": 3, "proto_batch": 32, "proto_lr": 1e-4, "proto_lr_milestones": (0.5, 0.75),
+                "gamma": 1.0, "quant_weight": 1e-4}
+    old = nn.Sequential(nn.Linear(4, 4096), nn.ReLU(), nn.Linear(4096, 512), nn.ReLU(), nn.Linear(512, 16))
+    stale = CachedTraining(tmp_path, "tha-prototype", "k", {**settings, "seed": 0, "version": 2})
+    stale.save_final({"net": {f"net.{key}": v for key, v in old.state_dict().items()}})
+    atk = create_attack("tha", p.model, eps=8 / 255, steps=2, train_codes=p.train_codes, train_labels=p.train_labels,
+                        db_codes=p.db_codes, db_labels=p.db_labels, cache_dir=tmp_path, cache_key="k", **settings)
+    atk(p.x, p.y, target_labels=p.targets)
+    assert len(list(tmp_path.glob("tha-prototype-k-*.pt"))) == 2  # the stale file and the new network
+
+
+def test_an_atrdh_checkpoint_with_the_old_prototype_net_is_refused_in_one_line():
+    k = 4
+    model = TinyHash(bits=k, seed=2).float()
+    labels = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    codes = torch.where(torch.randn(4, k) >= 0, 1.0, -1.0)
+    ctx = DefenseContext(model, ZeroLoss(bits=k, n_classes=3, n_train=4), torch.device("cpu"), codes.clone(),
+                         codes.clone(), labels, seed=0)
+    atrdh = DEFENSES.get("atrdh")(ctx, steps=1)
+    state = atrdh.state_dict()
+    old = nn.Sequential(nn.Linear(3, 4096), nn.ReLU(), nn.Linear(4096, 512), nn.ReLU(), nn.Linear(512, k))
+    state["prototypes"] = {f"net.{key}": v for key, v in old.state_dict().items()}
+    with pytest.raises(ValueError, match="older saat.*new --out directory") as info:
+        atrdh.load_state_dict(state)
+    assert "\n" not in str(info.value)
+
+
 def test_prototype_training_makes_each_prototype_closest_to_its_own_class(tmp_path):
     torch.manual_seed(0)
     labels = torch.eye(4)

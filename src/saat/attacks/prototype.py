@@ -1,9 +1,10 @@
 """THA's PrototypeNet and its training objective (Wang et al., "Targeted Attack and Defense for Deep Hashing",
 SIGIR 2021), shared by the THA attack (:mod:`saat.attacks.tha`) and the ATRDH defense (:mod:`saat.defenses.atrdh`).
 
-A PrototypeNet maps a label vector t to a prototype code p = P(t) (MLP C -> 4096 -> 512 -> K, tanh). The objective
-is the one of the authors' code (docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them), for a batch of
-B label vectors against the attacked model's +-1 training codes b_j with label sets Y_j:
+A PrototypeNet maps a label vector t to a prototype code p = P(t) (Linear C -> 4096, ReLU, Linear 4096 -> 512,
+Linear 512 -> K, tanh: no activation before the hash layer). The objective is the one of the authors' code
+(docs/baselines.md#baseline-attacks-and-defenses-as-the-paper-ran-them), for a batch of B label vectors against the
+attacked model's +-1 training codes b_j with label sets Y_j:
 
 - ``s_ij = p_i . b_j / K`` (an inner product scaled by K, not a cosine);
 - positive pairs ``t_i . Y_j > 0``, negative pairs the rest, pooled over the **whole batch**;
@@ -35,15 +36,17 @@ ADAM_BETAS = (0.5, 0.999)
 
 
 class PrototypeNet(nn.Module):
-    """label (C) -> Linear(C, 4096) -> ReLU -> Linear(4096, 512) -> ReLU -> Linear(512, K) -> tanh."""
+    """The authors' network: label (C) -> Linear(C, 4096) -> ReLU -> Linear(4096, 512) = feature f, then the hash
+    layer tanh(Linear(512, K) f). There is **no** activation between the 512-unit feature and the hash layer (the
+    shape of ProS-GAN's feature + hash head; SPEC 7.2)."""
 
     def __init__(self, n_classes: int, bits: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_classes, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 512),
-                                 nn.ReLU(inplace=True), nn.Linear(512, bits))
+        self.feature = nn.Sequential(nn.Linear(n_classes, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 512))
+        self.hash = nn.Linear(512, bits)
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(labels))
+        return torch.tanh(self.hash(self.feature(labels)))
 
 
 def _pooled_logsumexp(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:

@@ -104,6 +104,9 @@ class ATRDHDefense(Defense):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.code_memory.copy_(state["code_memory"].to(self.code_memory.device))
+        if "net.0.weight" in state["prototypes"]:  # written before the PrototypeNet had the authors' architecture
+            raise ValueError("this ATRDH checkpoint holds a PrototypeNet of an older saat (an extra ReLU before the "
+                             "hash layer) and cannot be resumed; run the defense again into a new --out directory")
         self.prototypes.load_state_dict(state["prototypes"])
         self.proto_opt.load_state_dict(state["proto_opt"])
         self.target_generator.set_state(state["target_generator"])
