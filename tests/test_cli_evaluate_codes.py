@@ -60,7 +60,8 @@ def test_evaluate_codes_topk_all_and_drop_empty(code_files, tmp_path):
     "mutate, message",
     [
         (lambda p, t: p["q"].unlink(), "--query-codes: file not found"),
-        (lambda p, t: p["db"].write_text("not an array"), "--db-codes: .* is not a readable .npy array"),
+        (lambda p, t: p["db"].write_text("not an array"),
+         "--db-codes: .* is not a .npy array \\(it does not start with the .npy signature\\)"),
         (lambda p, t: np.save(p["q"], np.zeros((30, 16))), "--query-codes must contain only \\+1 and -1"),
         (lambda p, t: np.save(p["ql"], np.ones((29, 5))), "--query-labels has 29 rows but there are 30"),
         (lambda p, t: np.save(p["dl"], np.ones((400, 4))), "--query-labels has 5 classes but --db-labels has 4"),

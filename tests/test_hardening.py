@@ -301,3 +301,323 @@ def test_metric_inputs_fail_only_with_value_errors(q, db, ql, dl, topk):
         assert str(exc)
     else:
         assert 0.0 <= value <= 1.0
+
+
+# --- hostile inputs that used to end badly (each: one line naming the problem and what to do, or the right result) --
+
+
+def _one_line_error(capsys, command: str) -> str:
+    """The error line of a failed command: its last line on stderr, the only one with an error (before it, at most
+    the dataset's summary line)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith(f"saat {command}: error: "), lines
+    assert len(lines) <= 2 and not any("Traceback" in line or "rror" in line for line in lines[:-1]), lines
+    return lines[-1]
+
+
+def _tiny_dataset(root: Path) -> Path:
+    """A dataset folder (list format) of 8 + 4 + 8 colour images of 8x8 pixels, two classes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 4), ("database", 8)):
+        lines = []
+        for i in range(n):
+            c = i % 2
+            rel = f"img/{split}{i}.png"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((rng.random((8, 8, 3)) * 100 + 100 * c).astype(np.uint8)).save(root / rel)
+            lines.append(f"{rel} {1 - c} {c}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A trained run directory in a few seconds: one epoch of small_cnn on the tiny dataset (config.yaml,
+    checkpoint.pt, model.pt, metrics.json with the curves). Tests that change it work on a copy (tiny_run_copy)."""
+    import saat
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = _tiny_dataset(root / "data")
+    saat.train(out=root / "run", progress=False, dataset_dir=str(data), backbone="small_cnn", method="dpsh", bits=8,
+               epochs=1, batch_size=4, device="cpu")
+    return root / "run"
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+
+
+@pytest.mark.parametrize("command, message", [
+    (["attack", "{run}", "--option", "lr=!!python/object/apply:os.system ['touch {marker}']"],
+     "--option lr: cannot read the value \"!!python/object/apply:os.system ['touch |(YAML tags such as !!python/... "
+     "are not allowed); a value may be a number (fractions like 8/255 too), true or false, a text, or a YAML list or "
+     "mapping"),
+    (["attack", "{run}", "--option", "steps=[1"],
+     "--option steps: cannot read the value '[1' (not valid YAML: expected ',' or ']', but got '<stream end>'); a "
+     "value may be a number"),
+    (["defend", "{run}", "--option", "beta=[1"], "--option beta: cannot read the value '[1' (not valid YAML"),
+    (["defend", "{run}", "--method", "comdefend", "--option", "beta=[1"], "--option beta: cannot read the value"),
+    (["attack", "{run}", "--option", "=3"], "--option expects KEY=VALUE, got '=3'"),
+])
+def test_a_malformed_option_value_is_one_line_and_runs_nothing(tmp_path, capsys, command, message):
+    marker = tmp_path / "pwned"
+    args = [a.format(run=tmp_path / "nowhere", marker=marker) for a in command]
+    assert main(args) == 2
+    err = _one_line_error(capsys, command[0])
+    assert all(part in err for part in message.split("|")) and not marker.exists()
+
+
+def test_an_option_of_the_wrong_kind_is_refused_with_every_problem():
+    from saat.config import resolve_settings
+
+    defaults = {"steps": 100, "lr": 100.0, "bounded": True, "milestones": (0.5, 0.75), "random_start": None}
+    with pytest.raises(ValueError) as info:
+        resolve_settings(defaults, what="attack 'x'", explicit={"steps": "fast", "lr": [1], "bounded": 1,
+                                                                 "milestones": 0.5, "stepz": 1})
+    text = str(info.value)
+    assert text.startswith("5 problems: --stepz does not apply to attack 'x'")
+    for part in ("attack 'x': steps must be an integer (default 100), got 'fast'",
+                 "attack 'x': lr must be a number (default 100.0), got [1]",
+                 "attack 'x': bounded must be true or false (default True), got 1",
+                 "attack 'x': milestones must be a list (default (0.5, 0.75)), got 0.5"):
+        assert part in text
+    ok = resolve_settings(defaults, what="attack 'x'", explicit={"lr": 3, "milestones": [0.2], "random_start": "x"})
+    assert ok["lr"] == 3 and ok["milestones"] == [0.2]
+
+
+def test_a_listed_image_that_is_a_directory_says_so(tmp_path, capsys):
+    from saat.data import load_dataset
+
+    root = _tiny_dataset(tmp_path / "data")
+    (root / "img" / "sub").mkdir()
+    lines = (root / "train.txt").read_text().splitlines()
+    lines[1] = "img/sub 0 1"
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(FileNotFoundError, match=r"train\.txt, line 2: .*/img/sub is a directory, not an image file: "
+                                                r"list each image file"):
+        load_dataset(dataset_dir=root, verbose=False)
+    assert main(["data", "check", str(root)]) == 1
+    assert "train.txt:2: missing-image: " in capsys.readouterr().out
+
+
+def _npy_bytes(array) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
+     "is not a .npy array (it does not start with the .npy signature); write it with numpy.save"),
+    (b"1 -1 1\n", "is not a .npy array (it does not start with the .npy signature)"),
+    (b"", "is not a .npy array"),
+    (_npy_bytes(np.array([{"a": 1}], dtype=object)),
+     "holds Python objects (an object array), which saat never loads; save a numeric array"),
+    (_npy_bytes(np.ones((5, 8), np.int8))[:-10], "is damaged or truncated"),
+    (b"PK\x03\x04" + bytes(60), "holds several arrays (.npz); save one array with numpy.save"),
+])
+def test_a_file_that_is_not_a_npy_array_says_so_and_never_invites_unsafe_loading(tmp_path, capsys, content, message):
+    codes = np.where(np.random.default_rng(0).random((5, 8)) > 0.5, 1, -1).astype(np.int8)
+    np.save(tmp_path / "codes.npy", codes)
+    np.save(tmp_path / "labels.npy", np.eye(3, dtype=np.uint8)[[0, 1, 2, 0, 1]])
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(content)
+    assert main(["evaluate-codes", "--query-codes", str(bad), "--db-codes", str(tmp_path / "codes.npy"),
+                 "--query-labels", str(tmp_path / "labels.npy"), "--db-labels", str(tmp_path / "labels.npy")]) == 2
+    err = _one_line_error(capsys, "evaluate-codes")
+    assert f"--query-codes: {bad} {message}" in err and "allow_pickle" not in err and "pickle.load" not in err
+
+
+def test_every_npy_reader_shares_the_one_loading_helper(tmp_path):
+    from saat.pipelines.common import cached_codes
+    from saat.utils.io import load_npy, load_npz
+
+    cache = tmp_path / "cache" / "codes-query-abc.npy"
+    cache.parent.mkdir()
+    cache.write_bytes(b"\x80\x04random, not an array")
+    fresh = np.ones((2, 4), np.int8)
+    assert np.array_equal(cached_codes(tmp_path, "codes-query-abc", lambda: fresh), fresh)  # a bad cache: recomputed
+    assert np.array_equal(load_npy(cache), fresh)
+    np.savez(tmp_path / "a.npz", x=np.arange(3))
+    assert list(load_npz(tmp_path / "a.npz")) == ["x"]
+    with pytest.raises(ValueError, match=r"a\.npy: .* is not a \.npz archive"):
+        load_npz(cache, "a.npy")
+
+
+def test_no_module_reads_npy_files_around_the_helper():
+    """Every .npy/.npz file is read through saat.utils.io (the shipped demo data, read from bytes, aside)."""
+    import saat
+
+    root = Path(saat.__file__).parent
+    allowed = {root / "utils" / "io.py", root / "data" / "demo.py"}
+    readers = [str(p.relative_to(root)) for p in root.rglob("*.py") if p not in allowed and "np.load(" in p.read_text()]
+    assert readers == []
+
+
+def test_damaged_resume_files_of_targets_are_drawn_again(tmp_path):
+    from saat.attacks.targets import load_or_create_targets
+
+    q = np.eye(3, dtype=np.uint8)[[0, 1, 2, 0]]
+    db = np.eye(3, dtype=np.uint8)[[0, 1, 2, 1, 2]]
+    path = tmp_path / "targets.npz"
+    first = load_or_create_targets(path, q, db, seed=4)
+    path.write_bytes(b"\x80\x04 not an archive")
+    assert np.array_equal(load_or_create_targets(path, q, db, seed=4), first)
+    assert np.array_equal(np.load(path, allow_pickle=False)["target_labels"], first)  # rewritten
+
+
+class _FullDisk:
+    """A file whose first write stores half its bytes, then fails like a full disk (no file name, as the system
+    reports it)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+    def write(self, data):
+        self.fh.write(data[:len(data) // 2])
+        self.fh.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self):
+        self.fh.flush()
+
+    def fileno(self):
+        return self.fh.fileno()
+
+
+def test_a_report_onto_a_full_disk_names_the_figure_and_leaves_no_partial_file(tiny_run, tmp_path, capsys,
+                                                                                 monkeypatch):
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k)))
+    out = tmp_path / "report"
+    assert main(["report", str(tiny_run), "--out", str(out)]) == 2
+    err = _one_line_error(capsys, "report")
+    assert f"error: {out / 'pr-run.png'}: no space left on the device: free some space and rerun" in err
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no 0-byte or half figure, no temporary file
+
+
+def test_a_report_onto_a_real_full_disk(tiny_run, small_tmpfs, capsys):
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb", buffering=0) as fh:  # fill the disk
+        try:
+            while fh.write(b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+    out = small_tmpfs / "report"
+    assert main(["report", str(tiny_run), "--out", str(out)]) == 2
+    err = _one_line_error(capsys, "report")
+    assert f"{out / 'pr-run.png'}: no space left on the device" in err
+    assert not [p for p in small_tmpfs.rglob("*") if p.is_file() and p != filler]
+
+
+@pytest.mark.parametrize("command", [
+    ["attack", "{run}", "--name", "../x"], ["robustness", "{run}", "--name", "../x"],
+    ["transfer", "{run}", "{run}", "--name", "../x"],
+])
+def test_an_invalid_name_is_refused_before_the_run_is_even_opened(tmp_path, capsys, command):
+    assert main([a.format(run=tmp_path / "nowhere") for a in command]) == 2
+    err = _one_line_error(capsys, command[0])
+    assert "--name must be one folder name" in err and "not found" not in err
+
+
+def test_more_queries_than_the_dataset_has_says_so(capsys):
+    from types import SimpleNamespace
+
+    from saat.pipelines.common import pick_queries
+
+    ds = SimpleNamespace(query=[None] * 1000, name="toy")
+    assert np.array_equal(pick_queries(ds, 5000, 0), np.arange(1000))
+    note = "note: --num-queries 5000 is more than the 1,000 queries of toy; using all 1,000\n"
+    assert capsys.readouterr().err == note
+    assert len(pick_queries(ds, 10, 0)) == 10 and len(pick_queries(ds, None, 0)) == 1000
+    assert capsys.readouterr().err == ""
+
+
+def test_resume_with_a_damaged_model_says_it_is_rebuilt(tiny_run_copy, capsys):
+    from saat.checkpoint import load_model_file
+
+    (tiny_run_copy / "model.pt").write_bytes(b"\x80\x02damaged")
+    assert main(["train", "--resume", str(tiny_run_copy)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {tiny_run_copy / 'model.pt'} is damaged (unreadable); it is rebuilt from checkpoint.pt\n" in err
+    assert load_model_file(tiny_run_copy / "model.pt")["format"] == "saat.hash_model"
+
+
+def test_several_bad_settings_are_all_reported(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("epochs: many\nlr: fast\nbatch_size: 0\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = _one_line_error(capsys, "train")
+    assert "3 problems: --epochs (config key epochs) must be an integer, got 'many'; --lr (config key lr) must be a " \
+           "number, got 'fast'; --batch-size (config key batch_size) must be at least 1, got 0" in err
+    assert main(["train", "--dataset", "fashion-mosaic", "--epochs", "-1", "--batch-size", "0", "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "2 problems: --epochs (config key epochs) must be >= 0, got -1; --batch-size" in _one_line_error(
+        capsys, "train")
+    (tmp_path / "resumed").mkdir()
+    (tmp_path / "resumed" / "config.yaml").write_text("epochs: many\nwrong_key: 1\n")
+    assert main(["train", "--resume", str(tmp_path / "resumed")]) == 2
+    err = _one_line_error(capsys, "train")
+    assert "2 problems: --epochs (config key epochs) must be an integer" in err
+    assert "unknown setting(s) wrong_key" in err
+    assert main(["attack", "nowhere", "--steps", "-1", "--batch-size", "0"]) == 2
+    assert "2 problems: --steps (config key steps) must be >= 0" in _one_line_error(capsys, "attack")
+    with pytest.raises(ValueError, match="2 problems: .*--epochs.*--lambda"):
+        DefenseConfig(epochs=-1, lambda_=-1.0)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x80\x02" + bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8)),
+     "is damaged or is not a model checkpoint; restore it from a copy, or train the run again"),
+    (b"", "is empty, not a model checkpoint"),
+    (b"just some text\n", "is damaged or is not a model checkpoint"),
+])
+def test_a_damaged_checkpoint_is_one_line_with_no_torch_text_or_warning(tmp_path, capsys, content, message):
+    import warnings
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(content)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["evaluate", str(run), "--device", "cpu"]) == 2
+    err = _one_line_error(capsys, "evaluate")
+    assert f"{run / 'model.pt'} {message}" in err and "weights_only" not in err and not seen
+
+
+def test_damaged_weights_fail_their_checksum_instead_of_loading(tiny_run_copy, capsys):
+    import zipfile
+
+    path = tiny_run_copy / "model.pt"
+    with zipfile.ZipFile(path) as archive:
+        record = max(archive.infolist(), key=lambda i: i.file_size)  # the largest tensor
+    data = bytearray(path.read_bytes())
+    start = record.header_offset + 30 + len(record.filename.encode()) + len(record.extra) + record.file_size // 2
+    data[start:start + 16] = bytes(b ^ 0xFF for b in data[start:start + 16])
+    path.write_bytes(bytes(data))
+    assert main(["evaluate", str(tiny_run_copy), "--device", "cpu"]) == 2
+    err = _one_line_error(capsys, "evaluate")
+    assert f"{path} is damaged ({record.filename} fails its checksum)" in err
+    assert f"rebuild it with 'saat train --resume {tiny_run_copy}' (from checkpoint.pt)" in err
+
+
+def test_a_damaged_training_checkpoint_on_resume_is_one_line(tiny_run_copy, capsys):
+    (tiny_run_copy / "checkpoint.pt").write_bytes(b"PK\x03\x04 damaged")
+    assert main(["train", "--resume", str(tiny_run_copy)]) == 2
+    err = _one_line_error(capsys, "train")
+    assert f"{tiny_run_copy / 'checkpoint.pt'} is damaged or is not a training checkpoint; restore it from a copy, " \
+           "or delete it and resume again" in err

@@ -52,9 +52,25 @@ def check_value(name: str, value: Any) -> None:
     """Raise a one-line ValueError when ``value`` breaks the rule of setting ``name`` in :data:`VALUE_RULES` (the
     wrong type, e.g. ``epochs: many``, ``lr: fast``; or below the minimum, e.g. ``--epochs -1``, ``--batch-size
     0``). The message names the setting as a flag and as a config key. None passes (a preset decides)."""
+    problem = value_problem(name, value)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def check_all(problems: list[str]) -> None:
+    """One ValueError listing every problem found (a config with several bad values names all of them)."""
+    problems = [p for p in problems if p]
+    if len(problems) == 1:
+        raise ValueError(problems[0])
+    if problems:
+        raise ValueError(f"{len(problems)} problems: " + "; ".join(problems))
+
+
+def value_problem(name: str, value: Any) -> str | None:
+    """What :func:`check_value` would raise for ``value`` of setting ``name``, or None when it is fine."""
     rule = VALUE_RULES.get(name)
     if rule is None or value is None:
-        return
+        return None
     kind, minimum = rule
     where = f"--{name.rstrip('_').replace('_', '-')} (config key {name})"
     if kind == "bool":
@@ -64,7 +80,8 @@ def check_value(name: str, value: Any) -> None:
     elif kind == "dict":
         ok = isinstance(value, dict)
     elif kind == "str list":
-        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and "=" in v for v in value)
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and "=" in v and v.split("=", 1)[0]
+                                                      for v in value)
     elif kind == "int list":
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     elif kind == "int":
@@ -73,16 +90,51 @@ def check_value(name: str, value: Any) -> None:
         ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and \
             math.isfinite(float(value))
     if not ok:
-        raise ValueError(f"{where} must be {_KIND_WORDS[kind]}, got {value!r}")
+        return f"{where} must be {_KIND_WORDS[kind]}, got {value!r}"
     if minimum is not None and value < minimum:
         bound = f">= {minimum:g}" if kind == "float" or minimum != 1 else "at least 1"
-        raise ValueError(f"{where} must be {bound}, got {value!r}")
+        return f"{where} must be {bound}, got {value!r}"
+    return None
 
 
 def check_values(config) -> None:
-    """:func:`check_value` for every field of a settings dataclass (training, attack, defense, robustness)."""
-    for f in dataclasses.fields(config):
-        check_value(f.name, getattr(config, f.name))
+    """:func:`check_value` for every field of a settings dataclass (training, attack, defense, robustness): one
+    ValueError that names every bad value."""
+    check_all([value_problem(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)])
+
+
+def _like_default(value: Any, default: Any) -> str | None:
+    """The kind of value a setting takes, judged by its default ("a number" for 0.9), when ``value`` is not of it;
+    None when it fits (or the default, None, says nothing)."""
+    import numbers
+
+    if default is None or value is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, numbers.Integral):
+        return None if isinstance(value, numbers.Integral) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, numbers.Real):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+        return None if ok else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a text"
+    if isinstance(default, (list, tuple)):
+        return None if isinstance(value, (list, tuple)) else "a list"
+    if isinstance(default, dict):
+        return None if isinstance(value, dict) else "a mapping of settings"
+    return None
+
+
+def type_problems(values: dict, defaults: dict, what: str) -> list[str]:
+    """Settings whose value is not of the kind of their default (``--option steps=fast`` for an integer setting),
+    one message each, naming ``what`` the setting belongs to."""
+    problems = []
+    for key, value in values.items():
+        kind = _like_default(value, defaults.get(key))
+        if kind is not None:
+            problems.append(f"{what}: {key} must be {kind} (default {defaults[key]!r}), got {value!r}")
+    return problems
 
 
 @dataclass
@@ -155,8 +207,9 @@ def check_settings(given, known, what: str, *, as_flags: bool = False) -> None:
         return
     listing = ", ".join(sorted(known))
     if as_flags:
-        flag = "--" + unknown[0].rstrip("_").replace("_", "-")
-        raise ValueError(f"{flag} does not apply to {what}; its settings: {listing}")
+        flags = ", ".join("--" + key.rstrip("_").replace("_", "-") for key in unknown)
+        raise ValueError(f"{flags} {'does' if len(unknown) == 1 else 'do'} not apply to {what}; its settings: "
+                         f"{listing}")
     raise ValueError(f"{what}: unknown setting(s) {', '.join(unknown)}; its settings: {listing}")
 
 
@@ -178,8 +231,14 @@ def resolve_settings(defaults: dict, *, what: str, presets: dict[str, dict] | No
     explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
     file_values = file_values or {}
     check_settings(presets[preset], defaults, f"{what} (preset {preset!r})")
-    check_settings(file_values, defaults, f"{what} ({file_name})")
-    check_settings(explicit, defaults, what, as_flags=explicit_as_flags)
+    problems = []  # every unknown key and every value of the wrong kind, in one message
+    for values, label, as_flags in ((file_values, f"{what} ({file_name})", False), (explicit, what, explicit_as_flags)):
+        try:
+            check_settings(values, defaults, label, as_flags=as_flags)
+        except ValueError as exc:
+            problems.append(str(exc))
+        problems += type_problems(values, defaults, label)
+    check_all(problems)
     return {**defaults, **presets[preset], **file_values, **explicit}
 
 
@@ -234,8 +293,15 @@ def resolve_config(cls=TrainConfig, overrides: dict | None = None, config_file: 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     file_values = load_yaml(config_file) if config_file else {}
     given = {**file_values, **overrides}
-    for key, value in given.items():  # types first: the preset choice reads them
-        check_value(key, value)
+    problems = [value_problem(key, value) for key, value in given.items()]  # types first: the preset choice reads them
+    if any(problems):  # every bad value and unknown key in one message
+        defaults = [f.name for f in dataclasses.fields(cls)]
+        for layer, what in ((file_values, f"training config (--config {config_file})"), (overrides, "training config")):
+            try:
+                check_settings(layer, defaults, what)
+            except ValueError as exc:
+                problems.append(str(exc))
+        check_all(problems)
     if given.get("dataset_dir") and "dataset" not in given and hasattr(cls, "dataset"):
         # --dataset-dir alone: a custom dataset (class count from the files), never the default catalog entry.
         overrides = {**overrides, "dataset": ""}
@@ -254,5 +320,11 @@ def save_config(config, path: str | Path) -> None:
 
 def config_from_dict(cls, data, source: str = "config"):
     """A settings dataclass from a mapping read from a file (``source`` names it in errors)."""
-    check_settings(_check_mapping(data, source), [f.name for f in dataclasses.fields(cls)], source)
+    names = [f.name for f in dataclasses.fields(cls)]
+    problems = [value_problem(key, value) for key, value in _check_mapping(data, source).items() if key in names]
+    try:
+        check_settings(data, names, source)
+    except ValueError as exc:
+        problems.append(str(exc))
+    check_all(problems)  # every unknown key and bad value at once
     return cls(**data)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.io import atomic_write_bytes
+from ..utils.io import atomic_write_bytes, load_npz
 
 
 def select_target_labels(query_labels: np.ndarray, db_labels: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
@@ -60,10 +60,14 @@ def load_or_create_targets(path: Path, query_labels: np.ndarray, db_labels: np.n
     """Targets of every query, drawn once per seed and saved at ``path`` (.npz); later calls reuse the file."""
     path = Path(path)
     if path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            targets = data["target_labels"]
-            if int(data["seed"]) == seed and targets.shape == np.asarray(query_labels).shape:
-                return targets
+        try:
+            data = load_npz(path)
+        except ValueError:  # a damaged file: the targets are drawn again (the same ones: they depend on the seed)
+            data = {}
+        targets = data.get("target_labels")
+        if targets is not None and "seed" in data and int(data["seed"]) == seed \
+                and targets.shape == np.asarray(query_labels).shape:
+            return targets
     targets, fallbacks = select_target_labels(query_labels, db_labels, seed)
     import io
 

@@ -19,21 +19,34 @@ def parse_budget(text: str) -> float:
     return value
 
 
-def parse_option(text: str) -> tuple[str, object]:
-    """KEY=VALUE with VALUE read as YAML (numbers, booleans, fractions like 8/255 as numbers)."""
+OPTION_VALUES = ("a value may be a number (fractions like 8/255 too), true or false, a text, or a YAML list or "
+                 "mapping such as [0.5, 0.75] or {a: 1}")
+
+
+def parse_option(text: str, flag: str = "--option") -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as YAML (numbers, booleans, fractions like 8/255 as numbers); a malformed one is a
+    one-line error naming the option and what a value may be (YAML tags such as !!python/... never construct
+    anything: they are refused too)."""
     import yaml
 
     from . import CommandError
 
-    if "=" not in text:
-        raise CommandError(f"--option expects KEY=VALUE, got {text!r}")
+    if "=" not in text or not text.split("=", 1)[0].strip():
+        raise CommandError(f"{flag} expects KEY=VALUE, got {text!r}")
     key, raw = text.split("=", 1)
+    key = key.strip()
     if "/" in raw:
         try:
-            return key.strip(), float(Fraction(raw))
+            return key, float(Fraction(raw))
         except (ValueError, ZeroDivisionError):
             pass
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.constructor.ConstructorError:
+        problem = "YAML tags such as !!python/... are not allowed"
+    except yaml.YAMLError as exc:
+        problem = f"not valid YAML: {' '.join(str(getattr(exc, 'problem', None) or 'unreadable').split())}"
+    raise CommandError(f"{flag} {key}: cannot read the value {raw[:80]!r} ({problem}); {OPTION_VALUES}")
 
 
 def register(sub) -> None:

@@ -40,20 +40,11 @@ def register(sub) -> None:
 
 
 def load_npy(path: Path, option: str) -> np.ndarray:
-    """Load a .npy file given on the command line; errors name the option and the file."""
-    from . import CommandError
+    """Load a .npy file given on the command line (:func:`saat.utils.io.load_npy`, the one .npy reader); errors
+    name the option and the file."""
+    from ..utils.io import load_npy as read_npy
 
-    if not path.exists():
-        raise CommandError(f"{option}: file not found: {path}")
-    if path.is_dir():
-        raise CommandError(f"{option}: {path} is a directory, expected a .npy file")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise CommandError(f"{option}: {path} is not a readable .npy array ({exc})") from None
-    if not isinstance(arr, np.ndarray):
-        raise CommandError(f"{option}: {path} holds several arrays (.npz); save one array with np.save")
-    return arr
+    return read_npy(path, option)
 
 
 def run(args: argparse.Namespace) -> int:

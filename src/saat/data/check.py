@@ -90,7 +90,8 @@ def check_folder(folder: str | os.PathLike, image_root: str | os.PathLike | None
                 continue
             seen_images.add(resolved)
             if not os.path.isfile(resolved):
-                findings.append(Finding("missing-image", f"{img_file}:{n}", f"{resolved} does not exist"))
+                findings.append(Finding("missing-image", f"{img_file}:{n}", f"{resolved} is a directory, not an image "
+                                        "file" if os.path.isdir(resolved) else f"{resolved} does not exist"))
             elif verify_images and (problem := image_problem(resolved)) is not None:
                 findings.append(Finding("unreadable-image", f"{img_file}:{n}", f"{resolved}: {problem}"))
     database = {path for path, *_ in entries["database"]}

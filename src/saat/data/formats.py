@@ -221,6 +221,10 @@ def _resolve(paths: list[str], numbers: list[int], list_file: Path, base: Path,
     if missing:
         i = missing[0]
         more = f"; {len(missing) - 1} more listed images are missing too" if len(missing) > 1 else ""
+        if os.path.isdir(resolved[i]):
+            raise FileNotFoundError(f"{list_file}, line {numbers[i]}: {resolved[i]} is a directory, not an image "
+                                    f"file: list each image file (relative paths are resolved against {base_str})"
+                                    f"{more}")
         raise FileNotFoundError(f"{list_file}, line {numbers[i]}: image not found: {resolved[i]} (relative paths "
                                 f"are resolved against {base_str}){more}")
     return resolved

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import load_file
 from ..errors import WeightsUnavailableError
 from ..utils.registry import Registry
 
@@ -45,10 +46,8 @@ def _torchvision_model(name: str, pretrained: bool, weights_path) -> nn.Module:
         path = Path(weights_path)
         if not path.is_file():
             raise FileNotFoundError(f"--backbone-weights: file not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"--backbone-weights: {path} is not a loadable state_dict ({exc})") from None
+        state = load_file(path, "loadable state_dict (--backbone-weights)",
+                          f"give torchvision's ImageNet weights of {name}, saved with torch.save(model.state_dict())")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         try:
             model.load_state_dict(state)

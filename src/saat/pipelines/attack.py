@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from ..attacks import ATTACKS, TABLE1_ATTACKS, TensorAttack, load_or_create_targets, query_subset
+from ..attacks import ATTACKS, TABLE1_ATTACKS, TensorAttack, load_or_create_targets
 from ..attacks.api import attack_evaluation
 from ..config import check_values, preset_settings
 from ..runs import AttackRecord, RunDir
@@ -25,7 +25,7 @@ from ..utils.dist import is_main_process
 from ..utils.images import save_example_grid
 from ..utils.io import atomic_save_npy, atomic_write_json, check_writable
 from ..utils.validation import check_name
-from .common import codes_for, encode_batch_size, load_run, open_dataset
+from .common import codes_for, encode_batch_size, load_run, open_dataset, pick_queries
 
 
 @dataclass
@@ -95,6 +95,8 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     """Attack ``run_dir``'s model with ``config`` (or keyword overrides of :class:`AttackConfig`)."""
     cfg = config or AttackConfig(**{k: v for k, v in overrides.items() if v is not None})
     method_cls = ATTACKS.get(cfg.method)
+    if cfg.name is not None:
+        check_name(cfg.name)  # before any encoding or attacking
     if write:
         check_writable(run_dir)  # before any encoding or attacking
     dev = resolve_device(device)
@@ -114,7 +116,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     query_codes, _ = codes_for(run, "query", ds.query, device=dev, batch_size=bs_enc, progress=progress,
                                model=system, tag=tag)
     db_labels = ds.database.labels.numpy()
-    picked = query_subset(len(ds.query), cfg.num_queries, cfg.seed)
+    picked = pick_queries(ds, cfg.num_queries, cfg.seed)
     query_labels = ds.query.labels.numpy()[picked]
     targets = None
     if cfg.targeted:

@@ -24,7 +24,7 @@ from ..runs import RunDir
 from ..utils import dist
 from ..utils.device import autocast
 from ..utils.dist import is_main_process
-from ..utils.io import atomic_save_npy, json_form, remove_stale_temps
+from ..utils.io import atomic_save_npy, json_form, load_npy, remove_stale_temps
 from ..utils.progress import progress_bar
 
 
@@ -141,7 +141,7 @@ def cached_codes(run_dir: Path, key: str, compute: Callable[[], torch.Tensor]) -
     cached = None
     if is_main_process() and path.is_file():
         try:
-            cached = np.load(path, allow_pickle=False)
+            cached = load_npy(path)
         except (OSError, ValueError):
             pass  # a damaged cache file is recomputed
     cached = dist.broadcast_object(cached)
@@ -201,6 +201,18 @@ def refuse_other_settings(path: Path, field: str, settings: dict, what: str) -> 
     if path.is_file() and json.loads(path.read_text()).get(field) != json_form(settings):
         raise FileExistsError(f"{path.parent} holds {what} with other settings; choose another --name or delete "
                               "that folder")
+
+
+def pick_queries(ds, num: int | None, seed: int) -> np.ndarray:
+    """The query indices a command attacks (:func:`saat.attacks.query_subset`); ``--num-queries`` above the
+    dataset's query count takes every query and says so on stderr, never silently."""
+    from ..attacks import query_subset
+
+    n = len(ds.query)
+    if num is not None and num > n and is_main_process():
+        print(f"note: --num-queries {num} is more than the {n:,} queries of {ds.name}; using all {n:,}",
+              file=sys.stderr, flush=True)
+    return query_subset(n, num, seed)
 
 
 def query_images(split, picked: np.ndarray, device: torch.device) -> torch.Tensor:

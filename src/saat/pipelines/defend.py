@@ -29,7 +29,7 @@ from ..utils.schedule import lr_milestones
 from .common import encode_batch_size, encode_split, load_run, open_dataset
 from .evaluate import evaluate
 from .loop import check_global_batches, data_parallel, run_epoch, training_loader
-from .train import read_log, restore_training_state, save_training_state, write_log
+from .train import note_damaged_model, read_log, restore_training_state, save_training_state, write_log
 
 
 @dataclass
@@ -108,6 +108,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     progress = progress and is_main_process()  # under torchrun only rank 0 reports
     if resume and is_main_process():
         remove_stale_temps(out_dir)  # left by a process killed mid-write
+        note_damaged_model(out_dir)
     source = load_run(run_dir, device)
     model, meta = source.model, source.metadata
     ds = open_dataset(source.config, source.image_size)

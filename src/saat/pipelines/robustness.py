@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..attacks import ATTACKS, load_or_create_targets, query_subset
+from ..attacks import ATTACKS, load_or_create_targets
 from ..config import DEMO_DATASETS, DEMO_EPS, check_values
 from ..robustness import ensemble, evaluate, format_card, format_matrix
 from ..runs import RunDir
@@ -22,7 +22,15 @@ from ..utils.dist import is_main_process
 from ..utils.io import atomic_save_npy, atomic_write_json, check_writable, json_form
 from ..utils.validation import check_name
 from .attack import evaluated_system
-from .common import codes_for, encode_batch_size, load_run, open_dataset, query_images, refuse_other_settings
+from .common import (
+    codes_for,
+    encode_batch_size,
+    load_run,
+    open_dataset,
+    pick_queries,
+    query_images,
+    refuse_other_settings,
+)
 
 __all__ = ["RobustnessConfig", "demo_overrides", "format_card", "format_matrix", "robustness_name", "run_robustness",
            "run_transfer"]
@@ -106,7 +114,7 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
                                model=system, tag=tag)
     db_codes, _ = codes_for(run, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress,
                             model=system, tag=tag)
-    picked = query_subset(len(ds.query), cfg.num_queries, cfg.seed)
+    picked = pick_queries(ds, cfg.num_queries, cfg.seed)
     images = query_images(ds.query, picked, dev)
     labels = ds.query.labels[torch.as_tensor(picked)].float()
     db_labels = ds.database.labels.numpy()
@@ -181,7 +189,7 @@ def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_qu
         db_codes, _ = codes_for(r, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress)
         parties.append(Party(label, r.model, torch.as_tensor(train_codes, dtype=torch.float32, device=dev),
                              ds.train.labels, db_codes, ds.database.labels))
-    picked = query_subset(len(ds.query), num_queries, seed)
+    picked = pick_queries(ds, num_queries, seed)
     images = query_images(ds.query, picked, dev)
     query_labels = ds.query.labels[torch.as_tensor(picked)].float()
     config = {"runs": [str(r) for r in run_dirs], "eps": settings["eps"], "num_queries": num_queries, "seed": seed,

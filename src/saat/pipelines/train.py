@@ -9,6 +9,7 @@ done ``model.pt`` (state_dict + metadata) and ``metrics.json`` (clean retrieval)
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .._version import __version__
-from ..checkpoint import load_file, save_file, save_model
+from ..checkpoint import load_file, load_model_file, save_file, save_model
 from ..config import TrainConfig, config_from_dict, load_yaml, resolve_config, save_config
 from ..runs import RunDir, TrainRecord
 from ..utils import dist
@@ -80,13 +81,27 @@ def save_training_state(path: Path, epoch: int, step: int, log: list[dict], **ob
 def restore_training_state(run_dir: Path, what: str, **objects) -> tuple[int, int, list[dict]]:
     """Load ``run_dir/checkpoint.pt`` into ``objects`` (by name) and the RNG; return (epoch, step, log): the log the
     checkpoint holds (checkpoints of earlier versions: train_log.jsonl cut back to the checkpoint's epoch)."""
-    state = load_file(RunDir(run_dir).checkpoint, what)
+    state = load_file(RunDir(run_dir).checkpoint, what, "restore it from a copy, or delete it and resume again (the "
+                      "training then starts over from epoch 0)")
     restore(objects, {k: v for k, v in state.items() if k != "train_log"})
     set_rng_state(state["rng"])
     epoch, step = int(state["epoch"]), int(state["step"])
     if isinstance(state.get("train_log"), list):
         return epoch, step, list(state["train_log"])
     return epoch, step, [r for r in read_log(RunDir(run_dir).train_log) if r.get("epoch", 0) <= epoch]
+
+
+def note_damaged_model(run_dir: Path) -> None:
+    """On ``--resume``: a ``model.pt`` that cannot be read is about to be rewritten (from ``checkpoint.pt`` when the
+    training is already done); say so on stderr rather than replace it silently."""
+    files = RunDir(run_dir)
+    if not is_main_process() or not files.model.is_file():
+        return
+    try:
+        load_model_file(files.model)
+    except (OSError, ValueError):
+        how = f"from {files.checkpoint.name}" if files.checkpoint.is_file() else "by training again from epoch 0"
+        print(f"note: {files.model} is damaged (unreadable); it is rebuilt {how}", file=sys.stderr, flush=True)
 
 
 def train(config: TrainConfig | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
@@ -150,6 +165,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     start_epoch = step = 0
     if resume and writer:
         remove_stale_temps(run_dir)  # left by a process killed mid-write
+        note_damaged_model(run_dir)
     if resume and (RunDir(run_dir).checkpoint).is_file():
         start_epoch, step, log = restore_training_state(run_dir, "training checkpoint", model=model, method=method,
                                                         optimizer=optimizer, scheduler=scheduler)

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..runs import RunDir
+from ..utils.io import load_npy, load_npz
 from .collect import ATTACK_NAMES, AttackResult, Run
+from .figures import save_figure
 
 TOP = 10
 MAX_QUERIES = 3
@@ -47,9 +49,9 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
         raise ExampleUnavailable(f"{what} missing ({path.name})")
     try:
-        return np.load(path, allow_pickle=False)
+        return load_npy(path)
     except (OSError, ValueError) as exc:
-        raise ExampleUnavailable(f"{what} unreadable ({path.name}: {exc})") from None
+        raise ExampleUnavailable(f"{what} unreadable ({exc})") from None
 
 
 def load_inputs(run: Run, attack: AttackResult, max_queries: int = MAX_QUERIES) -> ExampleInputs:
@@ -59,10 +61,12 @@ def load_inputs(run: Run, attack: AttackResult, max_queries: int = MAX_QUERIES) 
     if not npz.is_file():
         raise ExampleUnavailable("examples.npz missing (attack run by an older saat)")
     try:
-        with np.load(npz, allow_pickle=False) as ex:
-            ex_idx, benign, adversarial = ex["query_indices"], ex["benign"], ex["adversarial"]
-    except (OSError, ValueError, KeyError) as exc:
+        ex = load_npz(npz)
+        ex_idx, benign, adversarial = ex["query_indices"], ex["benign"], ex["adversarial"]
+    except (OSError, ValueError) as exc:
         raise ExampleUnavailable(f"examples.npz unreadable ({exc})") from None
+    except KeyError as exc:
+        raise ExampleUnavailable(f"examples.npz lacks the array {exc}") from None
     adv_codes = _load_npy(attack.files.adv_codes, "adversarial codes")
     attacked = _load_npy(attack.files.query_indices, "attacked query indices")
     digest = attack.record.checkpoint or run.checkpoint_hash
@@ -172,9 +176,7 @@ def retrieval_example_figure(path: Path, run: Run, attack: AttackResult, dataset
                               label="relevant (shares a label with the query)"),
                         Patch(facecolor="white", edgecolor=IRRELEVANT, linewidth=3, label="irrelevant")],
                loc="outside lower center", ncol=2, fontsize=9, frameon=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)
 
 
 def _show(ax, img, frame: str, title: str | None) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..utils.io import atomic_write_bytes
 from .collect import ATTACK_NAMES, AttackResult, Run, curve_of
 from .select import describe
 
@@ -35,6 +37,14 @@ class Panel:
     ylim: tuple[float, float] | None = (0.0, 1.02)
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG like every other file: rendered in memory, then written atomically (a full
+    disk or a kill leaves no partial figure, and the error names ``path``)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def draw_panels(path: Path, title: str, panels: list[Panel]) -> Path:
     from matplotlib.figure import Figure
 
@@ -54,9 +64,7 @@ def draw_panels(path: Path, title: str, panels: list[Panel]) -> Path:
         if panel.series:
             ax.legend(fontsize=8, loc="best")
     fig.suptitle(title, fontsize=12)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)
 
 
 def attack_label(a: AttackResult) -> str:
@@ -140,6 +148,4 @@ def heatmap_figure(path: Path, title: str, names: list[str], clean: list[float],
             ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
     fig.colorbar(image, ax=ax, label="mAP")
     ax.set_title(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)

@@ -27,7 +27,7 @@ from ..attacks.base import frozen_eval
 from ..attacks.losses import mainstay_loss
 from ..attacks.mainstay import mainstay_codes
 from ..retrieval import average_precision, random_ranking_map
-from ..utils.io import atomic_save_npy, atomic_write_json, json_form
+from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
 from ..utils.progress import progress_bar
 from ..utils.rng import derive_seed, seeded_generator
 from ..utils.validation import check_eps, check_images, check_labels, codes_tensor
@@ -145,7 +145,10 @@ def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed
         if codes_file.is_file() and info_file.is_file():
             info = json.loads(info_file.read_text())
             if info.get("settings") == json_form({**settings, "eps": eps, "seed": seed}):
-                return np.load(codes_file, allow_pickle=False), info
+                try:
+                    return load_npy(codes_file), info
+                except ValueError:  # a damaged resume file: the attack runs again
+                    pass
     crafter = problem.crafter if model is None else PassCounter(model)
     start_f, start_b = crafter.forwards, crafter.backwards
     all_settings = {**problem.overrides.get(attack, {}), **settings, "eps": eps}

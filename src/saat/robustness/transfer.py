@@ -15,7 +15,7 @@ import torch
 
 from ..attacks.api import TensorAttack, system_codes
 from ..retrieval import average_precision
-from ..utils.io import atomic_save_npy, atomic_write_json, json_form
+from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
 from ..utils.progress import progress_bar
 from ..utils.validation import check_eps, check_images, check_labels
 
@@ -73,8 +73,11 @@ def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: 
         if adv_file is not None and adv_file.is_file() and info_file.is_file():
             info = json.loads(info_file.read_text())
             if info.get("key") == key:
-                adv = torch.from_numpy(np.load(adv_file, allow_pickle=False)).to(x.device)
-                seconds.append(info["seconds"])
+                try:
+                    adv = torch.from_numpy(load_npy(adv_file)).to(x.device)
+                    seconds.append(info["seconds"])
+                except ValueError:  # a damaged resume file: this source is crafted again
+                    adv = None
         if adv is None:
             start = time.perf_counter()
             atk = TensorAttack("mainstay", source.model, eps=None, steps=None,

@@ -154,6 +154,75 @@ def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
     return _atomic(path, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False), "wb")
 
 
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _numpy_file(path: Path, what: str, magic: bytes, kind: str) -> str:
+    """The prefix of every error about ``path`` ("WHAT: PATH"), after refusing a missing file, a folder, and a file
+    whose first bytes are not ``magic`` (numpy would then try to unpickle it, and advise loading it unsafely)."""
+    where = f"{what}: {path}" if what else str(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what + ': ' if what else ''}file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{where} is a directory, expected a {kind} file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    if head[:len(magic)] != magic:
+        if kind == ".npy" and head[:len(ZIP_MAGIC)] == ZIP_MAGIC:
+            raise ValueError(f"{where} holds several arrays (.npz); save one array with numpy.save")
+        noun, save = ("array", "numpy.save") if kind == ".npy" else ("archive", "numpy.savez")
+        raise ValueError(f"{where} is not a {kind} {noun} (it does not start with the {kind} signature); write it "
+                         f"with {save}")
+    return where
+
+
+def _array_error(where: str, kind: str, exc: Exception) -> ValueError:
+    text = " ".join(str(exc).split())
+    if "pickle" in text.lower() or "object arrays" in text.lower():
+        return ValueError(f"{where} holds Python objects (an object array), which saat never loads; save a numeric "
+                          f"array")
+    return ValueError(f"{where} is damaged or truncated (numpy: {text[:160]}); write it again")
+
+
+def load_npy(path: str | os.PathLike, what: str = "") -> Any:
+    """The array of the .npy file ``path``, never unpickling anything. Every reader of .npy files uses it, so that a
+    file that is not one (random bytes, a text, a .npz archive, an object array, a truncated file) is one ValueError
+    that names ``what`` (e.g. the option) and the file, and says what it is instead."""
+    import numpy as np
+
+    path = Path(path)
+    where = _numpy_file(path, what, NPY_MAGIC, ".npy")
+    try:
+        return np.load(path, allow_pickle=False)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    except (ValueError, EOFError) as exc:
+        raise _array_error(where, ".npy", exc) from None
+
+
+def load_npz(path: str | os.PathLike, what: str = "") -> dict[str, Any]:
+    """Every array of the .npz archive ``path`` (read now, the file closed), with the errors of :func:`load_npy`."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    where = _numpy_file(path, what, ZIP_MAGIC, ".npz")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except OSError as exc:
+        if exc.errno is None:
+            raise _array_error(where, ".npz", exc) from None
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    except (ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise _array_error(where, ".npz", exc) from None
+
+
 def json_form(obj: Any) -> Any:
     """``obj`` as it reads back from a JSON file written by :func:`atomic_write_json` (tuples as lists, numpy values
     as plain ones): what settings stored in a file are compared with."""
