@@ -67,9 +67,20 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state`. A run may resume where another number of GPUs is visible (a different machine,
+    world size or ``CUDA_VISIBLE_DEVICES``): the states of the first ``min(saved, visible)`` GPUs are restored, and
+    the difference is said on stderr (the GPUs' own generators drive only dropout on them; seeded draws do not use
+    them)."""
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = list(state.get("cuda") or [])
+    if not saved or not torch.cuda.is_available():
+        return
+    visible = torch.cuda.device_count()
+    for index in range(min(len(saved), visible)):
+        torch.cuda.set_rng_state(saved[index], index)
+    if len(saved) != visible and is_main_process():
+        print(f"note: the checkpoint holds the CUDA generator states of {len(saved)} GPU(s) and {visible} are "
+              f"visible now; restored {min(len(saved), visible)}", file=sys.stderr, flush=True)
 
 
 def save_training_state(path: Path, epoch: int, step: int, log: list[dict], **objects) -> None:

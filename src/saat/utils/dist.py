@@ -94,9 +94,14 @@ def _destroy() -> None:
 
 
 def device_for_rank(device: torch.device) -> torch.device:
-    """Under torchrun, a CUDA device without an index means this process's GPU, ``cuda:LOCAL_RANK``."""
-    if is_distributed() and device.type == "cuda" and device.index is None:
-        return torch.device("cuda", local_rank())
+    """Under torchrun, a CUDA device without an index means this process's GPU, ``cuda:LOCAL_RANK``. An explicit
+    ``cuda:K`` with several processes is refused: it would put every rank on GPU K (NCCL then fails or hangs)."""
+    if is_distributed() and device.type == "cuda":
+        if device.index is None:
+            return torch.device("cuda", local_rank())
+        raise ValueError(f"--device {device} under torchrun would put all {world_size()} processes on GPU "
+                         f"{device.index}: use --device cuda (each process takes cuda:LOCAL_RANK), and choose the "
+                         "GPUs with CUDA_VISIBLE_DEVICES")
     return device
 
 
