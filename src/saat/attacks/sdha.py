@@ -17,6 +17,19 @@ def _positives(labels: torch.Tensor, train_labels: torch.Tensor) -> torch.Tensor
     return ((labels @ train_labels.T) > 0).to(labels.dtype)
 
 
+def _per_bit_terms(q: torch.Tensor, targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summand of ``D`` for one bit, as a function of q (B, K), at ``r = +1`` and at ``r = -1``."""
+    terms = []
+    for r in (1.0, -1.0):
+        diff = (q - r).abs()
+        if targeted:
+            terms.append(0.5 * diff * torch.sigmoid(-10 * r * q))
+        else:
+            s = torch.sigmoid(5 * r * q)
+            terms.append(0.5 * diff * s + (1 - s))
+    return terms[0], terms[1]
+
+
 def sdha_surrogate(q: torch.Tensor, codes: torch.Tensor, positive: torch.Tensor, targeted: bool) -> torch.Tensor:
     """SDHA's weighted distance between outputs q (B, K) and the positives' codes (N, K), averaged over each row's
     positives (rows without positives give 0), then over the batch.
@@ -24,13 +37,15 @@ def sdha_surrogate(q: torch.Tensor, codes: torch.Tensor, positive: torch.Tensor,
     untargeted: ``D = 1/2 sum_k |q - r| sigmoid(5 q r) + sum_k (1 - sigmoid(5 q r))``, weight
     ``(d_H(sign q, r) + 1e-8)^-0.5`` (to be maximised); targeted: ``D = 1/2 sum_k |q - r| sigmoid(-10 q r)``,
     weight ``d_H^0.3`` (to be minimised). Weights carry no gradient. All pairs of a batch at once.
+
+    ``codes`` must hold only +1 and -1 (the callers' training codes and sign codes; :class:`SDHAAttack` checks
+    once per attack call). Then each bit's summand ``g(q_k, r_k)`` is affine in ``r_k``:
+    ``g(q_k, r_k) = (g(q_k, +1) + g(q_k, -1)) / 2 + r_k (g(q_k, +1) - g(q_k, -1)) / 2``, so
+    ``D(q_i, r_n) = sum_k (g+ + g-)_ik / 2 + sum_k (g+ - g-)_ik r_nk / 2``: a (B, 1) row sum plus one (B, K) @ (K, N)
+    product. No (B, N, K) tensor is formed, forward or backward.
     """
-    qr = q[:, None, :] * codes[None, :, :]  # (B, N, K)
-    diff = (q[:, None, :] - codes[None, :, :]).abs()
-    if targeted:
-        dist = 0.5 * (diff * torch.sigmoid(-10 * qr)).sum(-1)
-    else:
-        dist = 0.5 * (diff * torch.sigmoid(5 * qr)).sum(-1) + (1 - torch.sigmoid(5 * qr)).sum(-1)
+    plus, minus = _per_bit_terms(q, targeted)  # (B, K) each: g(q, +1), g(q, -1)
+    dist = (0.5 * (plus + minus)).sum(1, keepdim=True) + (0.5 * (plus - minus)) @ codes.T  # (B, N)
     with torch.no_grad():
         sign_q = sign_codes(q)
         hamming = 0.5 * (q.shape[1] - sign_q @ codes.T)
@@ -62,6 +77,9 @@ class SDHAAttack(AttackMethod):
         """(codes (N', K), positive (B, N')): the training codes and which of them are each row's positives. For an
         untargeted attack, rows without a training positive get their own benign code appended as their positive."""
         codes = self.ctx.train_codes
+        if not bool(((codes == 1) | (codes == -1)).all()):  # sdha_surrogate's precondition, once per attack call
+            raise ValueError("the SDHA attack needs training codes of +1 and -1 only (hash codes, not continuous "
+                             "outputs); binarise them with saat.utils.codes.sign_codes")
         positive = _positives(labels, self.ctx.train_labels)
         lonely = positive.sum(1) == 0
         if self.is_targeted or not bool(lonely.any()):
