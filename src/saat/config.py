@@ -171,7 +171,7 @@ class TrainConfig:
     topk: int | None = None  # None: the dataset's default topK
     evaluate: bool = True  # clean retrieval metrics at the end of training
     eval_batch_size: int | None = None  # None: 256 on accelerators, 64 on CPU (measured faster there)
-    log_every: int = 50
+    log_every: int = 50  # a step record in train_log.jsonl, and the one host read of the loss terms, every N steps
     preset: str = "paper"
 
     def __post_init__(self):

@@ -69,11 +69,13 @@ class DIFGSM(PGD):
     def settings_record(self) -> dict:
         return {**super().settings_record(), "diversity_prob": self.diversity_prob, "resize_rate": self.resize_rate}
 
+    # The draws come from the attack's CPU generator (never the device): ``tolist`` takes the numbers from host
+    # memory, as CgAT's augmentation does.
     def _randint(self, low: int, high: int) -> int:
-        return int(torch.randint(low, high, (1,), generator=self.rng))
+        return torch.randint(low, high, (1,), generator=self.rng).tolist()[0]
 
     def diversity(self, x: torch.Tensor) -> torch.Tensor:
-        if float(torch.rand(1, generator=self.rng)) >= self.diversity_prob:
+        if torch.rand(1, generator=self.rng).tolist()[0] >= self.diversity_prob:
             return x
         h, w = x.shape[-2:]
         side = self._randint(int(self.resize_rate * min(h, w)), min(h, w))
@@ -249,15 +251,17 @@ class APGD(Attack):
             loss, g = self._loss(x_adv, objective, i, grad=True)
             if best is None:
                 best, best_then, g_best = loss.clone(), loss.clone(), g.clone()
-            better = loss < best
-            x_best[better], g_best[better], best = x_adv[better], g[better], torch.where(better, loss, best)
+            better = loss < best  # kept on the device: masked selections, never a boolean index (a host read)
+            x_best = torch.where(better.view(shape), x_adv, x_best)
+            g_best = torch.where(better.view(shape), g, g_best)
+            best = torch.where(better, loss, best)
             successes += 1.0 if prev_loss is None else (loss < prev_loss).float()
             prev_loss = loss
             since += 1
             if i in checkpoints:
                 flat = eta.view(-1)
                 halve = (successes < self.rho * since) | ((flat == eta_then.view(-1)) & (best == best_then))
-                eta[halve] /= 2
+                eta = torch.where(halve.view(shape), eta / 2, eta)
                 x_adv = torch.where(halve.view(shape), x_best, x_adv)
                 x_prev = torch.where(halve.view(shape), x_best, x_prev)
                 g = torch.where(halve.view(shape), g_best, g)
@@ -272,6 +276,4 @@ class APGD(Attack):
                                       x)
             x_prev, x_adv = x_adv, x_next
         loss, _ = self._loss(x_adv, objective, self.steps - 1, grad=False)
-        better = loss < best
-        x_best[better] = x_adv[better]
-        return x_best
+        return torch.where((loss < best).view(shape), x_adv, x_best)

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from ..data import EpochShuffleSampler, to_device_batch
 from ..utils.codes import sign_codes
+from ..utils.meters import DeviceSums, read_scalars
 from ..utils.progress import progress_bar
 from ..utils.resume import Checkpointer
 from ..utils.rng import derive_seed, seeded_generator, seeded_init
@@ -70,13 +71,15 @@ def _stream_seed(seed: int, stream: int) -> int:
     return derive_seed(seed, stream)
 
 
-def _num(t: torch.Tensor) -> float:
-    return float(t.detach())
+def _terms(**values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Logged loss terms, detached and left on the device: the training loops read them on the host only where they
+    log them (every read of a device value waits for the device, utils/meters.py)."""
+    return {k: v.detach() for k, v in values.items()}
 
 
-def prototype_loss(net: PrototypeNet, labels: torch.Tensor, train_codes: torch.Tensor,
-                   train_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """DPSH pairwise likelihood of the prototypes against the training codes + label MSE + quantisation."""
+def prototype_terms(net: PrototypeNet, labels: torch.Tensor, train_codes: torch.Tensor,
+                    train_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`prototype_loss` with its terms left on the device (0-d tensors)."""
     _, p, y_hat = net(labels)
     similar = (labels @ train_labels.T > 0).to(p.dtype)
     theta = 0.5 * p @ train_codes.T
@@ -84,7 +87,15 @@ def prototype_loss(net: PrototypeNet, labels: torch.Tensor, train_codes: torch.T
     label_mse = F.mse_loss(y_hat, labels)
     quantisation = (sign_codes(p.detach()) - p).pow(2).sum(1).mean() * QUANTISATION_SCALE
     loss = likelihood + label_mse + quantisation
-    return loss, {"likelihood": _num(likelihood), "label_mse": _num(label_mse), "quantisation": _num(quantisation)}
+    return loss, _terms(likelihood=likelihood, label_mse=label_mse, quantisation=quantisation)
+
+
+def prototype_loss(net: PrototypeNet, labels: torch.Tensor, train_codes: torch.Tensor,
+                   train_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """DPSH pairwise likelihood of the prototypes against the training codes + label MSE + quantisation; the
+    terms as floats (read on the host)."""
+    loss, terms = prototype_terms(net, labels, train_codes, train_labels)
+    return loss, read_scalars(terms)
 
 
 def prototype_lr_factor(step: int, steps: int) -> float:
@@ -110,12 +121,13 @@ def lsgan_loss(scores: torch.Tensor, labels: torch.Tensor, real: bool) -> torch.
 
 
 def prototype_step(net: PrototypeNet, opt: torch.optim.Optimizer, labels: torch.Tensor, train_codes: torch.Tensor,
-                   train_labels: torch.Tensor) -> dict[str, float]:
-    loss, terms = prototype_loss(net, labels, train_codes, train_labels)
+                   train_labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One PrototypeNet step; returns its loss terms on the device."""
+    loss, terms = prototype_terms(net, labels, train_codes, train_labels)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return {"loss": _num(loss), **terms}
+    return {**_terms(loss=loss), **terms}
 
 
 def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache: CachedTraining) -> dict:
@@ -138,10 +150,11 @@ def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache
             group["lr"] = lr * prototype_lr_factor(step, steps)
         pick = torch.randint(pool.shape[0], (batch,), generator=rng).to(pool.device)
         terms = prototype_step(net, opt, pool[pick], ctx.train_codes, ctx.train_labels)
-        if (step + 1) % every == 0 or step + 1 == steps:
-            log.append({"step": step + 1, **terms})
+        if (step + 1) % every == 0 or step + 1 == steps:  # the one host read of the terms: a logged step
+            values = read_scalars(terms)
+            log.append({"step": step + 1, **values})
+            bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
         bar.update(1)
-        bar.set_postfix(loss=f"{terms['loss']:.4f}", refresh=False)
         ckpt.after(step + 1, steps, seconds=seconds + time.perf_counter() - t0, log=log)
     bar.close()
     net.eval()
@@ -149,8 +162,9 @@ def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache
 
 
 def gan_step(nets: dict, opts: dict, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
-             step: int) -> dict[str, float]:
-    """One generator step (and a discriminator step first when ``step % d_every == 0``) on a batch."""
+             step: int) -> dict[str, torch.Tensor]:
+    """One generator step (and a discriminator step first when ``step % d_every == 0``) on a batch; returns its
+    loss terms on the device."""
     generator, discriminator, prototype_net, model = (nets["generator"], nets["discriminator"],
                                                       nets["prototype_net"], nets["model"])
     with torch.no_grad():
@@ -159,7 +173,7 @@ def gan_step(nets: dict, opts: dict, x: torch.Tensor, y: torch.Tensor, target: t
     x_pm = 2.0 * x - 1.0
     x_adv = adversarial_images(generator(x_pm, feature), x, float(opts["eps"]), bool(opts["bounded"]))
     fake_pm = 2.0 * x_adv - 1.0
-    terms: dict[str, float] = {}
+    terms: dict[str, torch.Tensor] = {}
     if step % int(opts["d_every"]) == 0:
         discriminator.requires_grad_(True)
         d_loss = 0.5 * (lsgan_loss(discriminator(x_pm), y, real=True)
@@ -167,7 +181,7 @@ def gan_step(nets: dict, opts: dict, x: torch.Tensor, y: torch.Tensor, target: t
         nets["opt_d"].zero_grad(set_to_none=True)
         d_loss.backward()
         nets["opt_d"].step()
-        terms["d_loss"] = _num(d_loss)
+        terms.update(_terms(d_loss=d_loss))
     discriminator.requires_grad_(False)  # the generator's step leaves the discriminator's .grad alone
     adv = lsgan_loss(discriminator(fake_pm), target, real=True)
     reconstruction = F.mse_loss(fake_pm, x_pm)
@@ -177,15 +191,15 @@ def gan_step(nets: dict, opts: dict, x: torch.Tensor, y: torch.Tensor, target: t
     nets["opt_g"].zero_grad(set_to_none=True)
     g_loss.backward()
     nets["opt_g"].step()
-    terms.update(g_loss=_num(g_loss), hash_loss=_num(hash_loss), reconstruction=_num(reconstruction),
-                 adv_loss=_num(adv))
+    terms.update(_terms(g_loss=g_loss, hash_loss=hash_loss, reconstruction=reconstruction, adv_loss=adv))
     return terms
 
 
 def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, prototype_net: PrototypeNet,
               ctx: AttackContext, opts: dict, cache: CachedTraining) -> dict:
     """Train the generator against the frozen attacked model (resuming ``cache``'s partial checkpoint if any);
-    returns the final cache entry (the generator's weights, time, a per-epoch loss log)."""
+    returns the final cache entry (the generator's weights, time, a per-epoch loss log). The loss terms are summed
+    on the device and read on the host only at the end of an epoch and at a partial checkpoint."""
     split, device = ctx.train_split, ctx.device
     n, batch = len(split), int(opts["gan_batch"])
     per_epoch = math.ceil(n / batch)
@@ -201,7 +215,8 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
                          "rng": rng}, load=cache.load_partial, save=cache.save_partial,
                         every=int(opts["gan_checkpoint_every"]))
     start, saved = ckpt.resume()
-    seconds, log, sums = float(saved.get("seconds", 0.0)), list(saved.get("log", [])), dict(saved.get("sums", {}))
+    seconds, log, totals = float(saved.get("seconds", 0.0)), list(saved.get("log", [])), dict(saved.get("sums", {}))
+    sums = DeviceSums(totals)  # this epoch's {term: (sum, count)} so far, on the device
     nets = {"generator": generator, "discriminator": discriminator, "prototype_net": prototype_net,
             "model": ctx.model, "opt_g": opt_g, "opt_d": opt_d}
     sampler = EpochShuffleSampler(n, _stream_seed(ctx.seed, _DATA_ORDER))
@@ -223,16 +238,18 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
                 for group in opt.param_groups:
                     group["lr"] = lr * gan_lr_factor(step, steps)
             terms = gan_step(nets, opts, x, y, target, step)
-            for key, value in terms.items():
-                total, count = sums.get(key, (0.0, 0))
-                sums[key] = (total + value, count + 1)
-            if b + 1 == per_epoch:
-                log.append({"epoch": epoch + 1, **{k: t / c for k, (t, c) in sums.items()}})
-                sums = {}
+            sums.add(terms)
+            epoch_end = b + 1 == per_epoch
+            if epoch_end or ckpt.due(step + 1, steps) or step + 1 == steps:  # the host reads of the terms
+                totals = sums.read()
+                shown = read_scalars({k: terms[k] for k in ("hash_loss", "reconstruction")})
+                bar.set_postfix(hash=f"{shown['hash_loss']:.3f}", rec=f"{shown['reconstruction']:.4f}",
+                                refresh=False)
+                if epoch_end:
+                    log.append({"epoch": epoch + 1, **{k: t / c for k, (t, c) in totals.items()}})
+                    sums, totals = DeviceSums(), {}
             bar.update(1)
-            bar.set_postfix(hash=f"{terms['hash_loss']:.3f}", rec=f"{terms['reconstruction']:.4f}",
-                            refresh=False)
-            ckpt.after(step + 1, steps, seconds=seconds + time.perf_counter() - t0, log=log, sums=sums)
+            ckpt.after(step + 1, steps, seconds=seconds + time.perf_counter() - t0, log=log, sums=totals)
     bar.close()
     generator.eval()
     return {"generator": generator.state_dict(), "seconds": seconds + time.perf_counter() - t0, "log": log}

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.codes import sign_codes
+from ..utils.meters import read_scalars
 from ..utils.progress import progress_bar
 from ..utils.resume import Checkpointer
 from ..utils.rng import seeded_generator
@@ -49,19 +50,18 @@ class PrototypeNet(nn.Module):
         return torch.tanh(self.hash(self.feature(labels)))
 
 
-def _pooled_logsumexp(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-    """logsumexp of ``values`` over the entries where ``mask`` holds, all rows pooled; None for an empty mask
-    (the logsumexp of nothing is -inf, and softplus(-inf) = 0)."""
-    if not bool(mask.any()):
-        return None
-    return torch.logsumexp(values[mask], dim=0)
+def _pooled_logsumexp(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """logsumexp of ``values`` over the entries where ``mask`` holds, all rows pooled (the other entries are -inf,
+    which add exp(-inf) = 0): -inf for an empty mask. Nothing is read on the host, and the masked entries get a
+    gradient of exactly 0."""
+    return torch.logsumexp(values.masked_fill(~mask, float("-inf")).reshape(-1), dim=0)
 
 
 def prototype_loss(p: torch.Tensor, labels: torch.Tensor, codes: torch.Tensor, code_labels: torch.Tensor, *,
                    gamma: float = 1.0, quant_weight: float = 1e-4) -> torch.Tensor:
     """THA's PrototypeNet objective (module docstring) of prototypes ``p`` (B, K) for label vectors ``labels``
     (B, C) against +-1 ``codes`` (N, K) with labels ``code_labels`` (N, C). A batch without positive or without
-    negative pairs has pair term 0 (the logsumexp of an empty side is -inf)."""
+    negative pairs has pair term 0 (the logsumexp of an empty side is -inf), decided on the device (no host read)."""
     b, k = p.shape
     s = p @ codes.T / k
     positive = (labels @ code_labels.T) > 0
@@ -70,9 +70,8 @@ def prototype_loss(p: torch.Tensor, labels: torch.Tensor, codes: torch.Tensor, c
     lse_neg = _pooled_logsumexp(gamma * a_n * s, ~positive)
     lse_pos = _pooled_logsumexp(-gamma * a_p * s, positive)
     quantisation = (sign_codes(p.detach()) - p).pow(2).sum() * quant_weight / b
-    if lse_neg is None or lse_pos is None:
-        return quantisation
-    return F.softplus(lse_neg + lse_pos) / b + quantisation
+    both_sides = positive.any() & (~positive).any()
+    return torch.where(both_sides, F.softplus(lse_neg + lse_pos) / b, 0.0) + quantisation
 
 
 def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torch.Tensor,
@@ -81,7 +80,8 @@ def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torc
                         seed: int, cache: CachedTraining, progress: bool = False, save_every: int = 500) -> None:
     """THA's PrototypeNet training: ``steps`` Adam steps (betas 0.5, 0.999) on batches of ``batch`` label vectors
     drawn uniformly with replacement (seeded) from ``label_pool`` (the distinct database label vectors), lr x 0.1
-    at each fraction in ``milestones`` of the steps. Resumable from ``cache``'s partial checkpoint."""
+    at each fraction in ``milestones`` of the steps. Resumable from ``cache``'s partial checkpoint. The loss is read
+    on the host (for the progress bar, when it shows) only every ``save_every`` steps and at the end."""
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=ADAM_BETAS)
     gen = seeded_generator(seed)
     decay_at = lr_milestones(milestones, steps)
@@ -100,7 +100,8 @@ def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torc
         loss.backward()
         opt.step()
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if not bar.disable and ((step + 1) % ckpt.every == 0 or step + 1 == steps):
+            bar.set_postfix(loss=f"{read_scalars({'loss': loss})['loss']:.4f}", refresh=False)
         ckpt.after(step + 1, steps)
     bar.close()
     net.eval()

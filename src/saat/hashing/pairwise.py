@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.codes import sign_codes
-from ..utils.dist import batch_sum, gather_batch
+from ..utils.dist import batch_sum, gather_batch, global_count
 from .base import PairwiseMethod, register_method
 from .codes import seeded_generator
 
@@ -93,8 +93,9 @@ class HashNet(PairwiseMethod):
     def pair_loss(self, h, U, S):
         theta = (self.scale / self.bits) * (h @ U.T)
         pair = F.softplus(-theta.abs()) + theta.clamp_min(0) - S * theta
-        # The weights count the pairs of the whole (global) batch; the mean below runs over this rank's share.
-        total = batch_sum(S.numel())
+        # The weights count the pairs of the whole (global) batch; the mean below runs over this rank's share. The
+        # shares of a global batch are equal (GlobalBatchShards), so its pair count needs no collective (and no read).
+        total = global_count(S.shape[0]) * S.shape[1]
         n_similar = batch_sum(S.sum())
         w_similar = total / n_similar.clamp_min(1)
         w_dissimilar = total / (total - n_similar).clamp_min(1)
@@ -113,7 +114,8 @@ class HSWD(HashNet):
     distance between the batch's per-bit distribution and the balanced binary one. The samples of call t come
     from a generator seeded by (``swd_seed``, t) with ``swd_seed = seed``; both ``swd_seed`` and the call counter
     ``swd_calls`` are buffers, so a run resumed from a state_dict draws exactly the samples an uninterrupted run
-    would have drawn.
+    would have drawn. A call never reads them from the device: the generator is seeded from a host copy of the two,
+    taken at construction and after each ``load_state_dict``.
     """
 
     def __init__(self, *, bits: int, n_classes: int, n_train: int, seed: int = 0, scale: float = 10.0,
@@ -124,6 +126,11 @@ class HSWD(HashNet):
         self.swd_weight = float(swd_weight)
         self.register_buffer("swd_seed", torch.tensor(seed, dtype=torch.long))
         self.register_buffer("swd_calls", torch.zeros((), dtype=torch.long))
+        self._host_counter: tuple[int, int] | None = (self.seed, 0)  # (swd_seed, swd_calls); None: read the buffers
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._host_counter = None  # the loaded buffers are read (once) at the next call
+        super()._load_from_state_dict(*args, **kwargs)
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -131,8 +138,12 @@ class HSWD(HashNet):
 
     def binary_samples(self, n: int) -> torch.Tensor:
         """The (n, K) +-1 samples of the next call (advances ``swd_calls``)."""
-        generator = seeded_generator(int(self.swd_seed), "hswd/samples", int(self.swd_calls))
+        if self._host_counter is None:
+            self._host_counter = (int(self.swd_seed), int(self.swd_calls))
+        seed, calls = self._host_counter
+        generator = seeded_generator(seed, "hswd/samples", calls)
         self.swd_calls += 1
+        self._host_counter = (seed, calls + 1)
         return (torch.rand(n, self.bits, generator=generator) < 0.5).float() * 2 - 1
 
     def pair_loss(self, h, U, S):

@@ -16,10 +16,37 @@ from ..defenses.comdefend import DEFAULTS, DEMO_DEFAULTS, NOISE_STD, ComDefend
 from ..runs import RunDir
 from ..utils.device import resolve_device
 from ..utils.dist import is_main_process
+from ..utils.meters import DeviceSums
 from ..utils.progress import progress_bar
 from ..utils.resume import Checkpointer
 from ..utils.rng import seeded_generator
 from .common import load_run, open_dataset
+
+
+def comdefend_epoch(net: ComDefend, opt: torch.optim.Optimizer, loader, noise_gen: torch.Generator, *,
+                    code_weight: float, device: torch.device, bar=None) -> float:
+    """One training pass of the purifier over ``loader``: per batch, ``MSE(reconstruction, x) + code_weight *
+    mean(z^2)`` with the seeded training noise. Returns the mean loss per image, read on the host once, at the end
+    (the per-batch losses are summed on the device); ``bar`` (a progress bar) is advanced per batch."""
+    net.train()
+    sums, n = DeviceSums(), 0
+    for batch in loader:
+        x, _, _ = to_device_batch(batch, device)
+        z_shape = (x.shape[0], 12, *x.shape[-2:])
+        noise = generator_normal(z_shape, NOISE_STD, noise_gen, device)
+        rec, z = net(x, noise=noise)
+        loss = (rec - x).pow(2).mean() + code_weight * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sums.add({"loss": loss}, weight=x.shape[0])
+        n += x.shape[0]
+        if bar is not None:
+            bar.update(1)
+    total = sums.read().get("loss", (0.0, 0))[0]
+    if bar is not None:
+        bar.set_postfix(loss=f"{total / max(n, 1):.4f}", refresh=False)
+    return total / max(n, 1)
 
 
 def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float | None = None,
@@ -56,25 +83,12 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
     start, saved = ckpt.resume()
     log = list(saved.get("log", []))
     for epoch in range(start, epochs):
-        net.train()
-        t0, total, n = time.perf_counter(), 0.0, 0
+        t0 = time.perf_counter()
         loader = make_loader(train_split, batch_size, shuffle=True, seed=seed, epoch=epoch)
         bar = progress_bar(total=len(loader), desc=f"comdefend epoch {epoch + 1}", unit="batch", disable=not progress)
-        for batch in loader:
-            x, _, _ = to_device_batch(batch, dev)
-            z_shape = (x.shape[0], 12, *x.shape[-2:])
-            noise = generator_normal(z_shape, NOISE_STD, noise_gen, dev)
-            rec, z = net(x, noise=noise)
-            loss = (rec - x).pow(2).mean() + code_weight * z.pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * x.shape[0]
-            n += x.shape[0]
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+        loss = comdefend_epoch(net, opt, loader, noise_gen, code_weight=code_weight, device=dev, bar=bar)
         bar.close()
-        log.append({"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0})
+        log.append({"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - t0})
         if progress:
             print(f"comdefend epoch {epoch + 1}/{epochs}: loss {log[-1]['loss']:.5f}")
         ckpt.after(epoch + 1, epochs, settings=settings, log=log)

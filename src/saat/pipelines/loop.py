@@ -8,7 +8,6 @@ sync=GradientSync(...))`` runs each step as a sharded step and averages gradient
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -17,6 +16,7 @@ import torch
 from ..data import EpochShuffleSampler, make_loader, to_device_batch
 from ..utils import dist
 from ..utils.device import autocast
+from ..utils.meters import DeviceSums, NonFiniteWatch, read_scalars
 from ..utils.progress import progress_bar
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], dict]
@@ -33,22 +33,29 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
     the loader holds this rank's shares of the global batches (:func:`training_loader`): each step runs inside
     :func:`saat.utils.dist.sharded_step`, and ``sync`` averages the gradients and the logged terms over ranks
     before the optimiser steps (so every rank takes the one-process step of the global batch).
+
+    No step reads a value back from the device (each read would wait for the device, utils/meters.py): the terms
+    are summed on the device and read every ``log_every`` steps (that step's record, and the progress bar's
+    postfix) and at the end of the epoch. A non-finite loss is noticed at the next read and stops training with
+    a FloatingPointError naming the step where it happened (the steps up to the read have run).
     """
     model.train()
-    sums: dict[str, float] = {}
+    sums, watch = DeviceSums(), NonFiniteWatch()
     n_batches = n_images = 0
     t0 = time.perf_counter()
     bar = progress_bar(total=len(loader), desc=f"{desc} epoch {epoch + 1}", unit="batch", disable=not progress)
+
+    def stop_if_non_finite() -> None:  # every rank reads at the same steps, sees the same values: all stop together
+        bad = watch.first()
+        if bad is not None:
+            raise FloatingPointError(f"non-finite loss {bad[1]} at epoch {epoch + 1}, step {bad[0]}")
+
     for batch in loader:
         x, y, idx = to_device_batch(batch, device, channels_last)
         if sync is None:
             terms = step_fn(x, y, idx, step)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+            terms["loss"].backward()
             n_images += x.shape[0]
         else:
             with dist.sharded_step():
@@ -56,25 +63,26 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 n_images += dist.global_count(x.shape[0])
-            values = sync(terms)  # the global batch's gradients and loss terms, on every rank
-            if not math.isfinite(values["loss"]):  # every rank sees the same value: all stop together
-                raise FloatingPointError(f"non-finite loss {values['loss']} at epoch {epoch + 1}, step {step}")
+            terms = sync(terms)  # the global batch's gradients and loss terms (on the device), on every rank
+        watch.observe(terms["loss"], step)
         optimizer.step()
         if iteration_scheduler is not None:
             iteration_scheduler.step()
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
+        sums.add(terms)
         n_batches += 1
         step += 1
         if log_every and step % log_every == 0:
+            stop_if_non_finite()
+            values = read_scalars(terms)
             log.append({"kind": "step", "epoch": epoch + 1, "step": step, **values,
                         "lr": optimizer.param_groups[0]["lr"]})
-        rate = n_images / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix({**{k: f"{v:.4f}" for k, v in values.items()}, "img/s": f"{rate:.0f}"}, refresh=False)
+            rate = n_images / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix({**{k: f"{v:.4f}" for k, v in values.items()}, "img/s": f"{rate:.0f}"}, refresh=False)
         bar.update(1)
     bar.close()
+    stop_if_non_finite()
     seconds = time.perf_counter() - t0
-    summary = {k: v / max(n_batches, 1) for k, v in sums.items()}
+    summary = {k: total / max(n_batches, 1) for k, (total, _) in sums.read().items()}
     summary.update({"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": seconds,
                     "images_per_s": n_images / max(seconds, 1e-9), "lr": optimizer.param_groups[0]["lr"]})
     if sync is not None:

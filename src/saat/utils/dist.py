@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
+from .meters import sum_dtype
 from .rng import derive_seed
 
 _sharding = False  # True inside sharded_step(): the batch in hand is this rank's share of one global batch
@@ -362,18 +363,21 @@ class GradientSync:
     """Call after ``loss.backward()`` on every rank: averages the gradients of ``model`` over ranks (each rank's
     loss is the mean over its equal share, so the average is the one-process mean over the global batch), the
     running statistics of its BatchNorm layers (unless they are synchronised: ``sync_bn``), and the logged loss
-    terms (returned as floats: the global batch's values). One all_reduce per dtype."""
+    terms (returned as 0-d tensors on the device, never read on the host here: the global batch's values). One
+    all_reduce per dtype."""
 
     def __init__(self, model: nn.Module, *, sync_bn: bool = False):
         self.model = model
         self.stats = [] if sync_bn else [b for m in _batch_norms(model) if m.track_running_stats
                                          for b in (m.running_mean, m.running_var)]
 
-    def __call__(self, terms: dict) -> dict[str, float]:
+    def __call__(self, terms: dict) -> dict[str, torch.Tensor]:
         world = world_size()
         names = list(terms)
-        values = torch.tensor([float(terms[k].detach()) if torch.is_tensor(terms[k]) else float(terms[k])
-                               for k in names], dtype=torch.float64)
+        device = next((v.device for v in terms.values() if torch.is_tensor(v)), torch.device("cpu"))
+        term_dtype = sum_dtype(device)  # float64 (float32 on MPS)
+        values = torch.stack([terms[k].detach().reshape(()).to(term_dtype) if torch.is_tensor(terms[k])
+                              else torch.tensor(float(terms[k]), dtype=term_dtype, device=device) for k in names])
         tensors = [p.grad for p in self.model.parameters() if p.grad is not None] + self.stats
         by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
         for t in tensors:
@@ -393,8 +397,8 @@ class GradientSync:
                     t.copy_(flat[offset: offset + t.numel()].view_as(t))
                     offset += t.numel()
                 if dtype == carrier:
-                    values = flat[offset:].double()
-        return dict(zip(names, values.tolist()))
+                    values = flat[offset:].to(term_dtype)
+        return dict(zip(names, values.unbind()))
 
 
 def seed_rank_stream(seed: int, epoch: int) -> None:

@@ -52,8 +52,12 @@ class Checkpointer:
         extras = {k: v for k, v in state.items() if k not in self.objects and k != self.counter}
         return int(state[self.counter]), extras
 
+    def due(self, done: int, total: int) -> bool:
+        """Whether :meth:`after` saves at ``done`` of ``total`` units (a loop reads what it saves only then)."""
+        return done % self.every == 0 and done < total
+
     def after(self, done: int, total: int, **extras) -> None:
         """Call after each unit: saves when ``done`` is a multiple of ``every`` and the loop is not finished (the
         finished result is saved by the caller in its final form)."""
-        if done % self.every == 0 and done < total:
+        if self.due(done, total):
             self.save({**capture(self.objects), self.counter: done, **extras})
