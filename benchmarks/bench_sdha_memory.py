@@ -55,7 +55,7 @@ def bnk_surrogate(q, codes, positive, targeted):
     """The surrogate as the package computed it before issue 24: every pair and bit on a (B, N, K) grid."""
     import torch
 
-    from saat.utils.codes import sign_codes
+    from saat.attacks.sdha import weighted_mean
 
     qr = q[:, None, :] * codes[None, :, :]  # (B, N, K)
     diff = (q[:, None, :] - codes[None, :, :]).abs()
@@ -63,12 +63,7 @@ def bnk_surrogate(q, codes, positive, targeted):
         dist = 0.5 * (diff * torch.sigmoid(-10 * qr)).sum(-1)
     else:
         dist = 0.5 * (diff * torch.sigmoid(5 * qr)).sum(-1) + (1 - torch.sigmoid(5 * qr)).sum(-1)
-    with torch.no_grad():
-        sign_q = sign_codes(q)
-        hamming = 0.5 * (q.shape[1] - sign_q @ codes.T)
-        weight = hamming.pow(0.3) if targeted else (hamming + 1e-8).pow(-0.5)
-    per_row = (positive * weight * dist).sum(1) / positive.sum(1).clamp_min(1)
-    return per_row.mean()
+    return weighted_mean(dist, q, codes, positive, targeted)  # the weighting part is unchanged
 
 
 def rss_bytes() -> int:

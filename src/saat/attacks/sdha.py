@@ -46,9 +46,15 @@ def sdha_surrogate(q: torch.Tensor, codes: torch.Tensor, positive: torch.Tensor,
     """
     plus, minus = _per_bit_terms(q, targeted)  # (B, K) each: g(q, +1), g(q, -1)
     dist = (0.5 * (plus + minus)).sum(1, keepdim=True) + (0.5 * (plus - minus)) @ codes.T  # (B, N)
+    return weighted_mean(dist, q, codes, positive, targeted)
+
+
+def weighted_mean(dist: torch.Tensor, q: torch.Tensor, codes: torch.Tensor, positive: torch.Tensor,
+                  targeted: bool) -> torch.Tensor:
+    """The surrogate from the pair distances ``dist`` (B, N): each weighted by SDHA's Hamming weight (no gradient),
+    averaged over each row's positives (0 without any), then over the batch."""
     with torch.no_grad():
-        sign_q = sign_codes(q)
-        hamming = 0.5 * (q.shape[1] - sign_q @ codes.T)
+        hamming = 0.5 * (q.shape[1] - sign_codes(q) @ codes.T)
         weight = hamming.pow(0.3) if targeted else (hamming + 1e-8).pow(-0.5)
     per_row = (positive * weight * dist).sum(1) / positive.sum(1).clamp_min(1)
     return per_row.mean()
