@@ -258,13 +258,13 @@ def test_prosgan_generator_steps():
 def test_comdefend_training_step():
     from saat.defenses.comdefend import ComDefend
     from saat.pipelines.comdefend import comdefend_epoch
-    from saat.utils.rng import seeded_generator
+    from saat.utils.rng import SeededStream
 
     def run(n):
         _, images, labels, _, _ = problem()
         net = ComDefend(12, width=0.125)
         opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-        comdefend_epoch(net, opt, batches(images, labels, n), seeded_generator(0), code_weight=1e-4, device=CPU)
+        comdefend_epoch(net, opt, batches(images, labels, n), SeededStream(0), code_weight=1e-4, device=CPU)
 
     assert_no_read_per_iteration(run)
 

@@ -6,8 +6,10 @@
 - projection onto the eps-ball around the benign images and onto [0, 1];
 - the tanh continuation schedule: at iteration i of T the model runs with
   ``alpha = [0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0][floor(10 i / T)]``;
-- seeded randomness (random starts, input diversity, neighbour sampling) from the attack's own generator, drawn
-  on the CPU and moved to the device, so a seed gives the same perturbation on any device;
+- seeded randomness (random starts, neighbour sampling) from the attack's own stream, drawn on the device of the
+  images (``utils.rng.SeededStream``: on the CPU exactly the numbers of the CPU generator of the seed; a GPU draws
+  its own numbers, nothing is copied from the host); input diversity's sizes and offsets, which the host needs to
+  shape the tensors, from the same stream's CPU generator;
 - an optional progress bar over iterations.
 
 An *objective* is a callable ``objective(h, x_adv) -> scalar`` that the attack minimises (e.g. the mainstay
@@ -25,7 +27,7 @@ from torch import nn
 from .._torch_utils import kept_modes
 from ..utils.dist import draw_for_shard
 from ..utils.progress import progress_bar
-from ..utils.rng import seeded_generator
+from ..utils.rng import SeededStream
 
 ALPHA_SCHEDULE = (0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
@@ -89,7 +91,7 @@ class Attack:
         self.seed = int(seed)
         self.progress = progress
         self.eval_mode = eval_mode
-        self.rng = seeded_generator(self.seed)
+        self.rng = SeededStream(self.seed)
 
     def __call__(self, images: torch.Tensor, objective: Objective) -> torch.Tensor:
         """Adversarial versions of ``images`` (B, 3, H, W) in [0, 1] that minimise ``objective``."""
@@ -110,11 +112,12 @@ class Attack:
         return continuation_alpha(i, self.steps) if self.alpha_schedule else 1.0
 
     def uniform(self, like: torch.Tensor, low: float, high: float) -> torch.Tensor:
-        """U(low, high) noise shaped like ``like``, drawn from the attack's generator on the CPU (in a data-parallel
-        training step: this rank's rows of the draw for the whole global batch, utils/dist.py)."""
-        noise = draw_for_shard(lambda n: torch.rand((n, *like.shape[1:]), generator=self.rng, dtype=torch.float32),
-                               like.shape[0])
-        return (noise * (high - low) + low).to(device=like.device, dtype=like.dtype)
+        """U(low, high) noise shaped like ``like``, drawn from the attack's stream on ``like``'s device (in a
+        data-parallel training step: this rank's rows of the draw for the whole global batch, utils/dist.py)."""
+        gen = self.rng.on(like.device)
+        noise = draw_for_shard(lambda n: torch.rand((n, *like.shape[1:]), generator=gen, dtype=torch.float32,
+                                                    device=like.device), like.shape[0])
+        return (noise * (high - low) + low).to(dtype=like.dtype)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Into the eps-ball around x, then into [0, 1]."""

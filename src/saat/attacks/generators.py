@@ -69,13 +69,14 @@ class DIFGSM(PGD):
     def settings_record(self) -> dict:
         return {**super().settings_record(), "diversity_prob": self.diversity_prob, "resize_rate": self.resize_rate}
 
-    # The draws come from the attack's CPU generator (never the device): ``tolist`` takes the numbers from host
-    # memory, as CgAT's augmentation does.
+    # The draws are the sizes and offsets that shape the resized and padded tensors: numbers the host needs, so
+    # they come from the CPU generator of the attack's stream (a draw on the device would have to be read back, a
+    # sync per iteration); nothing is copied to the device.
     def _randint(self, low: int, high: int) -> int:
-        return torch.randint(low, high, (1,), generator=self.rng).tolist()[0]
+        return torch.randint(low, high, (1,), generator=self.rng.on("cpu")).tolist()[0]
 
     def diversity(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.rand(1, generator=self.rng).tolist()[0] >= self.diversity_prob:
+        if torch.rand(1, generator=self.rng.on("cpu")).tolist()[0] >= self.diversity_prob:
             return x
         h, w = x.shape[-2:]
         side = self._randint(int(self.resize_rate * min(h, w)), min(h, w))

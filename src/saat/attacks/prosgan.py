@@ -49,7 +49,7 @@ from ..utils.codes import sign_codes
 from ..utils.meters import DeviceSums, read_scalars
 from ..utils.progress import progress_bar
 from ..utils.resume import Checkpointer
-from ..utils.rng import derive_seed, seeded_generator, seeded_init
+from ..utils.rng import SeededStream, derive_seed, seeded_init
 from ..utils.schedule import lr_factor, lr_milestones
 from ._prosgan_nets import ProSDiscriminator, ProSGenerator, PrototypeNet
 from .base import frozen_eval
@@ -135,7 +135,7 @@ def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache
     steps, batch, lr = int(opts["proto_steps"]), int(opts["proto_batch"]), float(opts["proto_lr"])
     pool = distinct_label_rows(ctx.db_labels)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=ADAM_BETAS)
-    rng = seeded_generator(ctx.seed, _DRAW_PROTOTYPE)
+    rng = SeededStream(ctx.seed, _DRAW_PROTOTYPE)
     ckpt = Checkpointer({"prototype_net": net, "optimizer": opt, "rng": rng}, load=cache.load_partial,
                         save=cache.save_partial, every=int(opts["proto_checkpoint_every"]))
     start, saved = ckpt.resume()
@@ -148,7 +148,7 @@ def train_prototype_net(net: PrototypeNet, ctx: AttackContext, opts: dict, cache
     for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = lr * prototype_lr_factor(step, steps)
-        pick = torch.randint(pool.shape[0], (batch,), generator=rng).to(pool.device)
+        pick = torch.randint(pool.shape[0], (batch,), generator=rng.on(pool.device), device=pool.device)
         terms = prototype_step(net, opt, pool[pick], ctx.train_codes, ctx.train_labels)
         if (step + 1) % every == 0 or step + 1 == steps:  # the one host read of the terms: a logged step
             values = read_scalars(terms)
@@ -210,7 +210,7 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
     pool = distinct_label_rows(ctx.db_labels)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=ADAM_BETAS)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=ADAM_BETAS)
-    rng = seeded_generator(ctx.seed, _DRAW_TARGETS)
+    rng = SeededStream(ctx.seed, _DRAW_TARGETS)
     ckpt = Checkpointer({"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d,
                          "rng": rng}, load=cache.load_partial, save=cache.save_partial,
                         every=int(opts["gan_checkpoint_every"]))
@@ -233,7 +233,8 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
                 sampler.set_epoch(epoch)
                 order, order_epoch = list(sampler), epoch
             x, y, _ = to_device_batch(split.__getitems__(order[b * batch:(b + 1) * batch]), device)
-            target = pool[torch.randint(pool.shape[0], (x.shape[0],), generator=rng).to(pool.device)]
+            target = pool[torch.randint(pool.shape[0], (x.shape[0],), generator=rng.on(pool.device),
+                                        device=pool.device)]
             for opt in (opt_g, opt_d):
                 for group in opt.param_groups:
                     group["lr"] = lr * gan_lr_factor(step, steps)

@@ -29,7 +29,7 @@ from ..utils.codes import sign_codes
 from ..utils.meters import read_scalars
 from ..utils.progress import progress_bar
 from ..utils.resume import Checkpointer
-from ..utils.rng import seeded_generator
+from ..utils.rng import SeededStream
 from ..utils.schedule import lr_factor, lr_milestones
 from .cache import CachedTraining
 
@@ -83,7 +83,7 @@ def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torc
     at each fraction in ``milestones`` of the steps. Resumable from ``cache``'s partial checkpoint. The loss is read
     on the host (for the progress bar, when it shows) only every ``save_every`` steps and at the end."""
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=ADAM_BETAS)
-    gen = seeded_generator(seed)
+    gen = SeededStream(seed)
     decay_at = lr_milestones(milestones, steps)
     ckpt = Checkpointer({"net": net, "optimizer": opt, "generator": gen}, load=cache.load_partial,
                         save=cache.save_partial, every=save_every)
@@ -93,7 +93,8 @@ def train_prototype_net(net: PrototypeNet, label_pool: torch.Tensor, codes: torc
     for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = lr * lr_factor(step, decay_at)
-        pick = torch.randint(label_pool.shape[0], (batch,), generator=gen).to(label_pool.device)
+        pick = torch.randint(label_pool.shape[0], (batch,), generator=gen.on(label_pool.device),
+                             device=label_pool.device)
         labels = label_pool[pick]
         loss = prototype_loss(net(labels), labels, codes, code_labels, gamma=gamma, quant_weight=quant_weight)
         opt.zero_grad(set_to_none=True)

@@ -10,7 +10,7 @@ from ..attacks.prototype import ADAM_BETAS, PrototypeNet, prototype_loss
 from ..attacks.targets import distinct_label_rows
 from ..utils.codes import sign_codes
 from ..utils.dist import global_count, local_rows, set_rows
-from ..utils.rng import seeded_generator, seeded_init
+from ..utils.rng import SeededStream, seeded_init
 from ..utils.schedule import lr_factor, lr_milestones
 from .base import DEFENSES, PROTOTYPE_INIT_STREAM, TARGET_STREAM, Defense, DefenseContext
 
@@ -55,11 +55,12 @@ class ATRDHDefense(Defense):
                                  if ctx.total_iterations else [])
         pool_source = ctx.db_labels if ctx.db_labels is not None else ctx.train_labels
         self.label_pool = distinct_label_rows(pool_source.to(ctx.device))
-        self.target_generator = seeded_generator(ctx.seed + TARGET_STREAM)
+        self.target_stream = SeededStream(ctx.seed + TARGET_STREAM)
 
     def draw_targets(self, n: int) -> torch.Tensor:
-        pick = torch.randint(self.label_pool.shape[0], (n,), generator=self.target_generator)
-        return self.label_pool[pick.to(self.label_pool.device)]
+        dev = self.label_pool.device
+        return self.label_pool[torch.randint(self.label_pool.shape[0], (n,), generator=self.target_stream.on(dev),
+                                             device=dev)]
 
     def prototype_step(self, targets: torch.Tensor, it: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One PrototypeNet step on ``targets``; returns (the target codes before the step, the loss)."""
@@ -99,7 +100,7 @@ class ATRDHDefense(Defense):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "code_memory": self.code_memory.detach().cpu(),
                 "prototypes": self.prototypes.state_dict(), "proto_opt": self.proto_opt.state_dict(),
-                "target_generator": self.target_generator.get_state()}
+                "target_generator": self.target_stream.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -109,4 +110,4 @@ class ATRDHDefense(Defense):
                              "hash layer) and cannot be resumed; run the defense again into a new --out directory")
         self.prototypes.load_state_dict(state["prototypes"])
         self.proto_opt.load_state_dict(state["proto_opt"])
-        self.target_generator.set_state(state["target_generator"])
+        self.target_stream.load_state_dict(state["target_generator"])

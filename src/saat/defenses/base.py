@@ -101,11 +101,11 @@ class Defense:
 
     def state_dict(self) -> dict:
         """The training-set memory and the crafter's random state (subclasses add theirs)."""
-        return {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.rng.get_state()}
+        return {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.rng.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.memory.copy_(state["memory"].to(self.memory.device))
-        self.crafter.rng.set_state(state["crafter_generator"])
+        self.crafter.rng.load_state_dict(state["crafter_generator"])
 
     def settings_record(self) -> dict:
         return dict(self.settings)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..attacks.mainstay import center_from_memory
 from ..utils.dist import draw_for_shard
-from ..utils.rng import seeded_generator
+from ..utils.rng import SeededStream
 from .base import AUGMENT_STREAM, DEFENSES, DefenseContext, GuidedDefense
 
 
@@ -33,24 +33,28 @@ class CgATDefense(GuidedDefense):
         super().__init__(ctx, **settings)
         self.memory = ctx.train_codes.clone()
         self.crafter = self.make_crafter()
-        self.aug_generator = seeded_generator(ctx.seed + AUGMENT_STREAM)
+        self.aug_stream = SeededStream(ctx.seed + AUGMENT_STREAM)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The random crop and flip of each image, drawn and applied on ``x``'s device: one gather from the padded
+        batch (rows ``top + i``, columns ``left + j`` or, flipped, ``left + w - 1 - j``), no host read."""
         if not self.settings["augment"]:
             return x
-        b, _, h, w = x.shape
+        b, c, h, w = x.shape
         pad = max(1, h // 8)
         padded = F.pad(x, (pad, pad, pad, pad))
+        dev, gen = x.device, self.aug_stream.on(x.device)
         # Under torchrun: this rank's rows of the draws for the whole global batch (utils/dist.py).
-        tops = draw_for_shard(lambda n: torch.randint(0, 2 * pad + 1, (n,), generator=self.aug_generator), b).tolist()
-        lefts = draw_for_shard(lambda n: torch.randint(0, 2 * pad + 1, (n,), generator=self.aug_generator), b).tolist()
-        flips = (draw_for_shard(lambda n: torch.rand(n, generator=self.aug_generator), b) < 0.5).tolist()
-        out = torch.stack([padded[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops, lefts))])
-        flip_idx = [i for i, f in enumerate(flips) if f]
-        if flip_idx:
-            out[flip_idx] = out[flip_idx].flip(-1)
+        tops = draw_for_shard(lambda n: torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=dev), b)
+        lefts = draw_for_shard(lambda n: torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=dev), b)
+        flips = draw_for_shard(lambda n: torch.rand(n, generator=gen, device=dev), b) < 0.5
+        rows = tops[:, None] + torch.arange(h, device=dev)
+        j = torch.arange(w, device=dev)
+        cols = lefts[:, None] + torch.where(flips[:, None], w - 1 - j, j)
+        out = padded[torch.arange(b, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                     rows[:, None, :, None], cols[:, None, None, :]]
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out.contiguous()
 
     def guide(self, y: torch.Tensor) -> torch.Tensor:
         """The center codes of the labels from the current memory."""
@@ -61,8 +65,8 @@ class CgATDefense(GuidedDefense):
         return {"total": adv, "adv": adv}
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "aug_generator": self.aug_generator.get_state()}
+        return {**super().state_dict(), "aug_generator": self.aug_stream.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.aug_generator.set_state(state["aug_generator"])
+        self.aug_stream.load_state_dict(state["aug_generator"])

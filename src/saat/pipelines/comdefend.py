@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from .._torch_utils import generator_normal
 from ..checkpoint import load_file, save_file
 from ..config import DEMO_DATASETS, preset_settings
 from ..data import FirstItems, make_loader, to_device_batch
@@ -19,21 +18,22 @@ from ..utils.dist import is_main_process
 from ..utils.meters import DeviceSums
 from ..utils.progress import progress_bar
 from ..utils.resume import Checkpointer
-from ..utils.rng import seeded_generator
+from ..utils.rng import SeededStream
 from .common import load_run, open_dataset
 
 
-def comdefend_epoch(net: ComDefend, opt: torch.optim.Optimizer, loader, noise_gen: torch.Generator, *,
+def comdefend_epoch(net: ComDefend, opt: torch.optim.Optimizer, loader, noise_gen: SeededStream, *,
                     code_weight: float, device: torch.device, bar=None) -> float:
     """One training pass of the purifier over ``loader``: per batch, ``MSE(reconstruction, x) + code_weight *
-    mean(z^2)`` with the seeded training noise. Returns the mean loss per image, read on the host once, at the end
-    (the per-batch losses are summed on the device); ``bar`` (a progress bar) is advanced per batch."""
+    mean(z^2)`` with the seeded training noise (drawn on the device). Returns the mean loss per image, read on the
+    host once, at the end (the per-batch losses are summed on the device); ``bar`` (a progress bar) is advanced per
+    batch."""
     net.train()
     sums, n = DeviceSums(), 0
     for batch in loader:
         x, _, _ = to_device_batch(batch, device)
         z_shape = (x.shape[0], 12, *x.shape[-2:])
-        noise = generator_normal(z_shape, NOISE_STD, noise_gen, device)
+        noise = torch.randn(z_shape, generator=noise_gen.on(device), device=device) * NOISE_STD
         rec, z = net(x, noise=noise)
         loss = (rec - x).pow(2).mean() + code_weight * z.pow(2).mean()
         opt.zero_grad(set_to_none=True)
@@ -75,7 +75,7 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
     net = ComDefend(12, width).to(dev)
     train_split = ds.train if limit is None else FirstItems(ds.train, limit)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    noise_gen = seeded_generator(seed)
+    noise_gen = SeededStream(seed)
     ckpt = Checkpointer({"state_dict": net, "optimizer": opt, "noise_generator": noise_gen},
                         load=lambda: load_file(partial, "partial ComDefend checkpoint") if partial.is_file() else None,
                         save=lambda state: save_file(state, partial) if is_main_process() else None,
