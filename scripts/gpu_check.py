@@ -9,12 +9,14 @@ Steps, on a tiny planted dataset written under ``--out`` (4 classes, 16 x 16 px 
 train (``saat.train``, CSQ + small_cnn), determinism (the same training again, same seed), encode (the database
 split), attack:<name> for every attack of ``saat.attacks.list_attacks()`` (a few iterations each), defend:saat /
 atrdh / cgat (``saat.pipelines.defend``, a few steps), robustness (``saat.robustness.evaluate``, quick preset, a few
-iterations) and ddp (``torchrun --standalone --nproc_per_node=2 -m saat train``, NCCL, when >= 2 GPUs are visible).
+iterations), host copies (one step of each defense and of PGD / VMI-FGSM crafting, with the batch already on the
+device: the bytes copied from the host, which must stay far below one batch of images, i.e. no noise drawn on the
+host) and ddp (``torchrun --standalone --nproc_per_node=2 -m saat train``, NCCL, when >= 2 GPUs are visible).
 
-Every step but determinism runs twice: fp32, then with bf16 autocast ("amp"). Training, defenses and encoding use
-the package's own ``amp`` switches (``TrainConfig.amp``, ``DefenseConfig.amp``, ``encode_split(amp=)``); the
-attacks and the robustness ensemble have none, so this script runs them inside ``torch.autocast(device_type,
-dtype=torch.bfloat16)`` itself. The AMP row's "diff" is its difference from the fp32 row of the same step, measured
+Every step but determinism runs twice: fp32, then with the package's ``amp`` switch ("amp": bfloat16 autocast,
+float16 on GPUs without bfloat16): ``TrainConfig.amp``, ``DefenseConfig.amp``, ``encode_split(amp=)``,
+``create_attack(..., amp=True)`` and ``saat.robustness.evaluate(..., amp=True)``. The AMP row's "diff" is its
+difference from the fp32 row of the same step, measured
 as the row's "metric" column says; a row passes when the step ran, its results are finite (and, for the attacks,
 inside the eps ball and [0, 1]) and, for AMP, the difference is at most the row's tolerance. A step that raises
 becomes a FAIL row with a one-line reason and the check goes on. Exit status 1 if any row failed.
@@ -38,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 SIDE, CLASSES, BITS, BATCH, EPOCHS = 16, 4, 16, 16, 2
 SPLIT_SIZES = {"train": 64, "test": 16, "database": 64}
@@ -52,7 +55,7 @@ ATTACK_SETTINGS: dict[str, dict] = {
     "prosgan": {"proto_steps": 10, "proto_lr": 1e-3, "gan_epochs": 1, "gan_batch": 16, "gan_lr": 1e-3},
 }
 GAN_TRAIN_IMAGES = 16  # ProS-GAN's generator trains on the first 16 training images only (one batch)
-BF16_ULP = 2.0**-8  # bf16's spacing just below 1.0 is 2^-8: the slack of the eps-ball check on AMP rows
+H2D_SHARE = 0.05  # the host copies of one step: at most this share of one batch of images (noise is drawn on device)
 DEFENSES = ("saat", "atrdh", "cgat")
 
 # Tolerances of the AMP rows (bf16 keeps 8 bits of mantissa: ~4e-3 relative per operation) and of the repeat.
@@ -337,13 +340,9 @@ def _attack_step(name: str, targeted: bool) -> Callable[[Context, bool], dict]:
         n = GAN_TRAIN_IMAGES if name == "prosgan" else len(d["train_x"])  # ProS-GAN trains a ~20 M generator
         atk = create_attack(name, model, eps=EPS, train_codes=d["train_codes"][:n], train_labels=d["train_y"][:n],
                             db_codes=d["db_codes"], db_labels=d["db_y"], train_images=d["train_x"][:n],
-                            num_classes=CLASSES, seed=0, **ATTACK_SETTINGS.get(name, {"steps": ATTACK_STEPS}))
-        # The attacks have no AMP switch of their own: bf16 autocast around the whole call (crafting, and the
-        # networks THA and ProS-GAN train on their first call).
-        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
-            adv = atk(d["x"], d["y"], target_labels=d["targets"] if targeted else None)
+                            num_classes=CLASSES, seed=0, amp=amp, **ATTACK_SETTINGS.get(name, {"steps": ATTACK_STEPS}))
+        adv = atk(d["x"], d["y"], target_labels=d["targets"] if targeted else None)
         adv_dtype = str(adv.dtype).replace("torch.", "")
-        adv = adv.float()
         with torch.no_grad():
             codes = sign_codes(model(adv)).cpu().numpy().astype(np.int8)
         relevance = (d["targets"] if targeted else d["y"]).cpu().numpy()
@@ -351,12 +350,11 @@ def _attack_step(name: str, targeted: bool) -> Callable[[Context, bool], dict]:
                                        d["db_y"].cpu().numpy(), topk=None)
         distance = float((adv - d["x"]).abs().max())
         problem = note = None
-        # Under autocast an attack may return bf16 images: the eps ball then holds up to one bf16 ulp at 1.0.
-        slack = BF16_ULP if amp else 1e-6
-        if distance > EPS + slack:
-            problem = f"perturbation {distance:.4f} outside the eps ball {EPS:.4f}"
+        # The model's passes run in mixed precision, the perturbation and its projection in float32: the ball holds.
+        if adv_dtype != "float32":
+            problem = f"adversarial images in {adv_dtype}, not float32"
         elif distance > EPS + 1e-6:
-            note = f"|δ| {distance:.4f} > eps {EPS:.4f} by bf16 rounding ({adv_dtype})"
+            problem = f"perturbation {distance:.4f} outside the eps ball {EPS:.4f}"
         elif float(adv.min()) < 0 or float(adv.max()) > 1:
             problem = "adversarial images outside [0, 1]"
         return {"mAP": float(value), "adv": adv.cpu(), "problem": problem, "note": note}
@@ -383,13 +381,68 @@ def step_robustness(ctx: Context, amp: bool) -> dict:
 
     d = _prepare_data(ctx)
     few = {"steps": ATTACK_STEPS}
-    # No AMP switch in saat.robustness.evaluate: bf16 autocast around the call, as for the attacks.
-    with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
-        card = evaluate(d["model"], d["x"], d["y"], db_codes=d["db_codes"], db_labels=d["db_y"],
-                        train_codes=d["train_codes"], train_labels=d["train_y"], eps=EPS, topk=None, preset="quick",
-                        overrides={"mainstay": few, "cgat": few, "hag": few, "sdha": few}, checks=False,
-                        batch_size=BATCH, work_dir=ctx.out / f"robustness-{_precision(amp)}")
+    card = evaluate(d["model"], d["x"], d["y"], db_codes=d["db_codes"], db_labels=d["db_y"],
+                    train_codes=d["train_codes"], train_labels=d["train_y"], eps=EPS, topk=None, preset="quick",
+                    overrides={"mainstay": few, "cgat": few, "hag": few, "sdha": few}, checks=False,
+                    batch_size=BATCH, work_dir=ctx.out / f"robustness-{_precision(amp)}", amp=amp)
     return {"clean": float(card["clean_map"]), "robust": float(card["robust_map"])}
+
+
+class HostCopies(TorchDispatchMode):
+    """Bytes copied from the host to another device by the operators run inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            source = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            target = args[0] if func is torch.ops.aten.copy_.default else out
+            if (torch.is_tensor(source) and torch.is_tensor(target) and source.device.type == "cpu"
+                    and target.device.type != "cpu"):
+                self.bytes += source.numel() * source.element_size()
+        return out
+
+
+def step_host_copies(ctx: Context, amp: bool) -> dict:
+    """One step of each defense and one PGD / VMI-FGSM crafting call with the batch on the device: the bytes copied
+    from the host (random starts, neighbours, crops, flips and targets must be drawn on the device)."""
+    from saat.attacks import create_attack
+    from saat.defenses import DEFENSES, DefenseContext
+    from saat.hashing import create_method
+
+    d = _prepare_data(ctx)
+    model, x, y = d["model"], d["x"][:BATCH], d["y"][:BATCH]
+    n = len(d["train_x"])
+    limit = H2D_SHARE * x.numel() * x.element_size()
+    copied = {}
+    for name in DEFENSES:
+        method = create_method("csq", bits=d["train_codes"].shape[1], n_classes=CLASSES, n_train=n, seed=0).to(
+            ctx.device)
+        method.init_memory(d["train_codes"], d["train_y"])
+        dctx = DefenseContext(model, method, ctx.device, d["train_codes"].clone(), d["train_codes"].clone(),
+                              d["train_y"], seed=0, amp=amp, db_labels=d["db_y"], total_iterations=4)
+        defense = DEFENSES.get(name)(dctx, steps=2)
+        idx = torch.arange(BATCH, device=ctx.device)
+        defense.step(x, y, idx, 0)  # a first step builds what is built once
+        with HostCopies() as seen:
+            defense.step(x, y, idx, 1)
+        copied[f"defend:{name}"] = seen.bytes
+    for generator in ("pgd", "vmi-fgsm"):
+        atk = create_attack("mainstay", model, eps=EPS, steps=2, generator=generator, random_start=True, amp=amp,
+                            train_codes=d["train_codes"], train_labels=d["train_y"], seed=0)
+        atk(x, y)
+        with HostCopies() as seen:
+            atk(x, y)
+        copied[f"attack:{generator}"] = seen.bytes
+    worst = max(copied, key=copied.get)
+    problem = (f"{worst} copied {copied[worst]:,} bytes from the host (limit {limit:,.0f}: noise drawn on the host?)"
+               if copied[worst] > limit else None)
+    return {"max_bytes": float(copied[worst]), "problem": problem,
+            "note": ", ".join(f"{k} {v:,} B" for k, v in copied.items())}
 
 
 def _ddp_skip(ctx: Context) -> str | None:
@@ -453,6 +506,7 @@ def build_steps() -> list[Step]:
         steps.append(Step(f"defend:{method}", step_defend(method), "|ΔmAP|", _abs("mAP"), TOL_MAP, note=_map_note))
     steps.append(Step("robustness", step_robustness, "|Δworst mAP|", _abs("robust"), TOL_MAP,
                       note=lambda a, b: f"clean {b['clean']:.3f}, worst case {b['robust']:.3f}"))
+    steps.append(Step("host copies", step_host_copies, "max bytes", _abs("max_bytes"), float("inf")))
     steps.append(Step("ddp", step_ddp, "max |Δw|", tolerance=lambda c, amp: TOL_DDP[_precision(amp)], check=True,
                       skip=_ddp_skip))
     return steps

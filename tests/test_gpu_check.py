@@ -84,3 +84,16 @@ def test_the_cpu_dry_run_passes_every_step(tmp_path):
     assert {r["status"] for r in rows if r["step"] == "ddp"} == {"SKIP"}
     assert "overall: PASS" in proc.stdout
     assert g.TOL_REPEAT["cpu"] == 0.0  # the repeat on CPU is bit for bit
+
+
+def test_host_copies_counts_the_bytes_sent_from_the_host():
+    import torch
+
+    g = load_script()
+    host = torch.rand(10, 3)
+    with g.HostCopies() as seen:
+        host.to("meta")  # a copy to another device: 30 float32
+        torch.empty(4, device="meta").copy_(torch.rand(4, dtype=torch.float64))  # 4 float64 into a device tensor
+        host * 2  # no copy
+        host.to(torch.float64)  # a copy, but on the host
+    assert seen.bytes == 30 * 4 + 4 * 8

@@ -187,3 +187,26 @@ def test_transfer_matrix_rows_crafted_on_columns_evaluated_on(planted_retrieval,
     assert "crafted on" in format_matrix(result)
     with pytest.raises(ValueError, match="at least two"):
         transfer_matrix(parties[:1], p.x, p.y, eps=EPS, topk=None)
+
+
+def test_an_amp_card_is_recorded_and_never_resumes_a_float32_one(planted_retrieval, tmp_path, monkeypatch):
+    p = planted_retrieval
+    first = run(p, checks=False, work_dir=tmp_path)
+    assert "amp" not in first
+    calls = []
+    from saat.attacks.api import TensorAttack
+
+    original = TensorAttack.__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append((self.name, self.amp))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TensorAttack, "__call__", counting)
+    amp = run(p, checks=False, work_dir=tmp_path, amp=True)
+    assert amp["amp"] == "bf16"
+    assert {name for name, _ in calls} == {"mainstay", "cgat", "hag", "sdha"} and all(a for _, a in calls)
+    assert all(json.loads(f.read_text())["settings"]["amp"] == "bf16" for f in tmp_path.glob("*-r0.json"))
+    calls.clear()
+    assert run(p, checks=False, work_dir=tmp_path, amp=True)["robust_map"] == amp["robust_map"]
+    assert calls == []  # an AMP card resumes its own AMP results

@@ -36,7 +36,7 @@ VALUE_RULES: dict[str, tuple[str, float | None]] = {
     "eps": ("float", 0), "step": ("float", 0), "lambda_": ("float", 0), "mu": ("float", 0),
     "amp": ("bool", None), "pretrained": ("bool", None), "download": ("bool", None), "evaluate": ("bool", None),
     "targeted": ("bool", None), "parity": ("bool", None), "adaptive": ("bool", None), "checks": ("bool", None),
-    "overwrite": ("bool", None), "sync_bn": ("bool", None),
+    "overwrite": ("bool", None), "sync_bn": ("bool", None), "tf32": ("bool", None),
     **{name: ("str", None) for name in ("dataset", "data_root", "dataset_dir", "image_root", "method", "backbone",
                                          "backbone_weights", "optimizer", "device", "preset", "generator", "defense",
                                          "surrogate", "name")},
@@ -165,8 +165,9 @@ class TrainConfig:
     lr_gamma: float = 0.1
     seed: int = 0
     device: str = "auto"
-    amp: bool = False  # bf16 autocast
-    num_workers: int = 0
+    amp: bool = False  # mixed precision: bfloat16 autocast, float16 with a gradient scaler where no bfloat16
+    tf32: bool | None = None  # TF32 matmuls and cuDNN autotuning; None: on for CUDA (docs/scaling.md#precision)
+    num_workers: int | None = None  # None: the input pipeline's default (docs/data.md#the-input-pipeline)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch (docs/scaling.md)
     topk: int | None = None  # None: the dataset's default topK
     evaluate: bool = True  # clean retrieval metrics at the end of training

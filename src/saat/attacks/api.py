@@ -28,6 +28,7 @@ from torch import nn
 
 from ..config import check_settings
 from ..runs import AttackRecord
+from ..utils.device import precision_tag, with_amp
 from ..utils.validation import check_codes, check_eps, check_images, check_labels, check_outputs, codes_tensor
 from .base import frozen_eval
 from .methods import ATTACKS, AttackContext
@@ -77,8 +78,9 @@ class TensorAttack:
 
     def __init__(self, name: str, model, *, eps: float, steps: int | None, knowledge: dict[str, Any],
                  num_classes: int | None, seed: int, progress: bool, settings: dict, cache_dir=None,
-                 cache_key: str | None = None):
+                 cache_key: str | None = None, amp: bool = False):
         self.name = ATTACKS.get(name).name
+        self.amp = bool(amp)
         if cache_dir is not None and cache_key is None:
             if not isinstance(model, nn.Module):
                 raise ValueError("cache_dir= needs cache_key= for a model that is not an nn.Module (the key names "
@@ -137,10 +139,14 @@ class TensorAttack:
             width = self._width()
             train_codes, db_codes = codes("train_codes"), codes("db_codes")
             train_labels = labels("train_labels", width, "train_codes", len(train_codes))
-            ctx = AttackContext(self.wrapped, dev, train_codes, train_labels,
+            # Under amp the method's every pass through the model runs in mixed precision (its objective on the
+            # float32 outputs); networks it trains against the model are cached apart from float32 ones.
+            ctx = AttackContext(with_amp(self.wrapped, dev, self.amp), dev, train_codes, train_labels,
                                 db_codes, labels("db_labels", width, "db_codes", len(db_codes)), seed=self.seed,
                                 progress=self.progress, train_split=self._train_split(train_labels),
-                                cache_dir=self.cache_dir, checkpoint_hash=self.cache_key)
+                                cache_dir=self.cache_dir,
+                                checkpoint_hash=self.cache_key + precision_tag(dev, True) if self.amp
+                                else self.cache_key)
             self._methods[targeted] = ATTACKS.get(self.name)(ctx, targeted=targeted, **self.settings)
         return self._methods[targeted]
 
@@ -217,19 +223,20 @@ def state_hash(model: nn.Module, length: int = 16) -> str:
 def create_attack(name: str, model, *, eps: float | None = 8 / 255, steps: int | None = None,
                   train_codes=None, train_labels=None, db_codes=None, db_labels=None, train_images=None,
                   num_classes: int | None = None, seed: int = 0, progress: bool = False, cache_dir=None,
-                  cache_key: str | None = None, **settings) -> TensorAttack:
+                  cache_key: str | None = None, amp: bool = False, **settings) -> TensorAttack:
     """Build an attack by name (``list_attacks()``) on any hashing model (module docstring). ``eps`` defaults to
     8/255, the paper's; other settings (``step``, ``lr``, ``generator``, ``proto_steps``, ``gan_epochs``, ...)
     default to the method's paper values, as listed in ``saat.attacks.ATTACKS.get(name).defaults``. Networks an
     attack trains for itself (THA's and ProS-GAN's) are trained on its first call and kept by the returned object;
     with ``cache_dir`` they are also saved there (resumable), keyed by ``cache_key`` (default: a hash of the model's
-    weights) and the settings, and loaded by later calls."""
+    weights) and the settings, and loaded by later calls. ``amp=True`` runs the model's passes in mixed precision
+    (bfloat16 where the device has it, else float16; the objective stays float32: docs/scaling.md#precision)."""
     if train_labels is None and train_images is not None and hasattr(train_images, "labels"):
         train_labels = train_images.labels  # a saat split carries its labels
     knowledge = {"train_codes": train_codes, "train_labels": train_labels, "db_codes": db_codes, "db_labels": db_labels,
                  "train_images": train_images}
     return TensorAttack(name, model, eps=eps, steps=steps, knowledge=knowledge, num_classes=num_classes, seed=seed,
-                        progress=progress, settings=settings, cache_dir=cache_dir, cache_key=cache_key)
+                        progress=progress, settings=settings, cache_dir=cache_dir, cache_key=cache_key, amp=amp)
 
 
 @dataclass

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import EpochShuffleSampler, to_device_batch
+from ..data import EpochShuffleSampler, make_loader, to_device_batch
 from ..utils.codes import sign_codes
 from ..utils.meters import DeviceSums, read_scalars
 from ..utils.progress import progress_bar
@@ -220,7 +220,7 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
     nets = {"generator": generator, "discriminator": discriminator, "prototype_net": prototype_net,
             "model": ctx.model, "opt_g": opt_g, "opt_d": opt_d}
     sampler = EpochShuffleSampler(n, _stream_seed(ctx.seed, _DATA_ORDER))
-    order, order_epoch = None, -1
+    batches, batches_epoch = None, -1
     bar = progress_bar(total=steps, initial=start, desc="ProS-GAN generator", unit="step",
                        disable=not ctx.progress)
     t0 = time.perf_counter()
@@ -229,10 +229,12 @@ def train_gan(generator: ProSGenerator, discriminator: ProSDiscriminator, protot
     with frozen_eval(ctx.model):
         for step in range(start, steps):
             epoch, b = divmod(step, per_epoch)
-            if epoch != order_epoch:
+            if epoch != batches_epoch:  # the epoch's batches b, b + 1, ... of its order, read by a loader's workers
                 sampler.set_epoch(epoch)
-                order, order_epoch = list(sampler), epoch
-            x, y, _ = to_device_batch(split.__getitems__(order[b * batch:(b + 1) * batch]), device)
+                rest = list(sampler)[b * batch:per_epoch * batch]
+                batches = iter(make_loader(split, batch, sampler=rest, seed=sampler.seed, epoch=epoch, device=device))
+                batches_epoch = epoch
+            x, y, _ = to_device_batch(next(batches), device)
             target = pool[torch.randint(pool.shape[0], (x.shape[0],), generator=rng.on(pool.device),
                                         device=pool.device)]
             for opt in (opt_g, opt_d):

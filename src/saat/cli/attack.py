@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from fractions import Fraction
 
-from .common import DefaultsHelpFormatter, add_device_arg, add_query_args, config_values
+from .common import (
+    DefaultsHelpFormatter,
+    add_device_arg,
+    add_num_workers_arg,
+    add_precision_args,
+    add_query_args,
+    config_values,
+)
 
 
 def parse_budget(text: str) -> float:
@@ -88,6 +95,8 @@ def register(sub) -> None:
                    help="replace a result of other settings that sits under the same --name (without it, such a "
                         "result is never overwritten; a result of the same settings is reused)")
     add_device_arg(p)
+    add_precision_args(p, amp="the attack's passes through the model")
+    add_num_workers_arg(p)
     p.set_defaults(run=run)
 
 
@@ -101,10 +110,10 @@ def run(args: argparse.Namespace) -> int:
 
         if args.name:
             raise CommandError("--name names one attack's folder; it cannot be used with --method all")
-        summary = run_attack_family(args.run_dir, cfg, device=args.device)
+        summary = run_attack_family(args.run_dir, cfg, device=args.device, num_workers=args.num_workers)
         print(format_family_table(summary), end="")
         return 0
-    m = run_attack(args.run_dir, cfg, device=args.device)
+    m = run_attack(args.run_dir, cfg, device=args.device, num_workers=args.num_workers)
     print(format_attack_summary(m))
     return 0
 

@@ -48,11 +48,32 @@ def add_device_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> 
                    help="cpu, cuda, cuda:1, mps, or auto (default): CUDA if available, else MPS, else CPU")
 
 
+def add_num_workers_arg(p: argparse.ArgumentParser) -> None:
+    """--num-workers (None: saat.data.loader.resolve_num_workers decides), for every command that reads images."""
+    p.add_argument("--num-workers", type=int, metavar="N",
+                   help="processes that decode image files, 0 = in this process (default: min(8, usable CPUs) "
+                        "divided by the processes torchrun starts per machine for datasets of image files, 0 for "
+                        "in-memory datasets such as the demo data); results do not depend on it "
+                        "(docs/data.md#the-input-pipeline)")
+
+
+def add_precision_args(p: argparse.ArgumentParser, *, amp: str | None) -> None:
+    """--amp (``amp``: what it covers; None: no --amp) and --tf32 / --no-tf32."""
+    if amp is not None:
+        p.add_argument("--amp", action="store_true", default=None,
+                       help=f"mixed precision for {amp}: bfloat16 autocast (float16 with a gradient scaler on GPUs "
+                            "without bfloat16); losses, objectives and perturbations stay float32 "
+                            "(docs/scaling.md#precision)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
+                   help="TF32 matmuls and cuDNN autotuning on CUDA (default: on for CUDA, off in parity mode; no "
+                        "effect on the CPU)")
+
+
 def add_device_args(p: argparse.ArgumentParser) -> None:
-    """--device, --amp, --num-workers and --sync-bn, for the commands that train."""
+    """--device, --amp, --tf32, --num-workers and --sync-bn, for the commands that train."""
     add_device_arg(p, default=None)
-    p.add_argument("--amp", action="store_true", default=None, help="bf16 mixed precision (autocast)")
-    p.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 0)")
+    add_precision_args(p, amp="every pass through the model (training, encoding, the defenses' inner attack)")
+    add_num_workers_arg(p)
     p.add_argument("--sync-bn", action="store_true", default=None,
                    help="under torchrun: BatchNorm normalises with the statistics of the whole global batch (all "
                         "processes' shares) instead of each process's share (docs/scaling.md)")

@@ -77,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
         if args.run_dir is None:
             raise ValueError("give the run directory whose model the purifier will protect")
         out = train_comdefend(args.run_dir, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                              seed=args.seed, device=args.device or "auto",
+                              seed=args.seed, device=args.device or "auto", num_workers=args.num_workers,
                               **dict(parse_option(o) for o in args.option))
         print(f"wrote {out['purifier']}")
         return 0
     cfg = DefenseConfig(**config_values(args, DefenseConfig, options=dict(parse_option(o) for o in args.option),
                                         device=args.device or "auto", amp=bool(args.amp),
-                                        num_workers=args.num_workers or 0, sync_bn=bool(args.sync_bn)))
+                                        num_workers=args.num_workers, sync_bn=bool(args.sync_bn)))
     defend(args.run_dir, cfg, out=args.out)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_device_arg, parse_topk
+from .common import add_device_arg, add_num_workers_arg, add_precision_args, parse_topk
 
 
 def register(sub) -> None:
@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--data-root", help="where the dataset lives now, if it moved since training")
     p.add_argument("--batch-size", type=int, help="encoding batch size")
     add_device_arg(p)
+    add_precision_args(p, amp=None)
+    add_num_workers_arg(p)
     p.set_defaults(run=run)
 
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipelines.evaluate import evaluate
 
     m = evaluate(args.run_dir, topk=args.topk, split=args.split, device=args.device, batch_size=args.batch_size,
-                 data_root=args.data_root)
+                 data_root=args.data_root, num_workers=args.num_workers, tf32=args.tf32)
     k = "all" if m["topk"] is None else m["topk"]
     print(f"{m['dataset']} {args.split}: mAP@{k} {m['mAP']:.4f} (random ranking {m['random_ranking_mAP']:.4f}), "
           f"P@r<=2 {m['precision_within_radius_2']:.4f}, P@{m['precision_at_n']['n'][-1]} "

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 
 from .attack import parse_budget
-from .common import DefaultsHelpFormatter, add_device_arg, add_query_args, config_values
+from .common import (
+    DefaultsHelpFormatter,
+    add_device_arg,
+    add_num_workers_arg,
+    add_precision_args,
+    add_query_args,
+    config_values,
+)
 
 
 def register(sub) -> None:
@@ -42,6 +49,8 @@ def register(sub) -> None:
                    help="the ensemble only, without the sanity checks (about half the time)")
     add_query_args(p, seeds="the query subset, targets, random starts and noise", name_under="RUN_DIR/robustness")
     add_device_arg(p)
+    add_precision_args(p, amp="the attacks' passes through the model")
+    add_num_workers_arg(p)
     p.set_defaults(run=run)
 
 
@@ -49,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipelines.robustness import RobustnessConfig, format_card, run_robustness
 
     card = run_robustness(args.run_dir, RobustnessConfig(**config_values(args, RobustnessConfig)),
-                          device=args.device)
+                          device=args.device, num_workers=args.num_workers)
     print(format_card(card))
     print(f"card: {args.run_dir}/robustness/{card['name']}/card.json")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .attack import parse_budget
-from .common import DefaultsHelpFormatter, add_device_arg, add_query_args
+from .common import DefaultsHelpFormatter, add_device_arg, add_num_workers_arg, add_precision_args, add_query_args
 
 
 def register(sub) -> None:
@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="attack iterations (default: the attack preset's)")
     add_query_args(p, seeds="the query subset and the random starts", name_under="FIRST_RUN/transfer")
     add_device_arg(p)
+    add_precision_args(p, amp="the crafting passes through each model")
+    add_num_workers_arg(p)
     p.set_defaults(run=run)
 
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_transfer(args.run_dirs, eps=args.eps, num_queries=args.num_queries, seed=args.seed,
                           topk=args.topk, steps=args.steps, batch_size=args.batch_size, name=args.name,
-                          device=args.device)
+                          device=args.device, num_workers=args.num_workers, amp=bool(args.amp), tf32=args.tf32)
     print(format_matrix(result))
     print(f"matrix: {args.run_dirs[0]}/transfer/{result['name']}/metrics.json")
     return 0

@@ -17,7 +17,7 @@ from ..attacks.generators import PGD
 from ..attacks.losses import simple_loss
 from ..config import check_settings
 from ..utils.codes import sign_codes
-from ..utils.device import autocast
+from ..utils.device import autocast, with_amp
 from ..utils.dist import set_rows
 from ..utils.registry import Registry
 
@@ -87,9 +87,11 @@ class Defense:
 
     def make_crafter(self, eval_mode: bool = True) -> PGD:
         """The inner maximisation of every defense here: PGD from a random start at alpha = 1 (7 steps are too few
-        for a continuation schedule, and the authors' defenses use none), seeded with the run seed."""
+        for a continuation schedule, and the authors' defenses use none), seeded with the run seed; under AMP its
+        passes run in mixed precision like the outer ones (the objective on float32 outputs)."""
         s = self.settings
-        return PGD(self.ctx.model, eps=s["eps"], step=s["step"], steps=s["steps"], alpha_schedule=False,
+        model = with_amp(self.ctx.model, self.ctx.device, self.ctx.amp)
+        return PGD(model, eps=s["eps"], step=s["step"], steps=s["steps"], alpha_schedule=False,
                    random_start=True, seed=self.ctx.seed + CRAFTER_STREAM, eval_mode=eval_mode)
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,9 @@ from torch.utils.data import Subset
 
 from ..attacks import ATTACKS, TABLE1_ATTACKS, TensorAttack, load_or_create_targets
 from ..attacks.api import attack_evaluation
-from ..config import check_values, preset_settings
+from ..config import check_value, check_values, preset_settings
 from ..runs import AttackRecord, RunDir
-from ..utils.device import resolve_device
+from ..utils.device import configure_backends, precision_tag, resolve_device
 from ..utils.dist import is_main_process
 from ..utils.images import save_example_grid
 from ..utils.io import atomic_save_npy, atomic_write_json, check_writable
@@ -49,6 +49,8 @@ class AttackConfig:
     defense: str | None = None  # "comdefend": a purifier in front of the model at evaluation
     adaptive: bool = False  # with a purifier: the attacker differentiates through it (straight-through binarisation)
     overwrite: bool = False  # replace a result of other settings under the same --name
+    amp: bool = False  # the attack's passes through the model in mixed precision (docs/scaling.md#precision)
+    tf32: bool | None = None  # TF32 matmuls and cuDNN autotuning: None = on for CUDA, off in parity mode
 
     def __post_init__(self):
         check_values(self)
@@ -61,11 +63,12 @@ def attack_settings(method_cls, cfg: AttackConfig, demo: bool) -> dict:
                            demo=demo, explicit={**explicit, **cfg.options})
 
 
-def settings_key(cfg: AttackConfig, settings: dict, topk: int | None) -> str:
+def settings_key(cfg: AttackConfig, settings: dict, topk: int | None, precision: str = "") -> str:
     """A short hash of everything that changes an attack's result: the resolved method settings, the queries (number,
-    seed), topK, the batch size (random starts are drawn per batch) and the evaluated system."""
-    relevant = {**{k: v for k, v in asdict(cfg).items() if k not in ("name", "overwrite", "options")}, **settings,
-                "topk": topk}
+    seed), topK, the batch size (random starts are drawn per batch), the evaluated system and the precision of the
+    model's passes when it is not float32 (``precision``: :func:`saat.utils.device.precision_tag`)."""
+    relevant = {**{k: v for k, v in asdict(cfg).items() if k not in ("name", "overwrite", "options", "amp", "tf32")},
+                **settings, "topk": topk, **({"precision": precision} if precision else {})}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -91,10 +94,16 @@ def attack_name(cfg: AttackConfig, settings: dict, key: str) -> str:
 
 
 def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, device: str = "auto",
-               progress: bool = True, write: bool = True, examples: int = 6, **overrides) -> dict:
-    """Attack ``run_dir``'s model with ``config`` (or keyword overrides of :class:`AttackConfig`)."""
+               progress: bool = True, write: bool = True, examples: int = 6, num_workers: int | None = None,
+               **overrides) -> dict:
+    """Attack ``run_dir``'s model with ``config`` (or keyword overrides of :class:`AttackConfig`).
+
+    ``num_workers``, like ``device``, is how the work runs, not what it computes: the processes that decode the
+    splits' images for their encoding (None: the default of :func:`saat.data.loader.resolve_num_workers`); it is
+    not a setting of the result."""
     cfg = config or AttackConfig(**{k: v for k, v in overrides.items() if v is not None})
     method_cls = ATTACKS.get(cfg.method)
+    check_value("num_workers", num_workers)
     if cfg.name is not None:
         check_name(cfg.name)  # before any encoding or attacking
     if write:
@@ -105,16 +114,18 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
     from ..config import DEMO_DATASETS
 
     settings = attack_settings(method_cls, cfg, demo=ds.name.lower() in DEMO_DATASETS)
+    configure_backends(dev, cfg.tf32, parity=bool(settings.get("parity")))
+    precision = precision_tag(dev, cfg.amp).lstrip("-")
     k = cfg.topk if cfg.topk is not None else (run.config.topk if run.config.topk is not None else ds.default_topk)
     bs_enc = encode_batch_size(run.config.eval_batch_size, dev)
 
     system, attacker, tag, attacker_tag = _systems(run, cfg, dev)
     train_codes, _ = codes_for(run, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress,
-                               model=attacker, tag=attacker_tag)
+                               model=attacker, tag=attacker_tag, num_workers=num_workers)
     db_codes, _ = codes_for(run, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress,
-                            model=system, tag=tag)
+                            model=system, tag=tag, num_workers=num_workers)
     query_codes, _ = codes_for(run, "query", ds.query, device=dev, batch_size=bs_enc, progress=progress,
-                               model=system, tag=tag)
+                               model=system, tag=tag, num_workers=num_workers)
     db_labels = ds.database.labels.numpy()
     picked = pick_queries(ds, cfg.num_queries, cfg.seed)
     query_labels = ds.query.labels.numpy()[picked]
@@ -130,8 +141,8 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
                  "db_labels": db_labels, "train_images": ds.train}
     atk = TensorAttack(cfg.method, attacker, eps=None, steps=None, knowledge=knowledge, num_classes=None,
                        seed=cfg.seed, progress=progress, settings=settings, cache_dir=RunDir(run_dir).cache,
-                       cache_key=run.checkpoint_hash)
-    key = settings_key(cfg, settings, k)
+                       cache_key=run.checkpoint_hash, amp=cfg.amp)
+    key = settings_key(cfg, settings, k, precision)
     name = attack_name(cfg, settings, key)
     out = RunDir(run_dir).attack(name)
     if write and out.metrics.is_file():
@@ -152,8 +163,9 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
                      defense=run.metadata.get("defense"),
                      network_training_seconds=getattr(method, "training_seconds", None),
                      settings={**{k: v for k, v in asdict(cfg).items()
-                                  if k not in settings and k not in ("options", "overwrite")},
-                               **method.settings_record(), "settings_key": key})
+                                  if k not in settings and k not in ("options", "overwrite", "amp", "tf32")},
+                               **method.settings_record(), **({"precision": precision} if precision else {}),
+                               "settings_key": key})
     adv_codes, shown = result.adv_codes, result.shown
     metrics = record.to_json()
     if write and is_main_process():
@@ -204,7 +216,7 @@ def _systems(run, cfg: AttackConfig, dev):
 
 
 def run_attack_family(run_dir: str | Path, config: AttackConfig, *, device: str = "auto", progress: bool = True,
-                      methods: tuple[str, ...] | None = None) -> dict:
+                      methods: tuple[str, ...] | None = None, num_workers: int | None = None) -> dict:
     """Every attack of Table I (untargeted or targeted) on the same queries, with the same eps and targets.
 
     Settings given in ``config`` apply to each method that has them. Writes ``RUN/attacks/summary-<kind>.json``
@@ -225,7 +237,8 @@ def run_attack_family(run_dir: str | Path, config: AttackConfig, *, device: str 
                 cfg = replace(cfg, **{key: None})
         if progress:
             print(f"[{len(rows) + 1}] {name} ({kind})", flush=True)
-        rows.append(AttackRecord.from_json(run_attack(run_dir, cfg, device=device, progress=progress)))
+        rows.append(AttackRecord.from_json(run_attack(run_dir, cfg, device=device, progress=progress,
+                                                      num_workers=num_workers)))
     key = "t-MAP" if config.targeted else "mAP"
     summary = {
         "kind": kind, "metric": key, "run": str(run_dir),

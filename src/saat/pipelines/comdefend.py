@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import load_file, save_file
-from ..config import DEMO_DATASETS, preset_settings
+from ..config import DEMO_DATASETS, check_value, preset_settings
 from ..data import FirstItems, make_loader, to_device_batch
 from ..defenses.comdefend import DEFAULTS, DEMO_DEFAULTS, NOISE_STD, ComDefend
 from ..runs import RunDir
@@ -52,13 +52,16 @@ def comdefend_epoch(net: ComDefend, opt: torch.optim.Optimizer, loader, noise_ge
 def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float | None = None,
                     batch_size: int | None = None, code_weight: float | None = None, width: float | None = None,
                     limit: int | None = None, seed: int = 0, device: str = "auto", progress: bool = True,
-                    **options) -> dict:
+                    num_workers: int | None = None, **options) -> dict:
     """Train the purifier on the run's clean training images; saved at ``RUN/purifiers/comdefend.pt``.
 
     Resumes from ``comdefend.partial.pt`` after an interruption. Settings left at None take ComDefend's defaults
     (:data:`saat.defenses.comdefend.DEFAULTS`: 30 epochs at full width, Adam 1e-4, batch 32), on the demo datasets
     its demo preset (2 epochs at width 0.25). ``limit`` trains on the first N training images only.
+    ``num_workers`` (None: the default of :func:`saat.data.loader.resolve_num_workers`) changes the speed only, and
+    is not among the settings a resumed training must match.
     """
+    check_value("num_workers", num_workers)
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
     ds = open_dataset(run.config, run.image_size)
@@ -84,7 +87,8 @@ def train_comdefend(run_dir: str | Path, *, epochs: int | None = None, lr: float
     log = list(saved.get("log", []))
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
-        loader = make_loader(train_split, batch_size, shuffle=True, seed=seed, epoch=epoch)
+        loader = make_loader(train_split, batch_size, shuffle=True, seed=seed, epoch=epoch, num_workers=num_workers,
+                             device=dev)
         bar = progress_bar(total=len(loader), desc=f"comdefend epoch {epoch + 1}", unit="batch", disable=not progress)
         loss = comdefend_epoch(net, opt, loader, noise_gen, code_weight=code_weight, device=dev, bar=bar)
         bar.close()

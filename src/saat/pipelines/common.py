@@ -22,7 +22,7 @@ from ..models import build_model
 from ..retrieval import random_ranking_map
 from ..runs import RunDir
 from ..utils import dist
-from ..utils.device import autocast
+from ..utils.device import autocast, precision_tag
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_save_npy, json_form, load_npy, remove_stale_temps
 from ..utils.progress import progress_bar
@@ -93,10 +93,13 @@ def random_baseline(ds, topk: int | None | str = "default") -> float:
 
 @torch.no_grad()
 def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torch.device, amp: bool = False,
-                 progress: bool = True, desc: str = "encode", num_workers: int = 0,
+                 progress: bool = True, desc: str = "encode", num_workers: int | None = None,
                  continuous: bool = False) -> torch.Tensor:
     """+-1 codes (int8, CPU) of every item of a split, in order, with the model in eval mode; with
     ``continuous=True`` the tanh outputs (float32, CPU) instead.
+
+    ``num_workers``: decoding processes (None: the default of :func:`saat.data.loader.resolve_num_workers`, which
+    gives file splits workers); batches bound for a CUDA device are pinned. Neither changes the codes.
 
     Under torchrun each rank encodes a contiguous shard of whole batches and every rank receives the whole split's
     codes in dataset order: each item is encoded in the batch one process would encode it in, so the result is
@@ -108,10 +111,10 @@ def encode_split(model: torch.nn.Module, split, *, batch_size: int, device: torc
     if dist.is_distributed():
         dist.init(device)
         shard = dist.batch_shard_range(len(split), batch_size)
-        loader = make_loader(split, batch_size, sampler=shard, num_workers=num_workers)
+        loader = make_loader(split, batch_size, sampler=shard, num_workers=num_workers, device=device)
         total = len(shard)
     else:
-        loader = make_loader(split, batch_size, shuffle=False, num_workers=num_workers)
+        loader = make_loader(split, batch_size, shuffle=False, num_workers=num_workers, device=device)
         total = len(split)
     bar = progress_bar(total=total, desc=desc, unit="img", disable=not progress)
     with kept_modes(model):
@@ -222,14 +225,21 @@ def query_images(split, picked: np.ndarray, device: torch.device) -> torch.Tenso
 
 
 def codes_for(run: LoadedRun, split_name: str, split, *, device, batch_size: int, progress: bool = True,
-              amp: bool = False, model: torch.nn.Module | None = None, tag: str = "") -> tuple[np.ndarray, float]:
+              amp: bool = False, model: torch.nn.Module | None = None, tag: str = "",
+              num_workers: int | None = None) -> tuple[np.ndarray, float]:
     """Cached codes of one split of a run's dataset and the seconds it took (~0 when cached).
 
     ``model`` replaces the run's model (e.g. a purifier in front of it); ``tag`` then names it in the cache key.
+    ``num_workers`` (None: the default) is how the split is read, never part of the key: the codes do not depend
+    on it. The precision they are computed in is (``-bf16``/``-fp16`` under ``amp``, ``-tf32`` for float32 on CUDA
+    with TF32 on; :func:`saat.utils.device.precision_tag`): an ``evaluate --amp`` and an ``attack`` never share
+    codes, whichever runs first.
     """
     t0 = time.perf_counter()
     encoder = model if model is not None else run.model
-    codes = cached_codes(run.run_dir, f"codes-{split_name}-{run.checkpoint_hash}{tag}",
+    key = f"codes-{split_name}-{run.checkpoint_hash}{tag}{precision_tag(torch.device(device), amp)}"
+    codes = cached_codes(run.run_dir, key,
                          lambda: encode_split(encoder, split, batch_size=batch_size, device=device, amp=amp,
-                                              progress=progress, desc=f"encode {split_name}"))
+                                              progress=progress, desc=f"encode {split_name}",
+                                              num_workers=num_workers))
     return codes, time.perf_counter() - t0

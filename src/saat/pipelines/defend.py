@@ -22,7 +22,7 @@ from ..defenses import DEFENSES, DefenseContext
 from ..runs import RunDir, TrainRecord
 from ..utils import dist
 from ..utils.codes import sign_codes
-from ..utils.device import resolve_device
+from ..utils.device import configure_backends, grad_scaler, resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
 from ..utils.schedule import lr_milestones
@@ -50,7 +50,8 @@ class DefenseConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
-    num_workers: int = 0
+    tf32: bool | None = None  # None: on for CUDA, off in parity mode (docs/scaling.md#precision)
+    num_workers: int | None = None  # None: the default of saat.data.loader.resolve_num_workers (speed only)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch (docs/scaling.md)
     evaluate: bool = True
     train_limit: int | None = None  # iterate only the first N training images (quick experiments, the quick demo)
@@ -113,6 +114,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     model, meta = source.model, source.metadata
     ds = open_dataset(source.config, source.image_size)
     settings = defense_settings(defense_cls, cfg, demo=ds.name.lower() in DEMO_DATASETS)
+    configure_backends(device, cfg.tf32, parity=bool(settings.get("parity")))
     batch_size, epochs = int(settings["batch_size"]), int(settings["epochs"])
     train_split = ds.train if cfg.train_limit is None else FirstItems(ds.train, cfg.train_limit)
     check_global_batches(len(train_split), batch_size)
@@ -126,7 +128,8 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     # Encode the whole training set in eval mode before training (docs/defenses.md#saat-training); under torchrun
     # each rank encodes a shard and every rank gets the whole set.
     outputs = encode_split(model, ds.train, batch_size=encode_batch_size(None, device), device=device,
-                           progress=progress, desc="encode train", continuous=True).to(device)
+                           progress=progress, desc="encode train", continuous=True,
+                           num_workers=cfg.num_workers).to(device)
     codes = sign_codes(outputs)
     labels = ds.train.labels.to(device)
     method.init_memory(codes, labels)
@@ -138,13 +141,16 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     optimizer = defense.build_optimizer(model.parameters())
     milestones = lr_milestones(defense.lr_milestone_fractions(), total)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    scaler = grad_scaler(device, cfg.amp)  # float16 AMP only (GPUs without bfloat16)
+    scaler_state = {"scaler": scaler} if scaler is not None else {}
 
     writer = is_main_process()
     log: list[dict] = []
     start_epoch = step = 0
     if resume and files.checkpoint.is_file():
         start_epoch, step, log = restore_training_state(out_dir, "defense checkpoint", model=model, method=method,
-                                                        defense=defense, optimizer=optimizer, scheduler=scheduler)
+                                                        defense=defense, optimizer=optimizer, scheduler=scheduler,
+                                                        **scaler_state)
         if progress:
             print(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
     elif writer:
@@ -163,18 +169,20 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     model.train()
     t0 = time.perf_counter()
     for epoch in range(start_epoch, epochs):
-        loader = training_loader(train_split, batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers)
+        loader = training_loader(train_split, batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers,
+                                 device=device)
         dist.seed_rank_stream(cfg.seed, epoch)
         summary, step = run_epoch(model, loader, step_fn, optimizer, device=device, epoch=epoch, step=step, log=log,
                                   iteration_scheduler=scheduler, progress=progress, desc=defense.name,
-                                  channels_last=model.channels_last, sync=sync)
+                                  channels_last=model.channels_last, sync=sync, scaler=scaler)
         if progress:
             terms = ", ".join(f"{k} {summary[k]:.4f}" for k in summary
                               if k not in ("kind", "epoch", "step", "seconds", "images_per_s", "lr", "world_size"))
             print(f"epoch {epoch + 1}/{epochs}: {terms}; {summary['seconds']:.1f} s")
         if writer:
             save_training_state(files.checkpoint, epoch + 1, step, log, model=model, method=method,
-                                defense=defense, optimizer=optimizer, scheduler=scheduler)
+                                defense=defense, optimizer=optimizer, scheduler=scheduler,
+                                **scaler_state)
             write_log(files.train_log, log)
     seconds = time.perf_counter() - t0
 
@@ -193,7 +201,8 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
         result["epoch_time_ratio_to_plain_training"] = result["seconds_per_epoch"] / result[
             "plain_training_seconds_per_epoch"]
     if cfg.evaluate:
-        result.update(evaluate(out_dir, device=str(device), progress=progress, dataset=ds, write=False))
+        result.update(evaluate(out_dir, device=str(device), progress=progress, dataset=ds, write=False,
+                               num_workers=cfg.num_workers))
     result = TrainRecord.from_json(result).to_json()  # a DefenseRecord: result["defense"] is set
     if writer:
         atomic_write_json(files.metrics, result)

@@ -25,14 +25,17 @@ StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], dict]
 def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimizer: torch.optim.Optimizer, *,
               device: torch.device, epoch: int, step: int, log: list, log_every: int = 50,
               iteration_scheduler=None, progress: bool = True, desc: str = "train",
-              channels_last: bool = False, sync: dist.GradientSync | None = None) -> tuple[dict, int]:
+              channels_last: bool = False, sync: dist.GradientSync | None = None,
+              scaler: torch.amp.GradScaler | None = None) -> tuple[dict, int]:
     """Train for one pass over ``loader``. Returns (epoch summary, global step after the epoch).
 
     ``step_fn(x, y, idx, step)`` returns a dict of loss terms whose ``"loss"`` entry is back-propagated; every
     term is averaged into the summary and written to ``log`` every ``log_every`` steps. With ``sync`` (torchrun),
     the loader holds this rank's shares of the global batches (:func:`training_loader`): each step runs inside
     :func:`saat.utils.dist.sharded_step`, and ``sync`` averages the gradients and the logged terms over ranks
-    before the optimiser steps (so every rank takes the one-process step of the global batch).
+    before the optimiser steps (so every rank takes the one-process step of the global batch). ``scaler`` (float16
+    AMP, :func:`saat.utils.device.grad_scaler`) scales the loss before the backward pass and unscales, checks and
+    steps through the optimiser.
 
     No step reads a value back from the device (each read would wait for the device, utils/meters.py): the terms
     are summed on the device and read every ``log_every`` steps (that step's record, and the progress bar's
@@ -50,22 +53,29 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
         if bad is not None:
             raise FloatingPointError(f"non-finite loss {bad[1]} at epoch {epoch + 1}, step {bad[0]}")
 
+    def backward(loss: torch.Tensor) -> None:
+        (loss if scaler is None else scaler.scale(loss)).backward()
+
     for batch in loader:
         x, y, idx = to_device_batch(batch, device, channels_last)
         if sync is None:
             terms = step_fn(x, y, idx, step)
             optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            backward(terms["loss"])
             n_images += x.shape[0]
         else:
             with dist.sharded_step():
                 terms = step_fn(x, y, idx, step)
                 optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
+                backward(terms["loss"])
                 n_images += dist.global_count(x.shape[0])
             terms = sync(terms)  # the global batch's gradients and loss terms (on the device), on every rank
         watch.observe(terms["loss"], step)
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:  # skips the step when the scaled gradients overflowed, then adapts the scale
+            scaler.step(optimizer)
+            scaler.update()
         if iteration_scheduler is not None:
             iteration_scheduler.step()
         sums.add(terms)
@@ -91,17 +101,20 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
     return summary, step
 
 
-def training_loader(split, batch_size: int, *, seed: int, epoch: int, num_workers: int = 0):
+def training_loader(split, batch_size: int, *, seed: int, epoch: int, num_workers: int | None = None,
+                    device: torch.device | None = None):
     """The loader of one training epoch: the (seed, epoch) permutation of ``split`` in batches of ``batch_size``,
     the last short batch dropped unless it is the only one. Under torchrun, this rank's contiguous share of each of
-    those global batches (:class:`saat.utils.dist.GlobalBatchShards`; the batch size must split evenly)."""
+    those global batches (:class:`saat.utils.dist.GlobalBatchShards`; the batch size must split evenly).
+    ``num_workers`` (None: the default of :func:`saat.data.loader.resolve_num_workers`) and ``device`` (pinned
+    batches for CUDA) change the speed only: the batches are the same."""
     drop_last = len(split) > batch_size  # the rule of check_global_batches too
     if not dist.is_distributed():
         return make_loader(split, batch_size, shuffle=True, seed=seed, epoch=epoch, num_workers=num_workers,
-                           drop_last=drop_last)
+                           drop_last=drop_last, device=device)
     shards = dist.GlobalBatchShards(EpochShuffleSampler(len(split), seed, epoch), batch_size, drop_last=drop_last)
     return make_loader(split, shards.local_batch_size, sampler=shards, seed=seed, epoch=epoch,
-                       num_workers=num_workers)
+                       num_workers=num_workers, device=device)
 
 
 def check_global_batches(n: int, batch_size: int) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from ..attacks import ATTACKS, load_or_create_targets
-from ..config import DEMO_DATASETS, DEMO_EPS, check_values
+from ..config import DEMO_DATASETS, DEMO_EPS, check_value, check_values
 from ..robustness import ensemble, evaluate, format_card, format_matrix
 from ..runs import RunDir
-from ..utils.device import resolve_device
+from ..utils.device import configure_backends, precision_tag, resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_save_npy, atomic_write_json, check_writable, json_form
 from ..utils.validation import check_name
@@ -52,6 +52,8 @@ class RobustnessConfig:
     adaptive: bool = False  # craft through straight-through versions of non-differentiable parts (BPDA)
     checks: bool = True
     name: str | None = None
+    amp: bool = False  # the attacks' passes through the model in mixed precision (docs/scaling.md#precision)
+    tf32: bool | None = None  # TF32 matmuls and cuDNN autotuning: None = on for CUDA
 
     def __post_init__(self):
         check_values(self)
@@ -84,14 +86,18 @@ def demo_overrides(preset: str, targeted: bool) -> dict:
 
 
 def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, *, device: str = "auto",
-                   progress: bool = True, write: bool = True, **overrides) -> dict:
-    """The robustness card of ``run_dir``'s model (``config`` or keyword overrides of :class:`RobustnessConfig`)."""
+                   progress: bool = True, write: bool = True, num_workers: int | None = None, **overrides) -> dict:
+    """The robustness card of ``run_dir``'s model (``config`` or keyword overrides of :class:`RobustnessConfig`).
+    ``num_workers`` (None: the default of :func:`saat.data.loader.resolve_num_workers`) reads the splits it encodes;
+    like ``device`` it is not a setting of the card."""
     cfg = config or RobustnessConfig(**{k: v for k, v in overrides.items() if v is not None})
+    check_value("num_workers", num_workers)
     if cfg.name is not None:
         check_name(cfg.name)
     if write:
         check_writable(run_dir)  # before any attack
     dev = resolve_device(device)
+    configure_backends(dev, cfg.tf32)
     run = load_run(run_dir, dev)
     ds = open_dataset(run.config, run.image_size)
     demo = ds.name.lower() in DEMO_DATASETS
@@ -106,14 +112,18 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
         surrogate_dir = origin if origin and RunDir(origin).model.is_file() else None
     name = cfg.name or robustness_name(cfg, eps, k, surrogate_dir)
     out = RunDir(run_dir).robustness(name)
-    settings = {**asdict(cfg), "eps": eps, "topk": k, "surrogate": surrogate_dir, "name": name}
+    # amp and tf32 are named by the precision they give, and only when it is not float32's (cards of float32 runs
+    # keep the settings they always had)
+    precision = precision_tag(dev, cfg.amp).lstrip("-")
+    settings = {**{key: v for key, v in asdict(cfg).items() if key not in ("amp", "tf32")}, "eps": eps, "topk": k,
+                "surrogate": surrogate_dir, "name": name, **({"precision": precision} if precision else {})}
     refuse_other_settings(out.card, "settings", settings, "a card")
 
     # The evaluated system's codes (with a purifier: of the purified images), for the mainstay codes and retrieval.
     train_codes, _ = codes_for(run, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress,
-                               model=system, tag=tag)
+                               model=system, tag=tag, num_workers=num_workers)
     db_codes, _ = codes_for(run, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress,
-                            model=system, tag=tag)
+                            model=system, tag=tag, num_workers=num_workers)
     picked = pick_queries(ds, cfg.num_queries, cfg.seed)
     images = query_images(ds.query, picked, dev)
     labels = ds.query.labels[torch.as_tensor(picked)].float()
@@ -128,7 +138,8 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
         if other.config.dataset.lower() != run.config.dataset.lower():
             raise ValueError(f"the surrogate {surrogate_dir} was trained on {other.config.dataset}, not "
                              f"{run.config.dataset}: a transfer attack needs the same dataset")
-        other_codes, _ = codes_for(other, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress)
+        other_codes, _ = codes_for(other, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress,
+                                   num_workers=num_workers)
         surrogate = (other.model, torch.as_tensor(other_codes, dtype=torch.float32, device=dev))
 
     describe = {"model": {"run": str(run_dir), "checkpoint_sha256": run.checkpoint_hash,
@@ -142,7 +153,7 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
         eps=eps, topk=k, preset=cfg.preset, targeted=cfg.targeted, target_labels=targets, surrogate=surrogate,
         adaptive=cfg.adaptive, seed=cfg.seed, batch_size=cfg.batch_size,
         overrides=demo_overrides(cfg.preset, cfg.targeted) if demo else None, checks=cfg.checks,
-        work_dir=out.work if write else None, progress=progress, return_codes=True, describe=describe)
+        work_dir=out.work if write else None, progress=progress, return_codes=True, describe=describe, amp=cfg.amp)
     card = {**card, "name": name, "settings": json_form(settings)}
     if write and is_main_process():
         atomic_save_npy(out.adv_codes, worst)
@@ -153,9 +164,12 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
 
 def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_queries: int | None = None,
                  seed: int = 0, topk: int | None = None, steps: int | None = None, batch_size: int = 32,
-                 name: str | None = None, device: str = "auto", progress: bool = True, write: bool = True) -> dict:
+                 name: str | None = None, device: str = "auto", progress: bool = True, write: bool = True,
+                 num_workers: int | None = None, amp: bool = False, tf32: bool | None = None) -> dict:
     """The transfer matrix of runs of one dataset (docs/robustness.md#the-transfer-matrix): the mainstay attack (the
-    runs' attack preset) crafted on each, evaluated on all. Written to ``FIRST_RUN/transfer/<name>/metrics.json``."""
+    runs' attack preset) crafted on each, evaluated on all. Written to ``FIRST_RUN/transfer/<name>/metrics.json``.
+    ``num_workers`` (None: the default) reads the splits it encodes; it is not part of the matrix's config. ``amp``:
+    the crafting passes in mixed precision; ``tf32``: TF32 and cuDNN autotuning (None: on for CUDA)."""
     from ..robustness import Party, transfer_matrix
     from .attack import AttackConfig, attack_settings
 
@@ -163,9 +177,11 @@ def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_qu
         raise ValueError(f"saat transfer needs at least two runs, got {len(run_dirs)}")
     if name is not None:
         check_name(name)
+    check_value("num_workers", num_workers)
     if write:
         check_writable(run_dirs[0])  # before any encoding or attack
     dev = resolve_device(device)
+    configure_backends(dev, tf32)
     runs = [load_run(r, dev) for r in run_dirs]
     first = runs[0]
     for r in runs[1:]:
@@ -185,8 +201,10 @@ def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_qu
     parties = []
     for r, label in zip(runs, labels):
         bs_enc = encode_batch_size(r.config.eval_batch_size, dev)
-        train_codes, _ = codes_for(r, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress)
-        db_codes, _ = codes_for(r, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress)
+        train_codes, _ = codes_for(r, "train", ds.train, device=dev, batch_size=bs_enc, progress=progress,
+                                   num_workers=num_workers)
+        db_codes, _ = codes_for(r, "database", ds.database, device=dev, batch_size=bs_enc, progress=progress,
+                                num_workers=num_workers)
         parties.append(Party(label, r.model, torch.as_tensor(train_codes, dtype=torch.float32, device=dev),
                              ds.train.labels, db_codes, ds.database.labels))
     picked = pick_queries(ds, num_queries, seed)
@@ -194,6 +212,9 @@ def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_qu
     query_labels = ds.query.labels[torch.as_tensor(picked)].float()
     config = {"runs": [str(r) for r in run_dirs], "eps": settings["eps"], "num_queries": num_queries, "seed": seed,
               "topk": k, "settings": settings}
+    precision = precision_tag(dev, amp).lstrip("-")
+    if precision:
+        config["precision"] = precision
     default = "-".join(["mainstay", f"eps{settings['eps'] * 255:g}", f"steps{settings['steps']}",
                         f"q{num_queries or 'all'}", f"seed{seed}",
                         hashlib.sha256("|".join(str(Path(r).resolve()) for r in run_dirs).encode()).hexdigest()[:8]])
@@ -202,7 +223,8 @@ def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_qu
     refuse_other_settings(metrics_file, "config", config, "a transfer matrix")
     result = transfer_matrix(parties, images, query_labels, eps=settings["eps"], topk=k,
                              settings={key: v for key, v in settings.items() if key != "eps"}, seed=seed,
-                             batch_size=batch_size, work_dir=out / "work" if write else None, progress=progress)
+                             batch_size=batch_size, work_dir=out / "work" if write else None, progress=progress,
+                             amp=amp)
     result = {**result, "dataset": ds.name, "name": out.name, "config": json_form(config),
               "runs": [str(r) for r in run_dirs]}
     if write and is_main_process():

@@ -21,7 +21,7 @@ from ..checkpoint import load_file, load_model_file, save_file, save_model
 from ..config import TrainConfig, config_from_dict, load_yaml, resolve_config, save_config
 from ..runs import RunDir, TrainRecord
 from ..utils import dist
-from ..utils.device import resolve_device
+from ..utils.device import configure_backends, grad_scaler, resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_text, remove_stale_temps
 from ..utils.resume import capture, restore
@@ -150,6 +150,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     from ..models import HashModel
 
     device = resolve_device(cfg.device)
+    configure_backends(device, cfg.tf32)
     progress = progress and is_main_process()  # under torchrun only rank 0 reports
     torch.manual_seed(cfg.seed)
     model = HashModel(cfg.backbone, cfg.bits, pretrained=cfg.pretrained, backbone_weights=cfg.backbone_weights,
@@ -171,6 +172,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, epoch_milestones(cfg.epochs, cfg.lr_milestones),
                                                      gamma=cfg.lr_gamma)
+    scaler = grad_scaler(device, cfg.amp)  # float16 AMP only (GPUs without bfloat16)
+    scaler_state = {"scaler": scaler} if scaler is not None else {}
     writer = is_main_process()
     log: list[dict] = []
     start_epoch = step = 0
@@ -179,7 +182,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
         note_damaged_model(run_dir)
     if resume and (RunDir(run_dir).checkpoint).is_file():
         start_epoch, step, log = restore_training_state(run_dir, "training checkpoint", model=model, method=method,
-                                                        optimizer=optimizer, scheduler=scheduler)
+                                                        optimizer=optimizer, scheduler=scheduler, **scaler_state)
         if progress:
             print(f"resuming {run_dir} after epoch {start_epoch}/{cfg.epochs}")
     elif writer:
@@ -193,18 +196,19 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
     step_fn = hashing_step(model, method, device, cfg.amp)
     t_train = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
-        loader = training_loader(ds.train, cfg.batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers)
+        loader = training_loader(ds.train, cfg.batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers,
+                                 device=device)
         dist.seed_rank_stream(cfg.seed, epoch)
         summary, step = run_epoch(model, loader, step_fn, optimizer, device=device, epoch=epoch, step=step, log=log,
                                   log_every=cfg.log_every, progress=progress, channels_last=model.channels_last,
-                                  sync=sync)
+                                  sync=sync, scaler=scaler)
         scheduler.step()
         if progress:
             print(f"epoch {epoch + 1}/{cfg.epochs}: loss {summary['loss']:.4f}, "
                   f"{summary['images_per_s']:.0f} img/s, {summary['seconds']:.1f} s")
         if writer:
             save_training_state(RunDir(run_dir).checkpoint, epoch + 1, step, log, model=model, method=method,
-                                optimizer=optimizer, scheduler=scheduler)
+                                optimizer=optimizer, scheduler=scheduler, **scaler_state)
             write_log(RunDir(run_dir).train_log, log)
     train_seconds = time.perf_counter() - t_train
 
@@ -228,7 +232,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
         if progress:
             print(f"wrote {run_dir} (no evaluation: run 'saat evaluate {run_dir}')")
         return {"training_seconds_this_session": train_seconds, "epochs": cfg.epochs}
-    metrics = evaluate(run_dir, device=str(device), progress=progress, dataset=ds, write=False)
+    metrics = evaluate(run_dir, device=str(device), progress=progress, dataset=ds, write=False,
+                       num_workers=cfg.num_workers)
     metrics = TrainRecord.from_json({**metrics, "training_seconds_this_session": train_seconds,
                                      "epochs": cfg.epochs}).to_json()
     if writer:

@@ -27,6 +27,7 @@ from ..attacks.base import frozen_eval
 from ..attacks.losses import mainstay_loss
 from ..attacks.mainstay import mainstay_codes
 from ..retrieval import average_precision, random_ranking_map
+from ..utils.device import precision_tag
 from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
 from ..utils.progress import progress_bar
 from ..utils.rng import derive_seed, seeded_generator
@@ -119,6 +120,7 @@ class _Problem:
     overrides: dict
     work_dir: Path | None
     cache_dir: Path
+    amp: bool = False
 
     @property
     def targeted(self) -> bool:
@@ -136,6 +138,12 @@ class _Problem:
         return system_codes(self.model, images, self.batch_size)
 
 
+def _resume_key(problem: _Problem, settings: dict, eps: float, seed: int) -> dict:
+    """What an attack's resume file must match: its settings, eps and seed, and the precision it was crafted in."""
+    key = {**settings, "eps": eps, "seed": seed}
+    return {**key, "amp": precision_tag(problem.x.device, True).lstrip("-")} if problem.amp else key
+
+
 def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed: int, *,
                 model=None, knowledge: dict | None = None, key: str | None = None) -> tuple[np.ndarray, dict]:
     """Adversarial codes of every query under one attack run (cached in ``work_dir`` under ``key``), with its
@@ -144,7 +152,7 @@ def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed
         codes_file, info_file = problem.work_dir / f"{key}.npy", problem.work_dir / f"{key}.json"
         if codes_file.is_file() and info_file.is_file():
             info = json.loads(info_file.read_text())
-            if info.get("settings") == json_form({**settings, "eps": eps, "seed": seed}):
+            if info.get("settings") == json_form(_resume_key(problem, settings, eps, seed)):
                 try:
                     return load_npy(codes_file), info
                 except ValueError:  # a damaged resume file: the attack runs again
@@ -156,7 +164,7 @@ def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed
     # The networks some attacks train (THA's PrototypeNet) are kept in cache_dir: trained once per evaluation.
     atk = TensorAttack(attack, crafter, eps=None, steps=None, knowledge=knowledge or problem.knowledge,
                        num_classes=problem.y.shape[1], seed=seed, progress=False, settings=all_settings,
-                       cache_dir=problem.cache_dir, cache_key=crafter.key)
+                       cache_dir=problem.cache_dir, cache_key=crafter.key, amp=problem.amp)
     t0 = time.perf_counter()
     parts = []
     for s in range(0, problem.x.shape[0], problem.batch_size):
@@ -165,7 +173,7 @@ def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed
         parts.append(problem.encode(atk(xb, yb, target_labels=tb)))
     codes = np.concatenate(parts)
     q = problem.x.shape[0]
-    info = {"settings": json_form({**settings, "eps": eps, "seed": seed}),
+    info = {"settings": json_form(_resume_key(problem, settings, eps, seed)),
             "seconds": time.perf_counter() - t0, "forwards_per_query": (crafter.forwards - start_f) / q,
             "backwards_per_query": (crafter.backwards - start_b) / q}
     if key is not None and problem.work_dir is not None:
@@ -183,7 +191,7 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
              target_labels=None, surrogate=None, adaptive: bool = False, num_classes: int | None = None,
              seed: int = 0, batch_size: int = 64, overrides: dict | None = None, checks: bool = True,
              work_dir: str | Path | None = None, progress: bool = False, return_codes: bool = False,
-             describe: dict | None = None):
+             describe: dict | None = None, amp: bool = False):
     """The robustness card of ``model`` on the queries ``images`` (Q, 3, H, W) in [0, 1] with ``labels``
     (docs/robustness.md). Returns the card (a dict; with ``return_codes`` also the worst-case adversarial codes).
 
@@ -197,6 +205,8 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
     - ``overrides``: ``{attack: {setting: value}}`` applied over the preset's settings (e.g. the demo presets').
     - ``checks=False`` skips the sanity checks (the card then has the ensemble only).
     - ``work_dir``: where each attack's codes are kept, so an interrupted evaluation resumes.
+    - ``amp``: the attacks' passes through the model in mixed precision (docs/scaling.md#precision); the codes the
+      APs are computed from are float32 encodings.
     """
     t_start = time.perf_counter()
     x = check_images(images)
@@ -226,8 +236,10 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
     with contextlib.ExitStack() as stack:
         cache = wdir / "networks" if wdir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         problem = _Problem(model, PassCounter(crafting), x, y, targets, eps, knowledge, db, db_y, topk, int(batch_size),
-                           int(seed), progress, dict(overrides or {}), wdir, cache)
+                           int(seed), progress, dict(overrides or {}), wdir, cache, bool(amp))
         card, worst_codes = _card(problem, preset, surrogate, adaptive, checks, describe)
+        if problem.amp:
+            card["amp"] = precision_tag(x.device, True).lstrip("-")
     card["seconds"] = time.perf_counter() - t_start
     return (card, worst_codes) if return_codes else card
 

@@ -15,6 +15,7 @@ import torch
 
 from ..attacks.api import TensorAttack, system_codes
 from ..retrieval import average_precision
+from ..utils.device import precision_tag
 from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
 from ..utils.progress import progress_bar
 from ..utils.validation import check_eps, check_images, check_labels
@@ -35,10 +36,10 @@ class Party:
 
 def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: float, topk: int | None,
                     settings: dict | None = None, seed: int = 0, batch_size: int = 32, num_classes: int | None = None,
-                    work_dir: str | Path | None = None, progress: bool = False) -> dict:
+                    work_dir: str | Path | None = None, progress: bool = False, amp: bool = False) -> dict:
     """``matrix[i][j]``: mAP on party j of the queries attacked on party i (mainstay attack, ``settings`` over its
     defaults); ``clean[j]``: party j's mAP of the clean queries. With ``work_dir`` each source's adversarial images
-    are kept (float32 .npy), so an interrupted matrix resumes."""
+    are kept (float32 .npy), so an interrupted matrix resumes. ``amp``: the crafting passes in mixed precision."""
     if len(parties) < 2:
         raise ValueError(f"a transfer matrix needs at least two models, got {len(parties)}")
     names = [p.name for p in parties]
@@ -67,8 +68,9 @@ def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: 
     for i, source in enumerate(parties):
         adv_file = wdir / f"adv-{i}.npy" if wdir is not None else None
         info_file = wdir / f"adv-{i}.json" if wdir is not None else None
+        precision = {"amp": precision_tag(x.device, True).lstrip("-")} if amp else {}
         key = json_form({"source": source.name, "eps": eps, "seed": seed, "settings": settings,
-                         "queries": int(x.shape[0])})
+                         "queries": int(x.shape[0]), **precision})
         adv = None
         if adv_file is not None and adv_file.is_file() and info_file.is_file():
             info = json.loads(info_file.read_text())
@@ -82,7 +84,8 @@ def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: 
             start = time.perf_counter()
             atk = TensorAttack("mainstay", source.model, eps=None, steps=None,
                                knowledge={"train_codes": source.train_codes, "train_labels": source.train_labels},
-                               num_classes=y.shape[1], seed=seed, progress=False, settings={**settings, "eps": eps})
+                               num_classes=y.shape[1], seed=seed, progress=False, settings={**settings, "eps": eps},
+                               amp=amp)
             adv = torch.cat([atk(x[s:s + batch_size], y[s:s + batch_size]) for s in range(0, x.shape[0], batch_size)])
             seconds.append(time.perf_counter() - start)
             if adv_file is not None:

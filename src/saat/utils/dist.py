@@ -50,6 +50,12 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def local_world_size() -> int:
+    """How many processes of this run share the machine: torchrun's ``LOCAL_WORLD_SIZE`` (set per node), else the
+    world size (1 in one process)."""
+    return max(int(os.environ.get("LOCAL_WORLD_SIZE", world_size())), 1)
+
+
 def is_main_process() -> bool:
     return rank() == 0
 
