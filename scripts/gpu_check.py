@@ -411,7 +411,8 @@ def step_host_copies(ctx: Context, amp: bool) -> dict:
     """One step of each defense and one PGD / VMI-FGSM crafting call with the batch on the device: the bytes copied
     from the host (random starts, neighbours, crops, flips and targets must be drawn on the device)."""
     from saat.attacks import create_attack
-    from saat.defenses import DEFENSES, DefenseContext
+    from saat.defenses import DEFENSES as REGISTRY
+    from saat.defenses import DefenseContext
     from saat.hashing import create_method
 
     d = _prepare_data(ctx)
@@ -425,7 +426,7 @@ def step_host_copies(ctx: Context, amp: bool) -> dict:
         method.init_memory(d["train_codes"], d["train_y"])
         dctx = DefenseContext(model, method, ctx.device, d["train_codes"].clone(), d["train_codes"].clone(),
                               d["train_y"], seed=0, amp=amp, db_labels=d["db_y"], total_iterations=4)
-        defense = DEFENSES.get(name)(dctx, steps=2)
+        defense = REGISTRY.get(name)(dctx, steps=2)
         idx = torch.arange(BATCH, device=ctx.device)
         defense.step(x, y, idx, 0)  # a first step builds what is built once
         with HostCopies() as seen:
