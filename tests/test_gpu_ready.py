@@ -67,3 +67,25 @@ def test_an_explicit_gpu_in_one_process_is_kept(monkeypatch):
     assert dist.device_for_rank(torch.device("cuda:3")) == torch.device("cuda:3")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("cuda:3") == torch.device("cuda:3")
+
+
+@pytest.mark.parametrize("cpus, local, expected", [(16, 8, 2), (16, 2, 8), (2, 2, 1), (3, 8, 1), (8, 1, 8)])
+def test_each_process_gets_its_share_of_the_cores(monkeypatch, cpus, local, expected):
+    import numba
+
+    monkeypatch.setattr(dist, "usable_cpus", lambda: cpus)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        assert dist.share_threads() == expected
+        assert torch.get_num_threads() == expected
+        assert numba.get_num_threads() == min(expected, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
+
+
+def test_the_transfer_matrix_path_is_the_run_directory_s():
+    from saat.runs import RunDir
+
+    assert RunDir("r").transfer_metrics("m") == RunDir("r").transfer("m") / "metrics.json"

@@ -194,6 +194,10 @@ class RunDir:
         """``RUN/transfer/<name>/``: a transfer matrix whose first model is this run (``metrics.json``, ``work/``)."""
         return self.path / "transfer" / name
 
+    def transfer_metrics(self, name: str) -> Path:
+        """``RUN/transfer/<name>/metrics.json``: the transfer matrix's result."""
+        return self.transfer(name) / "metrics.json"
+
     def transfer_results(self) -> list[Path]:
         """Every ``transfer/<name>/metrics.json`` of the run, sorted."""
         root = self.path / "transfer"

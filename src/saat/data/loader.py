@@ -9,7 +9,6 @@ they go to a CUDA device) and :class:`SeedWorker` (a worker's torch, NumPy and `
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset, default_collate
 
 from ..utils import dist
+from ..utils.dist import usable_cpus
 from ..utils.rng import derive_seed, seeded_generator
 from .splits import FileSplit
 
@@ -56,15 +56,6 @@ def _collate(batch):
     if isinstance(batch, (tuple, _Failure)):
         return batch
     return default_collate(batch)
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, e.g. under taskset or a container's cpuset), else the
-    machine's count."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):  # no affinity on macOS and Windows
-        return os.cpu_count() or 1
 
 
 def base_split(split: Dataset) -> Dataset:

@@ -219,7 +219,7 @@ def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_qu
                         f"q{num_queries or 'all'}", f"seed{seed}",
                         hashlib.sha256("|".join(str(Path(r).resolve()) for r in run_dirs).encode()).hexdigest()[:8]])
     out = RunDir(run_dirs[0]).transfer(name or default)
-    metrics_file = out / "metrics.json"
+    metrics_file = RunDir(run_dirs[0]).transfer_metrics(out.name)
     refuse_other_settings(metrics_file, "config", config, "a transfer matrix")
     result = transfer_matrix(parties, images, query_labels, eps=settings["eps"], topk=k,
                              settings={key: v for key, v in settings.items() if key != "eps"}, seed=seed,

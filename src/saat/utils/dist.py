@@ -50,6 +50,30 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. under taskset or a container's cpuset), else the
+    machine's count."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # no affinity on macOS and Windows
+        return os.cpu_count() or 1
+
+
+def share_threads() -> int:
+    """Give this process its share of the machine's cores for torch's and numba's thread pools: the usable CPUs
+    divided by the processes of this run on the machine, at least 1 (torchrun itself sets OMP_NUM_THREADS=1 for
+    every process, which leaves all but N cores idle in the CPU parts of the work: encoding on the CPU, the
+    retrieval kernels). Returns the share; called by :func:`init`."""
+    share = max(usable_cpus() // local_world_size(), 1)
+    torch.set_num_threads(share)
+    try:
+        import numba
+    except ImportError:  # numba is a dependency of the retrieval kernels; nothing to share without it
+        return share
+    numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
+    return share
+
+
 def local_world_size() -> int:
     """How many processes of this run share the machine: torchrun's ``LOCAL_WORLD_SIZE`` (set per node), else the
     world size (1 in one process)."""
@@ -79,12 +103,14 @@ def _td():
 
 def init(device: torch.device | str | None = None) -> None:
     """Join the torchrun process group (once; a no-op in one process): NCCL when ``device`` is CUDA, else gloo
-    (``device`` None: NCCL when CUDA is available). The group is destroyed when the process exits."""
+    (``device`` None: NCCL when CUDA is available), after giving the process its share of the cores
+    (:func:`share_threads`). The group is destroyed when the process exits."""
     if not is_distributed():
         return
     td = _td()
     if td.is_initialized():
         return
+    share_threads()
     device = torch.device(device) if device is not None else None
     cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
     if cuda:
