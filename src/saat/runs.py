@@ -252,6 +252,7 @@ class AttackRecord:
     pr_curve: dict | None = None
     precision_at_n: dict | None = None
     device: str | None = None
+    world_size: int | None = None  # the processes that shared the attacked queries (torchrun); 1 in one process
     schema: int = ATTACK_SCHEMA_VERSION
 
     @property
@@ -274,6 +275,7 @@ class AttackRecord:
             "seconds": self.seconds, "images_per_s": self.images_per_s,
             "network_training_seconds": self.network_training_seconds, "settings": self.settings,
             "pr_curve": self.pr_curve, "precision_at_n": self.precision_at_n, "device": self.device,
+            "world_size": self.world_size,
         }
         if self.targeted:
             out["benign_t-MAP"] = self.benign_tmap
@@ -317,7 +319,8 @@ class AttackRecord:
             perceptibility=mapping("perceptibility") or {}, seconds=number("seconds"),
             images_per_s=number("images_per_s"), network_training_seconds=number("network_training_seconds"),
             settings=mapping("settings") or {}, pr_curve=mapping("pr_curve"),
-            precision_at_n=mapping("precision_at_n"), device=text("device"), schema=ATTACK_SCHEMA_VERSION,
+            precision_at_n=mapping("precision_at_n"), device=text("device"), world_size=integer("world_size"),
+            schema=ATTACK_SCHEMA_VERSION,
         )
 
     @classmethod

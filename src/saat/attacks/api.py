@@ -196,6 +196,17 @@ class TensorAttack:
                              "pass images to build it")
         return self._method(targeted, check_images(images))
 
+    def replay(self, images: torch.Tensor, labels, target_labels=None) -> None:
+        """Advance the attack's random streams as calling it on this batch would, without attacking (the batches
+        before a process's own share of a sharded attack); raises NotImplementedError for a method that cannot
+        (``method(targeted).replayable``)."""
+        x = check_images(images)
+        targeted = target_labels is not None
+        y = check_labels(labels, "labels", self._width(labels), batch=x.shape[0]).to(x.device)
+        t = (check_labels(target_labels, "target_labels", y.shape[1], batch=x.shape[0]).to(x.device)
+             if targeted else None)
+        self._method(targeted, x).replay(x, y, t)
+
     def theory_codes(self, images: torch.Tensor, labels, target_labels=None) -> torch.Tensor | None:
         """The codes the attack aims at (None where a method has none): -mainstay, +mainstay, anchors, prototypes."""
         x = check_images(images)
@@ -271,8 +282,8 @@ def attack_queries(batches, attack, theory, encode, *, examples: int = 0, bar=No
             bar.update(x.shape[0])
     seconds = time.perf_counter() - t0
     has_theory = bool(theory_parts) and all(part is not None for part in theory_parts)
-    return AttackRun(np.concatenate(adv_parts), np.concatenate(theory_parts) if has_theory else None,
-                     percept.result(), seconds, shown)
+    adv = np.concatenate(adv_parts) if adv_parts else np.zeros((0, 0), np.int8)  # no batch: a process's empty share
+    return AttackRun(adv, np.concatenate(theory_parts) if has_theory else None, percept.result(), seconds, shown)
 
 
 def attack_record(result: AttackRun, *, benign_codes, db_codes, labels, db_labels, target_labels, topk,
@@ -383,9 +394,31 @@ def attack_evaluation(model, atk: TensorAttack, images, labels, db_codes, db_lab
     def theory(xb, labels_b):  # labels_b: the target labels of a targeted attack, else the query labels
         return atk.theory_codes(xb, None, target_labels=labels_b) if targeted else atk.theory_codes(xb, labels_b)
 
-    bar = progress_bar(total=n, desc=f"attack {atk.name}", unit="img", disable=not progress)
-    run = attack_queries(batches(), lambda xb, yb, tb: atk(xb, yb, target_labels=tb), theory, encode,
-                         examples=examples, bar=bar)
+    # Under torchrun a replayable method is sharded: each process attacks its contiguous share of whole batches,
+    # after replaying the random draws of the batches before it, and every process gathers the whole result.
+    from ..utils import dist
+
+    shard = attack_shard(atk, n, batch_size, fetch(0) if n else None, targeted)
+
+    def own_batches():
+        for start in range(0, shard.start, batch_size):  # replayed: only their shapes and labels are needed
+            end = min(start + batch_size, n)
+            atk.replay(torch.zeros((end - start, *first_shape), device=device), y[start:end],
+                       target_labels=t[start:end] if targeted else None)
+        for start in range(shard.start, shard.stop, batch_size):
+            xb = fetch(start)
+            end = start + xb.shape[0]
+            yield xb, y[start:end], (t[start:end] if targeted else None)
+
+    bar = progress_bar(total=n if shard is None else len(shard), desc=f"attack {atk.name}", unit="img",
+                       disable=not progress)
+    if shard is None:
+        run = attack_queries(batches(), lambda xb, yb, tb: atk(xb, yb, target_labels=tb), theory, encode,
+                             examples=examples, bar=bar)
+    else:
+        first_shape = tuple(fetch(0).shape[1:])
+        run = gather_run(attack_queries(own_batches(), lambda xb, yb, tb: atk(xb, yb, target_labels=tb), theory,
+                                        encode, examples=examples, bar=bar), bits=db.shape[1])
     bar.close()
     if benign_codes is None:
         benign = np.concatenate([encode(fetch(s)) for s in range(0, n, batch_size)])
@@ -395,5 +428,60 @@ def attack_evaluation(model, atk: TensorAttack, images, labels, db_codes, db_lab
     record = attack_record(run, benign_codes=benign, db_codes=db, labels=y.cpu().numpy(), db_labels=db_y.cpu().numpy(),
                            target_labels=t.cpu().numpy() if targeted else None, topk=topk, attack=atk.name,
                            name=atk.name, settings=atk.method(targeted).settings_record(),
-                           device=str(device))
+                           device=str(device), world_size=dist.world_size() if shard is not None else 1)
     return record, run
+
+
+def attack_shard(atk: TensorAttack, n: int, batch_size: int, like: torch.Tensor | None,
+                 targeted: bool) -> range | None:
+    """Under torchrun, the queries this process attacks: its contiguous share of ``range(n)`` in whole batches, when
+    the method can replay the batches before it (:meth:`TensorAttack.replay`); None when the attack is not sharded
+    (one process, no queries, or a method that draws inside its iterations: every process then attacks all)."""
+    from ..utils import dist
+
+    if not dist.is_distributed() or not n or not atk.method(targeted, like).replayable:
+        return None
+    return dist.batch_shard_range(n, batch_size)
+
+
+def gather_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Every process's ±1 codes (its share of the queries, in order) concatenated in rank order: the codes of all
+    queries in query order (``codes`` itself in one process)."""
+    from ..utils import dist
+
+    if not dist.is_distributed():
+        return codes
+    rows = torch.from_numpy(np.ascontiguousarray(codes)).to(torch.float32).reshape(-1, bits)
+    return dist.all_gather_rows(rows).to(torch.int8).numpy()
+
+
+def gather_run(run: AttackRun, bits: int) -> AttackRun:
+    """Every process's :class:`AttackRun` of its share of the queries, as one run in query order, on every process
+    (under torchrun; the run itself otherwise): codes concatenated in rank order, perceptibility summed (its means
+    may differ from one process's in the last bits: another summation order), the longest time, rank 0's
+    examples (the first queries)."""
+    from ..utils import dist
+    from .perceptibility import Perceptibility
+
+    if not dist.is_distributed():
+        return run
+
+    adv = gather_codes(run.adv_codes, bits)
+    # a process with no queries has no theory codes to say whether the method has any: the others decide
+    has = dist.all_gather_rows(torch.tensor([[float(run.theory_codes is not None or len(run.adv_codes) == 0)]]),
+                               equal=True)
+    theory = gather_codes(run.theory_codes if run.theory_codes is not None else np.zeros((0, bits), np.int8),
+                          bits) if bool(has.min()) else None
+    p = run.perceptibility
+    psnr_sum = p["psnr_mean"] * p["psnr_images"] if p["psnr_images"] else 0.0
+    mine = torch.tensor([[p["images"], p["linf_mean"] * p["images"], p["l2_mean"] * p["images"],
+                          p["mse_mean"] * p["images"], p["linf_max"], psnr_sum, p["psnr_images"]]],
+                        dtype=torch.float64)
+    rows = dist.all_gather_rows(mine, equal=True)
+    merged = Perceptibility()
+    merged.n = int(rows[:, 0].sum())
+    merged.sums = {"linf": float(rows[:, 1].sum()), "l2": float(rows[:, 2].sum()), "mse": float(rows[:, 3].sum())}
+    merged.linf_max = float(rows[:, 4].max())
+    merged.psnr_sum, merged.psnr_n = float(rows[:, 5].sum()), int(rows[:, 6].sum())
+    seconds = float(dist.all_gather_rows(torch.tensor([[run.seconds]], dtype=torch.float64), equal=True).max())
+    return AttackRun(adv, theory, merged.result(), seconds, run.shown)

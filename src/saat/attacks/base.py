@@ -76,6 +76,9 @@ class Attack:
 
     name = "attack"
     default_random_start = True
+    # Whether :meth:`replay` advances the random stream exactly as :meth:`perturb` does (its only draw is the random
+    # start); attacks that draw inside their iterations say False.
+    replayable = True
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, step: float = 1 / 255, steps: int = 100, *,
                  alpha_schedule: bool = True, random_start: bool | None = None, seed: int = 0,
@@ -122,6 +125,14 @@ class Attack:
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Into the eps-ball around x, then into [0, 1]."""
         return torch.clamp(torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps), 0.0, 1.0)
+
+    def replay(self, like: torch.Tensor) -> None:
+        """Advance the random stream as attacking a batch shaped like ``like`` would, without attacking: what lets a
+        process of a sharded attack start at its own first batch with the stream one process would have there."""
+        if not self.replayable:
+            raise NotImplementedError(f"{self.name} draws inside its iterations: it cannot skip a batch")
+        if self.random_start and self.eps > 0:
+            self.uniform(like, -self.eps, self.eps)
 
     def start(self, x: torch.Tensor) -> torch.Tensor:
         if self.random_start and self.eps > 0:

@@ -70,6 +70,10 @@ class _AnchorAttack(AttackMethod):
         anchor = self.anchors(target)
         return self.crafter(x, lambda h, _x: -(h * anchor).mean())
 
+    def replay(self, x, y, target):
+        self.anchors(target)  # the anchor draw of a target label first seen in this batch
+        super().replay(x, y, target)
+
 
 @ATTACKS.register("dhta")
 class DHTAAttack(_AnchorAttack):

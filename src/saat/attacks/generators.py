@@ -60,6 +60,7 @@ class DIFGSM(PGD):
 
     name = "di-fgsm"
     default_random_start = False
+    replayable = False  # input diversity draws every iteration
 
     def __init__(self, *args, diversity_prob: float = 0.5, resize_rate: float = 0.9, **kwargs):
         super().__init__(*args, **kwargs)
@@ -150,6 +151,7 @@ class VMIFGSM(Attack):
 
     name = "vmi-fgsm"
     default_random_start = False
+    replayable = False  # neighbours drawn every iteration
 
     def __init__(self, *args, decay: float = 1.0, n_neighbours: int = 5, beta: float = 1.5, **kwargs):
         super().__init__(*args, **kwargs)

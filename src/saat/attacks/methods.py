@@ -86,6 +86,21 @@ class AttackMethod:
     def attack(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def replayable(self) -> bool:
+        """Whether :meth:`replay` makes every random draw :meth:`attack` would make on a batch: true when the
+        method's only draws are its crafter's and the crafter can replay them (its random start)."""
+        crafter = getattr(self, "crafter", None)
+        return crafter is not None and crafter.replayable
+
+    def replay(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
+        """Advance the method's random streams as attacking this batch would, without attacking: a process of a
+        sharded attack replays the batches before its own share (``x`` only gives the shape and device)."""
+        if not self.replayable:
+            raise NotImplementedError(f"attack {self.name!r} cannot skip a batch (it draws inside its iterations or "
+                                      "trains on the queries)")
+        self.crafter.replay(x)
+
 
 class _CodeGuidedPGD(AttackMethod):
     """Sign-gradient attacks guided by a code derived from labels (mainstay or CgAT center)."""

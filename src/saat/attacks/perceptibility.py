@@ -42,5 +42,5 @@ class Perceptibility:
             "linf_mean_255": self.sums["linf"] / n * 255, "l2_mean": self.sums["l2"] / n,
             "mse_mean": self.sums["mse"] / n,
             "psnr_mean": self.psnr_sum / self.psnr_n if self.psnr_n else math.inf,
-            "images": self.n,
+            "images": self.n, "psnr_images": self.psnr_n,
         }

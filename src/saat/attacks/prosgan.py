@@ -416,6 +416,12 @@ class ProSGANAttack(AttackMethod):
         with torch.no_grad():
             return sign_codes(self.prototype_net(labels.to(self.ctx.device).float())[1])
 
+    # Its networks trained, the attack is one deterministic generator pass per batch: nothing to replay.
+    replayable = True
+
+    def replay(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
+        return None
+
     def attack(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         if target is None:
             raise ValueError("ProS-GAN is a targeted attack: pass target labels")

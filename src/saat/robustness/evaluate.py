@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..attacks.api import HashingModel, TensorAttack, state_hash, system_codes
+from ..attacks.api import HashingModel, TensorAttack, attack_shard, gather_codes, state_hash, system_codes
 from ..attacks.base import frozen_eval
 from ..attacks.losses import mainstay_loss
 from ..attacks.mainstay import mainstay_codes
 from ..retrieval import average_precision, random_ranking_map
+from ..utils import dist
 from ..utils.device import precision_tag
 from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
 from ..utils.progress import progress_bar
@@ -166,17 +167,33 @@ def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed
                        num_classes=problem.y.shape[1], seed=seed, progress=False, settings=all_settings,
                        cache_dir=problem.cache_dir, cache_key=crafter.key, amp=problem.amp)
     t0 = time.perf_counter()
+    q, bs = problem.x.shape[0], problem.batch_size
+    # Under torchrun a replayable attack is sharded: this process replays the batches before its share, attacks its
+    # share and gathers every process's codes (docs/scaling.md#sharded-attacks).
+    shard = attack_shard(atk, q, bs, problem.x[:1], problem.targeted)
+    own = range(0, q) if shard is None else shard
+
+    def batch(s):
+        return (problem.x[s:s + bs], problem.y[s:s + bs],
+                problem.targets[s:s + bs] if problem.targeted else None)
+
+    for s in range(0, own.start, bs):
+        xb, yb, tb = batch(s)
+        atk.replay(xb, yb, target_labels=tb)
     parts = []
-    for s in range(0, problem.x.shape[0], problem.batch_size):
-        xb, yb = problem.x[s:s + problem.batch_size], problem.y[s:s + problem.batch_size]
-        tb = problem.targets[s:s + problem.batch_size] if problem.targeted else None
+    for s in range(own.start, own.stop, bs):
+        xb, yb, tb = batch(s)
         parts.append(problem.encode(atk(xb, yb, target_labels=tb)))
-    codes = np.concatenate(parts)
-    q = problem.x.shape[0]
+    bits = problem.db_codes.shape[1]
+    codes = np.concatenate(parts) if parts else np.zeros((0, bits), np.int8)
+    passes = torch.tensor([[crafter.forwards - start_f, crafter.backwards - start_b]], dtype=torch.float64)
+    if shard is not None:
+        codes = gather_codes(codes, bits)
+        passes = dist.all_gather_rows(passes, equal=True).sum(0, keepdim=True)
     info = {"settings": json_form(_resume_key(problem, settings, eps, seed)),
-            "seconds": time.perf_counter() - t0, "forwards_per_query": (crafter.forwards - start_f) / q,
-            "backwards_per_query": (crafter.backwards - start_b) / q}
-    if key is not None and problem.work_dir is not None:
+            "seconds": time.perf_counter() - t0, "forwards_per_query": float(passes[0, 0]) / q,
+            "backwards_per_query": float(passes[0, 1]) / q}
+    if key is not None and problem.work_dir is not None and dist.is_main_process():
         atomic_save_npy(problem.work_dir / f"{key}.npy", codes)
         atomic_write_json(problem.work_dir / f"{key}.json", info)
     return codes, info
@@ -307,8 +324,13 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
     else:
         card["flags"], card["eps_curve"], card["transfer"] = {}, [], None
     card["flags_raised"] = sorted(k for k, v in card["flags"].items() if v["raised"])
-    card["forwards_per_query"] = problem.crafter.forwards / x.shape[0]
-    card["backwards_per_query"] = problem.crafter.backwards / x.shape[0]
+    # the passes every process made (under torchrun: their sum, the compute the card cost; it includes each
+    # process's one-image code-length probe per attack and any check every process runs whole)
+    passes = dist.all_gather_rows(torch.tensor([[problem.crafter.forwards, problem.crafter.backwards]],
+                                               dtype=torch.float64), equal=True).sum(0)
+    card["world_size"] = dist.world_size()
+    card["forwards_per_query"] = float(passes[0]) / x.shape[0]
+    card["backwards_per_query"] = float(passes[1]) / x.shape[0]
     return card, worst_codes
 
 

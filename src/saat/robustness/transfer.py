@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..attacks.api import TensorAttack, system_codes
+from ..attacks.api import TensorAttack, attack_shard, system_codes
 from ..retrieval import average_precision
+from ..utils import dist
 from ..utils.device import precision_tag
 from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
 from ..utils.progress import progress_bar
@@ -32,6 +33,21 @@ class Party:
     train_labels: Any
     db_codes: Any
     db_labels: Any
+
+
+def _craft(atk: TensorAttack, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The adversarial images of every query, in batches; under torchrun sharded like every attack (this process
+    replays the batches before its share, crafts its share, and the images of all are gathered in query order)."""
+    n = x.shape[0]
+    shard = attack_shard(atk, n, batch_size, x[:1], False)
+    own = range(0, n) if shard is None else shard
+    for s in range(0, own.start, batch_size):
+        atk.replay(x[s:s + batch_size], y[s:s + batch_size])
+    parts = [atk(x[s:s + batch_size], y[s:s + batch_size]) for s in range(own.start, own.stop, batch_size)]
+    adv = torch.cat(parts) if parts else x[:0].clone()
+    if shard is None:
+        return adv
+    return dist.all_gather_rows(adv.reshape(adv.shape[0], -1)).reshape(-1, *x.shape[1:]).to(x.device)
 
 
 def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: float, topk: int | None,
@@ -86,9 +102,9 @@ def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: 
                                knowledge={"train_codes": source.train_codes, "train_labels": source.train_labels},
                                num_classes=y.shape[1], seed=seed, progress=False, settings={**settings, "eps": eps},
                                amp=amp)
-            adv = torch.cat([atk(x[s:s + batch_size], y[s:s + batch_size]) for s in range(0, x.shape[0], batch_size)])
+            adv = _craft(atk, x, y, batch_size)
             seconds.append(time.perf_counter() - start)
-            if adv_file is not None:
+            if adv_file is not None and dist.is_main_process():
                 atomic_save_npy(adv_file, adv.detach().cpu().numpy().astype(np.float32))
                 atomic_write_json(info_file, {"key": key, "seconds": seconds[-1]})
         matrix.append([score(j, adv) for j in range(len(parties))])
