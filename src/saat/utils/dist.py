@@ -65,12 +65,17 @@ def share_threads() -> int:
     every process, which leaves all but N cores idle in the CPU parts of the work: encoding on the CPU, the
     retrieval kernels). Returns the share; called by :func:`init`."""
     share = max(usable_cpus() // local_world_size(), 1)
-    torch.set_num_threads(share)
+    # Only a change is applied: calling torch.set_num_threads even with the current count changes which kernels
+    # some CPU operators pick (measured: one bit of one query of an attack moved), and a process must compute what
+    # one process with the same thread count computes.
+    if torch.get_num_threads() != share:
+        torch.set_num_threads(share)
     try:
         import numba
     except ImportError:  # numba is a dependency of the retrieval kernels; nothing to share without it
         return share
-    numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != min(share, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
     return share
 
 
