@@ -398,27 +398,22 @@ def attack_evaluation(model, atk: TensorAttack, images, labels, db_codes, db_lab
     # after replaying the random draws of the batches before it, and every process gathers the whole result.
     from ..utils import dist
 
-    shard = attack_shard(atk, n, batch_size, fetch(0) if n else None, targeted)
+    sharded = False
+    if dist.is_distributed() and n:
+        starts, sharded = own_batch_starts(atk, n, batch_size, fetch(0)[:1], y, t)
 
-    def own_batches():
-        for start in range(0, shard.start, batch_size):  # replayed: only their shapes and labels are needed
-            end = min(start + batch_size, n)
-            atk.replay(torch.zeros((end - start, *first_shape), device=device), y[start:end],
-                       target_labels=t[start:end] if targeted else None)
-        for start in range(shard.start, shard.stop, batch_size):
-            xb = fetch(start)
-            end = start + xb.shape[0]
-            yield xb, y[start:end], (t[start:end] if targeted else None)
+        def batches():  # this process's share
+            for start in starts:
+                xb = fetch(start)
+                end = start + xb.shape[0]
+                yield xb, y[start:end], (t[start:end] if targeted else None)
 
-    bar = progress_bar(total=n if shard is None else len(shard), desc=f"attack {atk.name}", unit="img",
-                       disable=not progress)
-    if shard is None:
-        run = attack_queries(batches(), lambda xb, yb, tb: atk(xb, yb, target_labels=tb), theory, encode,
-                             examples=examples, bar=bar)
-    else:
-        first_shape = tuple(fetch(0).shape[1:])
-        run = gather_run(attack_queries(own_batches(), lambda xb, yb, tb: atk(xb, yb, target_labels=tb), theory,
-                                        encode, examples=examples, bar=bar), bits=db.shape[1])
+    bar = progress_bar(total=sum(min(batch_size, n - s) for s in starts) if sharded else n,
+                       desc=f"attack {atk.name}", unit="img", disable=not progress)
+    run = attack_queries(batches(), lambda xb, yb, tb: atk(xb, yb, target_labels=tb), theory, encode,
+                         examples=examples, bar=bar)
+    if sharded:
+        run = gather_run(run, bits=db.shape[1])
     bar.close()
     if benign_codes is None:
         benign = np.concatenate([encode(fetch(s)) for s in range(0, n, batch_size)])
@@ -428,7 +423,7 @@ def attack_evaluation(model, atk: TensorAttack, images, labels, db_codes, db_lab
     record = attack_record(run, benign_codes=benign, db_codes=db, labels=y.cpu().numpy(), db_labels=db_y.cpu().numpy(),
                            target_labels=t.cpu().numpy() if targeted else None, topk=topk, attack=atk.name,
                            name=atk.name, settings=atk.method(targeted).settings_record(),
-                           device=str(device), world_size=dist.world_size() if shard is not None else 1)
+                           device=str(device), world_size=dist.world_size() if sharded else 1)
     return record, run
 
 
@@ -442,6 +437,22 @@ def attack_shard(atk: TensorAttack, n: int, batch_size: int, like: torch.Tensor 
     if not dist.is_distributed() or not n or not atk.method(targeted, like).replayable:
         return None
     return dist.batch_shard_range(n, batch_size)
+
+
+def own_batch_starts(atk: TensorAttack, n: int, batch_size: int, like: torch.Tensor, labels: torch.Tensor,
+                     targets: torch.Tensor | None) -> tuple[range, bool]:
+    """(the starts of the batches this process attacks, whether the attack is sharded): every batch of ``range(n)``
+    in one process (or for a method that cannot replay); under torchrun the starts of this process's share
+    (:func:`attack_shard`), after replaying the batches before it. ``like``: one query image (its shape and
+    device); ``labels``/``targets``: every query's (replay draws DHTA's anchors from the targets)."""
+    shard = attack_shard(atk, n, batch_size, like, targets is not None)
+    if shard is None:
+        return range(0, n, batch_size), False
+    for start in range(0, shard.start, batch_size):  # only their shapes and labels are needed
+        end = min(start + batch_size, n)
+        atk.replay(torch.zeros((end - start, *like.shape[1:]), device=like.device), labels[start:end],
+                   target_labels=targets[start:end] if targets is not None else None)
+    return range(shard.start, shard.stop, batch_size), True
 
 
 def gather_codes(codes: np.ndarray, bits: int) -> np.ndarray:

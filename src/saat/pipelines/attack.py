@@ -20,7 +20,7 @@ from ..attacks import ATTACKS, TABLE1_ATTACKS, TensorAttack, load_or_create_targ
 from ..attacks.api import attack_evaluation
 from ..config import check_value, check_values, preset_settings
 from ..runs import AttackRecord, RunDir
-from ..utils.device import configure_backends, precision_tag, resolve_device
+from ..utils.device import configure_backends, precision_name, resolve_device
 from ..utils.dist import is_main_process
 from ..utils.images import save_example_grid
 from ..utils.io import atomic_save_npy, atomic_write_json, check_writable
@@ -66,7 +66,7 @@ def attack_settings(method_cls, cfg: AttackConfig, demo: bool) -> dict:
 def settings_key(cfg: AttackConfig, settings: dict, topk: int | None, precision: str = "") -> str:
     """A short hash of everything that changes an attack's result: the resolved method settings, the queries (number,
     seed), topK, the batch size (random starts are drawn per batch), the evaluated system and the precision of the
-    model's passes when it is not float32 (``precision``: :func:`saat.utils.device.precision_tag`)."""
+    model's passes when it is not float32 (``precision``: :func:`saat.utils.device.precision_name`)."""
     relevant = {**{k: v for k, v in asdict(cfg).items() if k not in ("name", "overwrite", "options", "amp", "tf32")},
                 **settings, "topk": topk, **({"precision": precision} if precision else {})}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -115,7 +115,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
 
     settings = attack_settings(method_cls, cfg, demo=ds.name.lower() in DEMO_DATASETS)
     configure_backends(dev, cfg.tf32, parity=bool(settings.get("parity")))
-    precision = precision_tag(dev, cfg.amp).lstrip("-")
+    precision = precision_name(dev, cfg.amp)
     k = cfg.topk if cfg.topk is not None else (run.config.topk if run.config.topk is not None else ds.default_topk)
     bs_enc = encode_batch_size(run.config.eval_batch_size, dev)
 

@@ -17,7 +17,7 @@ from ..attacks import ATTACKS, load_or_create_targets
 from ..config import DEMO_DATASETS, DEMO_EPS, check_value, check_values
 from ..robustness import ensemble, evaluate, format_card, format_matrix
 from ..runs import RunDir
-from ..utils.device import configure_backends, precision_tag, resolve_device
+from ..utils.device import configure_backends, precision_name, resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_save_npy, atomic_write_json, check_writable, json_form
 from ..utils.validation import check_name
@@ -114,7 +114,7 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
     out = RunDir(run_dir).robustness(name)
     # amp and tf32 are named by the precision they give, and only when it is not float32's (cards of float32 runs
     # keep the settings they always had)
-    precision = precision_tag(dev, cfg.amp).lstrip("-")
+    precision = precision_name(dev, cfg.amp)
     settings = {**{key: v for key, v in asdict(cfg).items() if key not in ("amp", "tf32")}, "eps": eps, "topk": k,
                 "surrogate": surrogate_dir, "name": name, **({"precision": precision} if precision else {})}
     refuse_other_settings(out.card, "settings", settings, "a card")
@@ -212,7 +212,7 @@ def run_transfer(run_dirs: list[str | Path], *, eps: float | None = None, num_qu
     query_labels = ds.query.labels[torch.as_tensor(picked)].float()
     config = {"runs": [str(r) for r in run_dirs], "eps": settings["eps"], "num_queries": num_queries, "seed": seed,
               "topk": k, "settings": settings}
-    precision = precision_tag(dev, amp).lstrip("-")
+    precision = precision_name(dev, amp)
     if precision:
         config["precision"] = precision
     default = "-".join(["mainstay", f"eps{settings['eps'] * 255:g}", f"steps{settings['steps']}",

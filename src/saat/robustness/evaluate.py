@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..attacks.api import HashingModel, TensorAttack, attack_shard, gather_codes, state_hash, system_codes
+from ..attacks.api import HashingModel, TensorAttack, gather_codes, own_batch_starts, state_hash, system_codes
 from ..attacks.base import frozen_eval
 from ..attacks.losses import mainstay_loss
 from ..attacks.mainstay import mainstay_codes
 from ..retrieval import average_precision, random_ranking_map
 from ..utils import dist
-from ..utils.device import precision_tag
+from ..utils.device import precision_name
 from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
 from ..utils.progress import progress_bar
 from ..utils.rng import derive_seed, seeded_generator
@@ -142,7 +142,7 @@ class _Problem:
 def _resume_key(problem: _Problem, settings: dict, eps: float, seed: int) -> dict:
     """What an attack's resume file must match: its settings, eps and seed, and the precision it was crafted in."""
     key = {**settings, "eps": eps, "seed": seed}
-    return {**key, "amp": precision_tag(problem.x.device, True).lstrip("-")} if problem.amp else key
+    return {**key, "amp": precision_name(problem.x.device, True)} if problem.amp else key
 
 
 def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed: int, *,
@@ -170,24 +170,14 @@ def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed
     q, bs = problem.x.shape[0], problem.batch_size
     # Under torchrun a replayable attack is sharded: this process replays the batches before its share, attacks its
     # share and gathers every process's codes (docs/scaling.md#sharded-attacks).
-    shard = attack_shard(atk, q, bs, problem.x[:1], problem.targeted)
-    own = range(0, q) if shard is None else shard
-
-    def batch(s):
-        return (problem.x[s:s + bs], problem.y[s:s + bs],
-                problem.targets[s:s + bs] if problem.targeted else None)
-
-    for s in range(0, own.start, bs):
-        xb, yb, tb = batch(s)
-        atk.replay(xb, yb, target_labels=tb)
-    parts = []
-    for s in range(own.start, own.stop, bs):
-        xb, yb, tb = batch(s)
-        parts.append(problem.encode(atk(xb, yb, target_labels=tb)))
+    starts, sharded = own_batch_starts(atk, q, bs, problem.x[:1], problem.y, problem.targets)
+    parts = [problem.encode(atk(problem.x[s:s + bs], problem.y[s:s + bs],
+                                target_labels=problem.targets[s:s + bs] if problem.targeted else None))
+             for s in starts]
     bits = problem.db_codes.shape[1]
     codes = np.concatenate(parts) if parts else np.zeros((0, bits), np.int8)
     passes = torch.tensor([[crafter.forwards - start_f, crafter.backwards - start_b]], dtype=torch.float64)
-    if shard is not None:
+    if sharded:
         codes = gather_codes(codes, bits)
         passes = dist.all_gather_rows(passes, equal=True).sum(0, keepdim=True)
     info = {"settings": json_form(_resume_key(problem, settings, eps, seed)),
@@ -256,7 +246,7 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
                            int(seed), progress, dict(overrides or {}), wdir, cache, bool(amp))
         card, worst_codes = _card(problem, preset, surrogate, adaptive, checks, describe)
         if problem.amp:
-            card["amp"] = precision_tag(x.device, True).lstrip("-")
+            card["amp"] = precision_name(x.device, True)
     card["seconds"] = time.perf_counter() - t_start
     return (card, worst_codes) if return_codes else card
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..attacks.api import TensorAttack, attack_shard, system_codes
+from ..attacks.api import TensorAttack, own_batch_starts, system_codes
 from ..retrieval import average_precision
 from ..utils import dist
-from ..utils.device import precision_tag
+from ..utils.device import precision_name
 from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
 from ..utils.progress import progress_bar
 from ..utils.validation import check_eps, check_images, check_labels
@@ -38,14 +38,10 @@ class Party:
 def _craft(atk: TensorAttack, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     """The adversarial images of every query, in batches; under torchrun sharded like every attack (this process
     replays the batches before its share, crafts its share, and the images of all are gathered in query order)."""
-    n = x.shape[0]
-    shard = attack_shard(atk, n, batch_size, x[:1], False)
-    own = range(0, n) if shard is None else shard
-    for s in range(0, own.start, batch_size):
-        atk.replay(x[s:s + batch_size], y[s:s + batch_size])
-    parts = [atk(x[s:s + batch_size], y[s:s + batch_size]) for s in range(own.start, own.stop, batch_size)]
+    starts, sharded = own_batch_starts(atk, x.shape[0], batch_size, x[:1], y, None)
+    parts = [atk(x[s:s + batch_size], y[s:s + batch_size]) for s in starts]
     adv = torch.cat(parts) if parts else x[:0].clone()
-    if shard is None:
+    if not sharded:
         return adv
     return dist.all_gather_rows(adv.reshape(adv.shape[0], -1)).reshape(-1, *x.shape[1:]).to(x.device)
 
@@ -84,7 +80,7 @@ def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: 
     for i, source in enumerate(parties):
         adv_file = wdir / f"adv-{i}.npy" if wdir is not None else None
         info_file = wdir / f"adv-{i}.json" if wdir is not None else None
-        precision = {"amp": precision_tag(x.device, True).lstrip("-")} if amp else {}
+        precision = {"amp": precision_name(x.device, True)} if amp else {}
         key = json_form({"source": source.name, "eps": eps, "seed": seed, "settings": settings,
                          "queries": int(x.shape[0]), **precision})
         adv = None

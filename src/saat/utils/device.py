@@ -6,7 +6,8 @@
   :class:`Autocast`); what never does: the losses and objectives (computed on float32 outputs), the projections
   and the perturbations (float32 images).
 - ``--tf32`` and cuDNN's autotuner (:func:`configure_backends`): on by default on CUDA, off for parity runs.
-- :func:`precision_tag`: what a cached encoding's key says about the precision it was computed in.
+- :func:`precision_name` / :func:`precision_tag`: the precision a result was computed in, as recorded and as a
+  cache-key suffix.
 """
 
 from __future__ import annotations
@@ -65,14 +66,20 @@ def grad_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler | None:
     return None
 
 
-def precision_tag(device: torch.device, amp: bool) -> str:
-    """How a forward pass's numbers were computed, as a cache-key suffix: ``""`` for float32 (the reference),
-    ``"-bf16"`` / ``"-fp16"`` under ``--amp``, ``"-tf32"`` for float32 on CUDA with TF32 matmuls on."""
+def precision_name(device: torch.device, amp: bool) -> str:
+    """How a forward pass's numbers were computed, as results record it: ``""`` for float32 (the reference),
+    ``"bf16"`` / ``"fp16"`` under ``--amp``, ``"tf32"`` for float32 on CUDA with TF32 matmuls on."""
     if amp:
-        return "-bf16" if amp_dtype(device) == torch.bfloat16 else "-fp16"
+        return "bf16" if amp_dtype(device) == torch.bfloat16 else "fp16"
     if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
-        return "-tf32"
+        return "tf32"
     return ""
+
+
+def precision_tag(device: torch.device, amp: bool) -> str:
+    """:func:`precision_name` as a cache-key suffix: ``"-bf16"`` etc., ``""`` for float32."""
+    name = precision_name(device, amp)
+    return f"-{name}" if name else ""
 
 
 def configure_backends(device: torch.device, tf32: bool | None = None, *, parity: bool = False) -> bool:
