@@ -20,6 +20,7 @@ from .collect import ATTACK_NAMES, AttackResult, Run, collect_runs, number
 from .document import Block, Bullets, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from .examples import ExampleUnavailable, retrieval_example_figure
 from .figures import card_curve_figure, eps_figure, heatmap_figure, retrieval_curve_figure
+from .grid import grid_section
 from .select import (
     describe,
     eps_key,
@@ -154,7 +155,8 @@ class _Builder:
 
     def build(self) -> list[Block]:
         blocks: list[Block] = []
-        for section in (self.overview, self.claims, self.table1, self.table2, self.robustness, self.figures_section,
+        for section in (self.overview, self.claims, self.table1, self.table2,
+                        lambda: grid_section(self.runs, self.eps_of, self.take), self.robustness, self.figures_section,
                         self.perceptibility, self.all_results, self.configs, self.paper_tables):
             blocks += section()
         return blocks
