@@ -111,7 +111,7 @@ def quick_demo(tmp_path_factory):
     Shared by the whole session: tests that write anything (attack results, targets, caches, a purifier, a
     rebuilt report) use :func:`quick_demo_copy` or :func:`mosaic_run_copy` instead, so that no result depends on
     the order the tests run in."""
-    from saat.demo import run_demo
+    from saat.reproduce.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     result = run_demo(out, quick=True, device="cpu", progress=False)

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from saat.cli import main
-from saat.demo import TARGETED, UNTARGETED, final_table, format_table
+from saat.reproduce.demo import TARGETED, UNTARGETED, final_table, format_table
 
 pytestmark = pytest.mark.slow  # the session's quick demo: minutes
 
@@ -16,14 +16,14 @@ def test_quick_demo_writes_every_result(quick_demo):
     for run in ("csq", "csq-saat", "csq-atrdh"):
         assert (out / run / "model.pt").is_file() and (out / run / "metrics.json").is_file()
     names = {p.name for p in (out / "csq" / "attacks").iterdir() if p.is_dir()}
-    assert {f"demo-{m}-u-eps32" for m in UNTARGETED} <= names
-    assert {f"demo-{m}-t-eps32" for m in TARGETED} <= names
+    assert {f"quick-{m}-u-eps32" for m in UNTARGETED} <= names
+    assert {f"quick-{m}-t-eps32" for m in TARGETED} <= names
     table = result["table"]
     assert [r["model"] for r in table[:3]] == ["undefended", "SAAT-trained", "ATRDH-trained"]
     assert all(r[k] is not None for r in table[:3] for k in ("clean", "hag", "sdha", "mainstay"))
     assert all(table[3][m] is not None for m in TARGETED)
     for row, run in zip(table[:2], ("csq", "csq-saat"), strict=True):  # the quick robustness card's worst case
-        card = json.loads((out / run / "robustness" / "demo-quick" / "card.json").read_text())
+        card = json.loads((out / run / "robustness" / "quick-quick" / "card.json").read_text())
         assert row["worst"] == card["robust_map"] <= min(row["hag"], row["sdha"], row["mainstay"]) + 0.05
     assert table[2]["worst"] is None
     meta = json.loads((out / "csq-saat" / "metrics.json").read_text())
@@ -57,6 +57,6 @@ def test_rerunning_the_demo_reuses_every_finished_step(quick_demo_copy, capsys):
 
 def test_final_table_formatting(quick_demo):
     out, _ = quick_demo
-    rows = final_table(out / "csq", {"saat": out / "csq-saat", "atrdh": out / "csq-atrdh"})
+    rows = final_table(out / "csq", {"saat": out / "csq-saat", "atrdh": out / "csq-atrdh"}, preset="quick")
     text = format_table(rows)
     assert "undefended" in text and "ProS-GAN" in text and "eps 32/255" in text and "worst case" in text

@@ -2,13 +2,13 @@
 
     foundation (utils, config, errors, checkpoint, runs, _torch_utils, _version)
       -> data -> models -> hashing -> retrieval -> attacks -> defenses -> robustness -> pipelines -> report
-      -> demo -> cli
+      -> reproduce -> cli
 
 A module may import its own component and any component of a lower layer, never a higher one (the foundation
 modules may import each other). The package root (``saat/__init__.py``, the Python API facade) sits above all.
-The CLI reaches the work only through pipelines, the report and the demo: from the layers below the pipelines it
-imports registries and listings only (UPPERCASE names and ``list_*``), plus the retrieval metrics that
-``saat evaluate-codes`` wraps.
+The CLI reaches the work only through pipelines, the report and reproduce (the demo among it): from the layers
+below the pipelines it imports registries and listings only (UPPERCASE names and ``list_*``), plus the retrieval
+metrics that ``saat evaluate-codes`` wraps.
 """
 
 import ast
@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "saat"
 LAYERS = {
     "utils": 0, "config": 0, "errors": 0, "checkpoint": 0, "_torch_utils": 0, "_version": 0, "runs": 0,
     "data": 1, "models": 2, "hashing": 3, "retrieval": 4, "attacks": 5, "defenses": 6, "robustness": 7,
-    "pipelines": 8, "report": 9, "demo": 10, "cli": 11, "__main__": 12,
+    "pipelines": 8, "report": 9, "reproduce": 10, "cli": 11, "__main__": 12,
     "": 13,  # the package root
 }
 REGISTRY_NAME = re.compile(r"^([A-Z][A-Z_]*|list_\w+)$")

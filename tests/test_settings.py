@@ -83,8 +83,8 @@ def test_comdefend_settings_resolve_like_the_others():
 
 def test_the_table_one_attacks_are_registered_and_listed_once():
     assert set(TABLE1_ATTACKS[False]) | set(TABLE1_ATTACKS[True]) <= set(list_attacks())
-    from saat import demo
     from saat.report import build
+    from saat.reproduce import demo
 
     assert demo.UNTARGETED is TABLE1_ATTACKS[False] and demo.TARGETED is TABLE1_ATTACKS[True]
     assert build.UNTARGETED_COLUMNS is TABLE1_ATTACKS[False] and build.TARGETED_COLUMNS is TABLE1_ATTACKS[True]

@@ -11,9 +11,23 @@ import sys
 from .._version import __version__
 from ..errors import SaatError
 from ..utils.dist import is_main_process
-from . import attack, data_cmd, defend, demo, evaluate, evaluate_codes, list_cmd, report, robustness, train, transfer
+from . import (
+    attack,
+    data_cmd,
+    defend,
+    demo,
+    evaluate,
+    evaluate_codes,
+    list_cmd,
+    report,
+    reproduce,
+    robustness,
+    train,
+    transfer,
+)
 
-COMMANDS = (demo, train, evaluate, attack, robustness, transfer, defend, report, evaluate_codes, data_cmd, list_cmd)
+COMMANDS = (demo, reproduce, train, evaluate, attack, robustness, transfer, defend, report, evaluate_codes, data_cmd,
+            list_cmd)
 
 
 class CommandError(SaatError):

@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..reproduce import run_demo
 
     run_demo(args.out, quick=args.quick, device=args.device, seed=args.seed)
     return 0

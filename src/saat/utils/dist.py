@@ -187,6 +187,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def gather_objects(obj: Any) -> list:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in one process."""
+    if not is_distributed():
+        return [obj]
+    init()
+    got = [None] * world_size()
+    _td().all_gather_object(got, obj)
+    return got
+
+
 def all_gather_rows(t: torch.Tensor, *, equal: bool = False) -> torch.Tensor:
     """Every rank's ``t`` (same trailing shape and dtype, any number of rows) concatenated in rank order, on every
     rank; ``t`` itself in one process. ``equal=True`` promises the same number of rows on every rank (one
