@@ -30,34 +30,50 @@ process already holds: model, optimiser, data, memories) and, on CUDA, ``torch.c
 Ratios of a variant to fp32 are formed per round and printed as median (min-max) when ``--iters`` >= 5
 (benchmarks/_timing.py). Images come from memory (a pool of random 224-px images): JPEG decoding is not measured.
 
-**Counting (the extrapolation).** All numbers of the protocol come from the package: the paper's datasets and bit
-lengths (``saat.report.paper``: FLICKR-25K, NUS-WIDE, MS-COCO x 16/32/48/64 bits = 12 settings), split sizes
-(``saat.data`` catalog), the training presets (``TrainConfig``: 100 epochs, batch 32), the defenses' and attacks'
-paper settings (``DEFENSES``/``ATTACKS`` defaults) and the rows of Tables I and II (``saat.report.paper``). Per
-setting, with N training, Q query, M database images, A = min(--attacked-queries (2,000), Q) attacked queries,
-iterations per epoch floor(N / batch) (``drop_last``), attack batches ceil(A / 32):
+**Counting (the extrapolation)** is ``saat.reproduce.cost``'s (its module docstring; the one ``saat reproduce``
+plans with), over the package's own grid of the protocol: for each paper dataset (``saat.report.paper``:
+FLICKR-25K, NUS-WIDE, MS-COCO) ``build_grid(GridSpec(dataset, backbone=<network>, method=TrainConfig().method,
+bits=16/32/48/64, preset="paper"))``, its train, defend and attack cells only (Tables I and II: no robustness
+cards, no report), each counted by ``estimate_cell`` with the paper preset at A = min(--attacked-queries (2,000),
+Q) attacked queries, the catalog's split sizes (``saat.data``) and a ``Probe`` holding the measured medians per
+image (train, attack, encode; the ``saat`` task for both defenses). Every setting comes from the package: the
+training config as ``saat train`` resolves it (DPH, 100 epochs, batch 32), the defenses' and attacks' paper
+settings (``DEFENSES``/``ATTACKS`` defaults) and the grid's rows of Tables I and II. Per setting, with N training,
+Q query, M database images and iterations per epoch floor(N / batch) (``drop_last``):
 
-1. hashing training of the undefended model: 100 epochs x floor(N/32) iterations x t_train;
-2. SAAT training: 20 epochs x floor(N/32) x t_saat;
-3. ATRDH training: 100 epochs x floor(N/32) x t_saat (the same loop shape: 7 PGD steps, benign and adversarial
-   forward, one backward; its PrototypeNet step, an MLP, is not counted);
-4. attacks, each ceil(A/32) batches x T iterations x t_attack with T the method's paper setting: Table I's rows on
-   the undefended model (HAG 2,000, SDHA 1,500, SAAT attack 100, P2P 2,000, DHTA 2,000, THA 100, targeted SAAT
-   attack 100; THA's 30,000-step PrototypeNet is not counted) and Table II's rows on the ATRDH and SAAT models
-   (HAG, SDHA, SAAT attack each); ProS-GAN's generator training as gan_epochs (100) x floor(N/24) hashing-model
-   forward+backward passes of 24 images (a lower bound: the generator and discriminator are not counted);
-5. encoding: each of the three models encodes database, query and training set (M + Q + N), each defense
-   encodes the training set of the model it starts from (N), each attack run encodes its A adversarial queries.
+1. ``hash_train``: hashing training of the undefended model, 100 epochs x floor(N/32) x 32 images x t_train;
+2. ``saat_train``: SAAT training, 20 epochs x floor(N/32) x 32 x t_saat;
+3. ``atrdh_train``: ATRDH training, 100 epochs x floor(N/32) x 32 x t_saat (the same loop shape: 7 PGD steps,
+   benign and adversarial forward, one backward; its PrototypeNet step, an MLP, is not counted);
+4. ``attacks``: each attack A queries x T iterations x t_attack with T the method's paper setting: Table I's rows
+   on the undefended model (HAG 2,000, SDHA 1,500, SAAT attack 100, P2P 2,000, DHTA 2,000, THA 100, targeted
+   SAAT attack 100; THA's 30,000-step PrototypeNet is not counted) and Table II's rows on the ATRDH and SAAT
+   models (HAG, SDHA, SAAT attack each); ProS-GAN one pass over its A queries plus its generator training as
+   gan_epochs (100) x ceil(N/24) hashing-model forward+backward passes of 24 images (a lower bound: the generator
+   and discriminator are not counted);
+5. ``encoding``: each of the three models encodes database and query set (M + Q) after training and its training
+   set (N) once, each defense encodes the training set of the model it starts from (N), each attack run encodes
+   its A adversarial queries.
 
-The 12 settings reuse the measured per-iteration times (measured at ``--bits``, 32 by default; the code length
+The differences from this script's former counting (its own ``protocol()``/``extrapolate()``): attacks count A
+images per iteration, not A rounded up to whole batches of 32 (ceil(A/32) x 32: 1,728 for FLICKR-25K's 1,700
+queries, 2,016 for 2,000); ProS-GAN's generator iterations are ceil(N/24), as the attack code runs them, not
+floor(N/24), and its generation pass over the A queries is counted (one attack iteration); ProS-GAN's generator
+training is not divided by the world size (below). At world size 1 the attacks come out 1.6 % lower on FLICKR-25K
+and 0.75 % lower on NUS-WIDE and MS-COCO whatever the measured times (one time per image times a count); the other
+components are unchanged.
+
+All 12 settings reuse the measured per-iteration times (measured at ``--bits``, 32 by default; the code length
 changes only the hash layer); a dataset of the protocol that was not measured (MS-COCO by default) takes the
-times of the measured dataset with the nearest training-set size. Per-iteration times measured at a batch smaller
-than the protocol's are scaled per image (t(32) = t(b) x 32/b; on CPUs throughput per image changes little with
-the batch, but the optimiser step, a fixed cost per iteration, is then counted 32/b times: the training rows are
-over-estimated at small b; on GPUs a small batch under-uses the device, so scaling over-estimates too).
-``--world-size W`` divides the total by W (ideal data-parallel scaling, communication not measured; under
-torchrun it defaults to $WORLD_SIZE and only rank 0 measures, in one process). Results: a
-printed table and ``--json``.
+times of the measured dataset with the nearest training-set size (and its own split sizes). Per-iteration times
+measured at a batch smaller than the protocol's are scaled per image (t(32) = t(b) x 32/b; on CPUs throughput per
+image changes little with the batch, but the optimiser step, a fixed cost per iteration, is then counted 32/b
+times: the training rows are over-estimated at small b; on GPUs a small batch under-uses the device, so scaling
+over-estimates too). ``--world-size W`` passes W to ``estimate_cell``: the sharded work is divided by W (ideal
+data-parallel scaling, communication not measured), but not ProS-GAN's generator training, which every process
+runs whole (the former counting divided it too); under torchrun it defaults to $WORLD_SIZE and only rank 0
+measures, in one process. Opening the datasets (the probe's ``setup``) is not counted. Results: a printed table
+and ``--json``.
 
 The CPU defaults (batch 2, 1 measured round after 1 warm-up round, none for saat) are reduced so that all three
 networks finish in about ten minutes on two idle cores; on a GPU the defaults are the paper's batch 32 and 5
@@ -67,16 +83,22 @@ measured rounds after 1 warm-up round.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
-import math
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from _timing import MIN_REPEATS, Stat, peak_rss_bytes, print_result, ratio, reset_peak_rss, run_worker
+
+if TYPE_CHECKING:
+    from saat.reproduce.grid import Cell, GridSpec, Preset
 
 VARIANTS = {"fp32": (False, False), "amp": (True, False), "cl": (False, True), "amp+cl": (True, True)}
 TASKS = ("encode", "attack", "train", "saat")  # order of measurement within a worker (lightest first)
@@ -218,6 +240,7 @@ def worker(spec: dict) -> dict:
 
     runners = {"train": run_train, "saat": run_saat, "attack": run_attack, "encode": run_encode}
     out = {"tasks": {}, "package_channels_last": package_cl, "image_size": size, "threads": torch.get_num_threads(),
+           "params": sum(p.numel() for p in model.parameters()),
            "device": str(device), "peak_rss_resettable": reset_peak_rss()}
     for task in spec["tasks"]:
         # The package runs attacks without autocast: their amp variants are the fp32 ones.
@@ -258,55 +281,96 @@ def worker(spec: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------------ parent
 
-def protocol(attacked_queries: int) -> dict:
-    """The paper's Table I + Table II protocol, read from the package (module docstring: Counting)."""
-    from saat.attacks import ATTACKS
+PROTOCOL_KINDS = ("train", "defend", "attack")  # Table I + II: no robustness cards, no report
+GRID_OUT = Path("paper-grid")  # the cells' folder names only: building a grid opens and writes nothing
+
+
+def paper_spec(dataset: str, model: str) -> GridSpec:
+    """The package's grid of the paper's protocol on one dataset: its bit lengths, the paper preset."""
     from saat.config import TrainConfig
-    from saat.defenses import DEFENSES
-    from saat.pipelines.attack import AttackConfig
+    from saat.report import paper
+    from saat.reproduce.grid import GridSpec
+
+    return GridSpec(dataset, backbone=model, method=TrainConfig().method, bits=tuple(paper.BITS), preset="paper")
+
+
+def paper_preset(attacked_queries: int) -> Preset:
+    """The paper preset, with --attacked-queries attacked per attack run (A = min(it, Q))."""
+    from saat.reproduce.grid import PRESETS
+
+    return dataclasses.replace(PRESETS["paper"], queries=attacked_queries)
+
+
+def protocol_cells(spec: GridSpec) -> list[Cell]:
+    """The grid's training, defense and attack cells (Tables I and II), in the order the grid runs them."""
+    from saat.reproduce.grid import build_grid
+
+    return [c for c in build_grid(spec, GRID_OUT) if c.kind in PROTOCOL_KINDS]
+
+
+def part_names() -> list[str]:
+    """The extrapolation's components, in the printed order."""
     from saat.report import paper
 
-    cfg = TrainConfig()
-    untargeted = [r for r in paper.TABLE1_UNTARGETED if r != "clean"]
-    targeted = list(paper.TABLE1_TARGETED)
-    table2 = {d: [r for r in rows if r != "clean"] for d, rows in paper.TABLE2.items()}
+    return ["hash_train", *[f"{d}_train" for d in paper.TABLE2], "attacks", "encoding"]
+
+
+def protocol(attacked_queries: int, model: str = "alexnet") -> dict:
+    """The paper's Table I + Table II protocol as the package's grid resolves it (one setting of the first paper
+    dataset), for the printed header and --json; the counting itself runs over the cells (``extrapolate``)."""
+    from saat.pipelines.attack import AttackConfig
+    from saat.report import paper
+    from saat.reproduce.cost import resolved_attack, resolved_defense, train_config
+
+    spec, preset = paper_spec(paper.DATASETS[0], model), paper_preset(attacked_queries)
+    cells = [c for c in protocol_cells(spec) if c.bits == spec.bits[0] and c.seed == spec.seeds[0]]
+    train = next(c for c in cells if c.kind == "train")
+    cfg = train_config(spec, preset, train.bits, train.seed)
+    attacks = [c for c in cells if c.kind == "attack"]
+    defended = {c.model for c in cells if c.kind == "defend"}
+    defenses = [d for d in paper.TABLE2 if d in defended] + sorted(defended - set(paper.TABLE2))  # Table II's order
+    prosgan = next((c for c in attacks if c.attack == "prosgan"), None)
     return {
-        "datasets": list(paper.DATASETS), "bits": list(paper.BITS), "attacked_queries": attacked_queries,
+        "datasets": list(paper.DATASETS), "bits": list(spec.bits), "attacked_queries": attacked_queries,
         "hash_epochs": cfg.epochs, "hash_batch": cfg.batch_size, "hash_method": cfg.method,
-        "defenses": {d: {k: DEFENSES.get(d).defaults[k] for k in ("epochs", "batch_size", "steps")} for d in table2},
+        "defenses": {d: {k: resolved_defense(spec, preset, d).get(k) for k in ("epochs", "batch_size", "steps")}
+                     for d in defenses},
         "attack_batch": AttackConfig().batch_size,
-        "table1": {"untargeted": untargeted, "targeted": targeted}, "table2": table2,
-        "attack_steps": {a: ATTACKS.get(a).defaults.get("steps") for a in {*untargeted, *targeted,
-                                                                           *sum(table2.values(), [])}},
-        "prosgan": {k: ATTACKS.get("prosgan").defaults[k] for k in ("gan_epochs", "gan_batch")},
+        "table1": {"untargeted": [c.attack for c in attacks if c.model == "undefended" and not c.targeted],
+                   "targeted": [c.attack for c in attacks if c.model == "undefended" and c.targeted]},
+        "table2": {d: [c.attack for c in attacks if c.model == d] for d in defenses},
+        "attack_steps": {c.attack: resolved_attack(spec, preset, c).get("steps") for c in attacks},
+        "prosgan": ({k: resolved_attack(spec, preset, prosgan)[k] for k in ("gan_epochs", "gan_batch")}
+                    if prosgan else {}),
+        "counting": "saat.reproduce.cost.estimate_cell over the grid's train, defend and attack cells",
     }
 
 
-def extrapolate(per_image: dict[str, float], shapes: Shapes, proto: dict) -> dict[str, float]:
-    """Seconds of one (dataset, bit length) setting of the protocol, by component, from per-image costs."""
-    n, q, m = shapes.train, shapes.query, shapes.database
-    a = min(proto["attacked_queries"], q)
-    hb = proto["hash_batch"]
-    iters = lambda batch: n // batch if n > batch else 1  # noqa: E731 - drop_last as the pipelines do
-    d = proto["defenses"]
-    out = {"hash_train": proto["hash_epochs"] * iters(hb) * hb * per_image["train"]}
-    for name in d:
-        out[f"{name}_train"] = d[name]["epochs"] * iters(d[name]["batch_size"]) * d[name]["batch_size"] * \
-            per_image["saat"]
-    ab = proto["attack_batch"]
-    batches = math.ceil(a / ab)
-    steps = proto["attack_steps"]
-    runs = [r for r in proto["table1"]["untargeted"] + proto["table1"]["targeted"] if r != "prosgan"]
-    runs += [r for rows in proto["table2"].values() for r in rows]
-    attack_images = sum(batches * ab * steps[r] for r in runs)
-    n_runs = len(runs)
-    if "prosgan" in proto["table1"]["targeted"]:
-        g = proto["prosgan"]
-        attack_images += g["gan_epochs"] * iters(g["gan_batch"]) * g["gan_batch"]
-        n_runs += 1
-    out["attacks"] = attack_images * per_image["attack"]
-    n_models = 1 + len(d)
-    out["encoding"] = (n_models * (m + q + n) + len(d) * n + n_runs * a) * per_image["encode"]
+def extrapolate(per_image: dict, shapes: Shapes, model: str, attacked_queries: int, *, world_size: int = 1,
+                image_size: int = 224, params: int = 0, batch: int = 32, device: str = "") -> dict:
+    """Seconds of the protocol on one dataset (every bit length of the paper), by component, from per-image costs
+    (``per_image``: train, saat, attack, encode): ``saat.reproduce.cost.estimate_cell`` summed over the package's
+    grid cells (module docstring: Counting). The costs may be numpy arrays, one entry per variant (the results are
+    then arrays too): the cells are counted once for all variants (estimate_cell's disk estimate, unused here,
+    builds ProS-GAN's networks on the meta device, about a second per grid on a CPU)."""
+    from saat.reproduce.cost import Probe, Sizes, estimate_cell
+
+    spec, preset = paper_spec(shapes.name, model), paper_preset(attacked_queries)
+    sizes = Sizes(shapes.name, shapes.train, shapes.query, shapes.database, shapes.n_classes, image_size, 3)
+    times = {"train": per_image["train"], "attack": per_image["attack"], "encode": per_image["encode"],
+             "defense:saat": per_image["saat"], "defense:atrdh": per_image["saat"]}  # ATRDH: the SAAT loop's shape
+    probe = Probe(device, batch, times, params)
+    out = dict.fromkeys(part_names(), 0.0)
+    encoded: set = set()  # each model encodes its training set once (the first attack that needs its codes)
+    w = max(1, world_size)
+    for cell in protocol_cells(spec):
+        est = estimate_cell(cell, spec, sizes, probe, world_size=w, encoded=encoded, preset=preset)
+        for part, seconds in est.parts.items():
+            if part == "setup":
+                continue  # the probe's setup is 0: opening the dataset is not measured here
+            key = {"train": "hash_train", "defense": f"{cell.model}_train", "attack": "attacks",
+                   "generator": "attacks", "encode": "encoding"}[part]
+            out[key] = out.get(key, 0.0) + seconds / w  # estimate_cell's seconds: the sum of its parts over W
     return out
 
 
@@ -381,7 +445,7 @@ def main(argv=None) -> int:
     enc_batch = args.encode_batch_size or (256 if accel else batch)
     iters = args.iters or (MIN_REPEATS if accel else 1)
     warmup = {t: args.warmup if args.warmup is not None else (0 if t == "saat" and not accel else 1) for t in tasks}
-    proto = protocol(args.attacked_queries)
+    proto = protocol(args.attacked_queries, models[0])
     reduced = not accel and (args.batch_size is None or args.iters is None or args.warmup is None)
     print(f"paper-scale cost model on {device} (world size {args.world_size}): batch {batch}, encoding batch "
           f"{enc_batch}, {args.bits} bits, warm-up rounds {warmup}, {iters} measured round(s) per cell"
@@ -446,10 +510,12 @@ def main(argv=None) -> int:
     by_size = sorted({s.name: s for s in shapes}.values(), key=lambda s: s.train)
     stand_in = {d: (d if any(s.name == d for s in shapes) else
                     min(by_size, key=lambda s: abs(s.train - catalog[d].train)).name) for d in catalog}
-    print(f"\nExtrapolated wall time of the paper's Table I + Table II protocol, world size {args.world_size} "
-          f"(ideal scaling): {len(proto['datasets'])} datasets x {len(proto['bits'])} bit lengths; hashing "
-          f"{proto['hash_epochs']} epochs, " + ", ".join(f"{d.upper()} {v['epochs']} epochs ({v['steps']} PGD steps)"
-                                                         for d, v in proto["defenses"].items())
+    print(f"\nExtrapolated wall time of the paper's Table I + Table II protocol (saat.reproduce.cost over the "
+          f"package's grid cells), world size {args.world_size} (ideal scaling of the sharded work; ProS-GAN's "
+          f"generator training runs whole in every process): {len(proto['datasets'])} datasets x "
+          f"{len(proto['bits'])} bit lengths; hashing {proto['hash_epochs']} epochs, "
+          + ", ".join(f"{d.upper()} {v['epochs']} epochs ({v['steps']} PGD steps)"
+                      for d, v in proto["defenses"].items())
           + f"; {proto['attacked_queries']:,} attacked queries per attack run; Table I attacks "
           + ", ".join(f"{r} {proto['attack_steps'][r] or 'generator'}" for r in
                       proto["table1"]["untargeted"] + proto["table1"]["targeted"])
@@ -457,25 +523,23 @@ def main(argv=None) -> int:
     print("  stand-ins: " + ", ".join(f"{d} <- {s}" for d, s in stand_in.items() if d != s)
           + f"; per-iteration times scaled per image from batch {batch} to the protocol's batches")
     extrap = {}
-    parts_order = ["hash_train", *[f"{d}_train" for d in proto["defenses"]], "attacks", "encoding"]
+    parts_order = part_names()
     print(f"  {'model':<9} {'variant':<8} {'total h':>9}  " + "  ".join(f"{p:>11}" for p in parts_order))
     for model in models:
-        for v in variants:
-            totals = dict.fromkeys(parts_order, 0.0)
-            ok = True
-            for d, src in stand_in.items():
-                c = measured.get((src, model))
-                if c is None or any(t not in c["tasks"] for t in TASKS):
-                    ok = False
-                    break
-                per_image = {t: Stat(c["tasks"][t][v]["seconds"]).median /
-                             (enc_batch if t == "encode" else batch) for t in TASKS}
-                part = extrapolate(per_image, catalog[d], proto)
-                for k, val in part.items():
-                    totals[k] += val * len(proto["bits"]) / args.world_size
-            if not ok:
-                continue
-            hours = {k: val / 3600 for k, val in totals.items()}
+        sources = [measured.get((src, model)) for src in stand_in.values()]
+        if any(c is None or any(t not in c["tasks"] for t in TASKS) for c in sources):
+            continue
+        totals = dict.fromkeys(parts_order, np.zeros(len(variants)))
+        for d, c in zip(stand_in, sources, strict=True):
+            per_image = {t: np.array([Stat(c["tasks"][t][v]["seconds"]).median for v in variants])
+                         / (enc_batch if t == "encode" else batch) for t in TASKS}  # one entry per variant
+            part = extrapolate(per_image, catalog[d], model, args.attacked_queries, world_size=args.world_size,
+                               image_size=c.get("image_size") or 224, params=c.get("params") or 0, batch=batch,
+                               device=str(device))
+            for k, val in part.items():
+                totals[k] = totals.get(k, 0.0) + val
+        for i, v in enumerate(variants):
+            hours = {k: float(np.broadcast_to(val, (len(variants),))[i]) / 3600 for k, val in totals.items()}
             total = sum(hours.values())
             extrap[f"{model}/{v}"] = {"total_hours": total, "hours": hours}
             print(f"  {model:<9} {v:<8} {total:9.0f}  " + "  ".join(f"{hours[p]:11.0f}" for p in parts_order))
