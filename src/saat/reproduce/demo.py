@@ -31,11 +31,14 @@ def demo_spec(quick: bool = False, seed: int = 0) -> GridSpec:
 
 
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, device: str = "auto", seed: int = 0,
-             progress: bool = True) -> dict:
-    """Run (or continue) the demo; returns the final table, the report's path, the wall time and each step's."""
+             progress: bool = True, plan_only: bool = False) -> dict:
+    """Run (or continue) the demo; returns the final table, the report's path, the wall time and each step's
+    (``plan_only``: print the plan, run nothing, return ``{"plan": ...}``)."""
     out = Path(out)
     spec = demo_spec(quick, seed)
-    result = reproduce(spec, out, device=device, progress=progress, label="demo")
+    result = reproduce(spec, out, device=device, progress=progress, label="demo", plan_only=plan_only)
+    if plan_only:
+        return {"plan": result["plan"]}
     if result["failures"]:
         cid, error = result["failures"][0]
         raise RuntimeError(f"the demo's step {cid} did not finish: {error} (rerun 'saat demo' to retry; "
