@@ -37,6 +37,9 @@ def test_the_grid_holds_every_cell_of_tables_one_and_two_in_order(tmp_path):
         assert all(ids.index(d) < ids.index(c.id) for d in c.after)
     seeds = [c.seed for c in cells if c.kind == "train"]
     assert seeds == [0, 0, 1, 1]
+    quick = build_grid(GridSpec("FLICKR-25K", "alexnet", "dph", bits=(16,), preset="quick"), tmp_path)
+    assert len({c.id for c in quick}) == len(quick)  # the quick preset's extra 8/255 is FLICKR's main budget
+    assert sum(c.attack == "mainstay" and not c.targeted for c in quick) == 3
     only_one = build_grid(GridSpec("FLICKR-25K", "alexnet", "dph", bits=(16,), tables=(1,)), tmp_path)
     assert {c.kind for c in only_one} == {"train", "attack", "card", "report"}
     assert [c.model for c in only_one if c.kind == "card"] == ["undefended"]
@@ -115,6 +118,16 @@ def test_the_counting_of_each_kind_of_cell(tmp_path):
     assert per_query == 3 * 100 + 100 + ATTACKS.get("hag").defaults["steps"] + ATTACKS.get("sdha").defaults["steps"]
     card = estimate_cell(_cell(cells, "dph-16bit-seed0/card/paper-standard"), SPEC, SIZES, PROBE, encoded=encoded)
     assert card.seconds == pytest.approx(2 * q * per_query * 0.01 + q * len(members) * 0.001 + 2.0)  # checks: x2
+    # with the network probe: THA's PrototypeNet steps, ProS-GAN's PrototypeNet and generator steps, at their settings
+    nets = Probe("cpu", 8, PROBE.per_image, params=1, setup=2.0,
+                 per_step={"tha:proto": 0.003, "prosgan:proto": 0.004, "prosgan:gan": 0.9})
+    tha = estimate_cell(_cell(cells, "dph-16bit-seed0/attack/paper-tha-t-eps8"), SPEC, SIZES, nets, encoded=encoded)
+    t = ATTACKS.get("tha").defaults
+    assert tha.seconds == pytest.approx(q * t["steps"] * 0.01 + t["proto_steps"] * 0.003 + q * 0.001 + 2.0)
+    pros = estimate_cell(_cell(cells, "dph-16bit-seed0/attack/paper-prosgan-t-eps8"), SPEC, SIZES, nets,
+                         encoded=encoded, world_size=2)  # every process trains the networks whole
+    assert pros.seconds == pytest.approx(g["proto_steps"] * 0.004 + g["gan_epochs"] * math.ceil(n / g["gan_batch"])
+                                         * 0.9 + (q * 0.01 + q * 0.001) / 2 + 2.0)
     # two processes: the sharded work halves, every process opens the dataset; ProS-GAN's generator is not sharded
     two = estimate_cell(_cell(cells, "dph-16bit-seed0/attack/paper-prosgan-t-eps8"), SPEC, SIZES, PROBE,
                         world_size=2, encoded={tmp_path / "dph-16bit-seed0"})
@@ -219,7 +232,9 @@ def test_the_probe_times_the_grids_code_paths(tmp_path):
     sizes = sizes_of(ds)
     pr = probe(spec, sizes, ds.train.labels[:300], device="cpu", defenses=("saat",))
     assert set(pr.per_image) == {"train", "attack", "encode", "defense:saat"}
-    assert all(v > 0 and math.isfinite(v) for v in pr.per_image.values())
+    assert set(pr.per_step) == {"tha:proto", "prosgan:proto", "prosgan:gan"}
+    assert all(v > 0 and math.isfinite(v) for v in [*pr.per_image.values(), *pr.per_step.values()])
+    assert pr.per_step["prosgan:gan"] > pr.per_step["prosgan:proto"]  # a generator and a hashing model vs an MLP
     assert pr.per_image["defense:saat"] > pr.per_image["train"]  # 7 PGD steps and a training step
     assert pr.params == sum(p.numel() for p in __import__("saat").models.HashModel("small_cnn", 16).parameters())
     assert sizes.channels == 3 and sizes.image_size == 28 and torch.is_tensor(ds.train.labels)

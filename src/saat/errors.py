@@ -7,3 +7,7 @@ class SaatError(Exception):
 
 class WeightsUnavailableError(SaatError, RuntimeError):
     """Pretrained weights could not be obtained (offline, blocked download, corrupt cache)."""
+
+
+class StepsFailedError(SaatError, RuntimeError):
+    """Some steps of a multi-step command (``saat demo``) did not finish; each is recorded and a rerun retries."""

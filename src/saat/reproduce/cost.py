@@ -7,20 +7,24 @@ and random pixels, and times the code paths the cells run: one hashing-training 
 its settings: its inner PGD steps included), one iteration of an attack (``create_attack("mainstay")`` called with
 3 iterations and with 1: the difference, so that the per-call set-up is not counted per iteration) and the encoding
 of one batch. Each becomes seconds per image. On a CPU large images are probed in batches of at most 8 (the time per
-image changes little with the batch there); on an accelerator at the run's batch.
+image changes little with the batch there); on an accelerator at the run's batch. The networks THA and ProS-GAN
+train before attacking are timed per step, at their settings, as the difference of two short trainings: THA's and
+ProS-GAN's PrototypeNet (10 and 30 steps), ProS-GAN's generator with its discriminator (1 and 3 steps; ProS-GAN's
+three trainings share the one of 10 PrototypeNet steps and 1 generator step).
 
-**The counting** is the one of ``benchmarks/bench_paper_scale.py`` (which uses this module): hashing training
-epochs x floor(N / batch) x batch images (the loader drops the last partial batch), a defense the same with its
-epochs and batch, an attack iterations x attacked queries images, ProS-GAN its generator training as hashing-model
-passes of the generator's batches (a lower bound: the generator and discriminator are not counted), THA's and the
-defenses' prototype networks (MLPs) not counted; encoding: the evaluation of each model (database + queries), its
-training set once (the first attack or card that needs its codes; a defense encodes the training set of the model
-it starts from), the adversarial queries of each attack. A robustness card is its ensemble's iterations (restarts x
-iterations x queries per member) and, with the sanity checks, twice that. Under torchrun (world size W) the
-sharded work is divided by W (ideal scaling); ProS-GAN's generator training, which every process runs whole, is
-not. Disk: model files from the parameter count (model.pt, and checkpoint.pt with the optimiser's state and the
-method's or defense's memories), cached codes (int8), each attack's codes, query indices and example images, the
-networks THA and ProS-GAN cache.
+**The counting** is the one of ``benchmarks/bench_paper_scale.py`` (which uses this module): hashing training epochs
+x floor(N / batch) x batch images (the loader drops the last partial batch), a defense the same with its epochs and
+batch, an attack iterations x attacked queries images, THA and ProS-GAN their networks' steps (ProS-GAN's generator
+gan_epochs x ceil(N / gan_batch) steps, at most gan_steps_per_epoch per epoch; without the network probe, as the
+benchmark counts, the generator's steps as hashing-model passes of its batches, a lower bound, and the PrototypeNets
+not at all), ATRDH's PrototypeNet inside its defense step (measured with it); encoding: the evaluation of each model
+(database + queries), its training set once (the first attack or card that needs its codes; a defense encodes the
+training set of the model it starts from), the adversarial queries of each attack. A robustness card is its
+ensemble's iterations (restarts x iterations x queries per member) and, with the sanity checks, twice that. Under
+torchrun (world size W) the sharded work is divided by W (ideal scaling); THA's and ProS-GAN's network training,
+which every process runs whole, is not. Disk: model files from the parameter count (model.pt, and checkpoint.pt with
+the optimiser's state and the method's or defense's memories), cached codes (int8), each attack's codes, query
+indices and example images, the networks THA and ProS-GAN cache.
 """
 
 from __future__ import annotations
@@ -62,11 +66,14 @@ class Probe:
     seconds: float = 0.0  # the probe's own wall time
     threads: int = 1
     setup: float = 0.0  # seconds a cell spends before its work: opening the dataset (measured by the plan)
+    per_step: dict = field(default_factory=dict)  # seconds per step of the networks attacks train (module doc)
 
     def describe(self) -> str:
         parts = [f"{k} {v * 1e3:.3g} ms" for k, v in self.per_image.items()]
+        steps = [f"{k} {v * 1e3:.3g} ms" for k, v in self.per_step.items()]
         return (f"probe on {self.device} ({self.threads} threads), batch {self.batch}, {self.seconds:.1f} s: per image "
-                + ", ".join(parts) + f"; per cell {self.setup:.2g} s to open the dataset")
+                + ", ".join(parts) + (f"; per network step {', '.join(steps)}" if steps else "")
+                + f"; per cell {self.setup:.2g} s to open the dataset")
 
 
 @dataclass
@@ -151,8 +158,9 @@ class _Synthetic(torch.utils.data.Dataset):
 
 
 def probe(spec: GridSpec, sizes: Sizes, train_labels: torch.Tensor, *, device: str = "auto",
-          defenses: tuple[str, ...] = (), bits: int | None = None) -> Probe:
-    """Time the grid's code paths on ``device`` (module docstring); ``train_labels`` (N, C) are the dataset's."""
+          defenses: tuple[str, ...] = (), networks: bool = True, bits: int | None = None) -> Probe:
+    """Time the grid's code paths on ``device`` (module docstring); ``train_labels`` (N, C) are the dataset's.
+    ``networks``: also the steps of the networks THA and ProS-GAN train."""
     from ..attacks import create_attack
     from ..defenses import create_defense
     from ..hashing import METHODS, create_method
@@ -230,13 +238,56 @@ def probe(spec: GridSpec, sizes: Sizes, train_labels: torch.Tensor, *, device: s
             model, [batch_of(batch)], lambda xb, yb, idx, it, d=d: d.step(d.augment(xb), yb, idx, it), dopt,
             device=dev, epoch=0, step=0, log=[], log_every=0, progress=False, channels_last=channels_last)) / batch
 
+    per_step = _network_steps(spec, preset, model, x, y, codes, labels_dev, split, timed) if networks else {}
+
     enc = _Synthetic(labels[:enc_batch] if len(labels) >= enc_batch else labels[torch.arange(enc_batch) % len(labels)],
                      pool)
     encode_split(model, enc, batch_size=enc_batch, device=dev, progress=False, num_workers=0)  # warm-up
     per_image["encode"] = timed(lambda: encode_split(model, enc, batch_size=enc_batch, device=dev, progress=False,
                                                      num_workers=0)) / enc_batch
     params = sum(p.numel() for p in model.parameters())
-    return Probe(str(dev), batch, per_image, params, time.perf_counter() - t_start, torch.get_num_threads())
+    return Probe(str(dev), batch, per_image, params, time.perf_counter() - t_start, torch.get_num_threads(),
+                 per_step=per_step)
+
+
+def _difference(run, lo: int, hi: int, timed) -> float:
+    """Seconds per unit of ``run(n)``'s work, from a call with ``lo`` and one with ``hi`` units (the calls' fixed
+    cost cancels; never below a tenth of the larger call's time per unit, against noise)."""
+    t_lo, t_hi = timed(lambda: run(lo)), timed(lambda: run(hi))
+    return max(t_hi - t_lo, 0.1 * t_hi) / (hi - lo)
+
+
+def _network_steps(spec: GridSpec, preset: Preset, model, x, y, codes, labels, split, timed) -> dict:
+    """Seconds per step of the networks THA and ProS-GAN train before they attack: THA's PrototypeNet, ProS-GAN's
+    PrototypeNet and its generator (with the discriminator), each at the grid's settings (their batches), measured
+    as the difference of two short trainings through ``create_attack``."""
+    from ..attacks import create_attack
+    from ..pipelines.attack import AttackConfig, attack_settings
+
+    x, y = x[:2], y[:2]  # the attack pass after each training is not what is measured: keep it small
+    target = labels[torch.arange(len(x)) % len(labels)].roll(1, 0)
+    out = {}
+
+    def settings(name: str) -> dict:
+        cfg = AttackConfig(method=name, targeted=True, options=dict(preset.attack_options.get(name, {})))
+        s = attack_settings(ATTACKS.get(name), cfg, demo=is_demo(spec))
+        return {k: v for k, v in s.items() if k not in ("eps", "steps", "proto_steps", "gan_epochs",
+                                                        "gan_steps_per_epoch", "proto_checkpoint_every",
+                                                        "gan_checkpoint_every")}
+
+    def run(name: str, **over):
+        atk = create_attack(name, model, eps=8 / 255, train_codes=codes, train_labels=labels, db_codes=codes,
+                            db_labels=labels, train_images=split, seed=0, **{**settings(name), **over})
+        atk(x, y, target)
+
+    out["tha:proto"] = _difference(lambda n: run("tha", steps=1, proto_steps=n), 10, 30, timed)
+    # ProS-GAN: three trainings, (10 PrototypeNet steps, 1 generator step), (30, 1), (10, 3)
+    base = timed(lambda: run("prosgan", proto_steps=10, gan_epochs=1, gan_steps_per_epoch=1))
+    more_proto = timed(lambda: run("prosgan", proto_steps=30, gan_epochs=1, gan_steps_per_epoch=1))
+    more_gan = timed(lambda: run("prosgan", proto_steps=10, gan_epochs=1, gan_steps_per_epoch=3))
+    out["prosgan:proto"] = max(more_proto - base, 0.1 * more_proto) / 20
+    out["prosgan:gan"] = max(more_gan - base, 0.1 * more_gan) / 2
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- the counting
@@ -321,13 +372,23 @@ def estimate_cell(cell: Cell, spec: GridSpec, sizes: Sizes, pr: Probe, *, world_
         parts = {"attack": a * steps * t["attack"], "encode": a * t["encode"] + first_train_encoding(cell.run)}
         work = f"{a:,} q x {steps} it"
         disk = a * (k + 8) + 2 * 6 * image_bytes * 2
+        steps_of = pr.per_step
+        if cell.attack == "tha" and "tha:proto" in steps_of:
+            parts["networks"] = s["proto_steps"] * steps_of["tha:proto"] * w
+            work += f", PrototypeNet {s['proto_steps']:,} steps"
         if cell.attack == "prosgan":
             per_epoch = math.ceil(n / s["gan_batch"])
             if s.get("gan_steps_per_epoch") is not None:
                 per_epoch = min(per_epoch, int(s["gan_steps_per_epoch"]))
-            gan = s["gan_epochs"] * per_epoch * s["gan_batch"]
-            parts = {"attack": a * t["attack"], "generator": gan * t["attack"] * w, "encode": parts["encode"]}
-            work = f"generator {s['gan_epochs']} epochs x {per_epoch:,} it x {s['gan_batch']}, {a:,} q"
+            gan_steps = s["gan_epochs"] * per_epoch
+            parts = {"attack": a * t["attack"], "encode": parts["encode"]}
+            if "prosgan:gan" in steps_of:
+                parts["networks"] = (s["proto_steps"] * steps_of.get("prosgan:proto", 0.0)
+                                     + gan_steps * steps_of["prosgan:gan"]) * w
+            else:  # no network probe: the generator's steps as hashing-model passes of its batches (a lower bound)
+                parts["generator"] = gan_steps * s["gan_batch"] * t["attack"] * w
+            work = (f"PrototypeNet {s['proto_steps']:,} steps, generator {s['gan_epochs']} epochs x {per_epoch:,} it "
+                    f"x {s['gan_batch']}, {a:,} q")
         if cell.attack in ("tha", "prosgan"):
             disk += 4 * _net_params(cell.attack, sizes, k)
     elif cell.kind == "card":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..attacks import TABLE1_ATTACKS, TABLE2_ATTACKS
 from ..config import DEMO_EPS
+from ..errors import StepsFailedError
 from ..runs import AttackRecord, RunDir
 from .grid import PRESETS, GridSpec, attack_folder, card_folder
 from .run import reproduce
@@ -41,7 +42,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, device: str 
         return {"plan": result["plan"]}
     if result["failures"]:
         cid, error = result["failures"][0]
-        raise RuntimeError(f"the demo's step {cid} did not finish: {error} (rerun 'saat demo' to retry; "
+        raise StepsFailedError(f"the demo's step {cid} did not finish: {error} (rerun 'saat demo' to retry; "
                            f"{len(result['failures'])} step(s) in all, listed above)")
     base = out / "csq"
     table = final_table(base, {d: out / f"csq-{d}" for d in ("saat", "atrdh")}, preset=spec.preset)

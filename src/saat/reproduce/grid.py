@@ -188,6 +188,8 @@ def build_grid(spec: GridSpec, out: Path) -> list[Cell]:
                 if atk not in ATTACKS:
                     return
                 folder = attack_folder(preset, atk, targeted, budget)
+                if any(c.id == f"{run.name}/attack/{folder}" for c in cells):
+                    return  # an extra budget that is the main one
                 cells.append(Cell(
                     f"{run.name}/attack/{folder}", "attack",
                     f"attack {run.name} with {atk} ({'targeted' if targeted else 'untargeted'}, eps "

@@ -123,7 +123,10 @@ def make_plan(spec: GridSpec, out: Path, *, device: str = "auto", cells: list[Ce
     setup = time.perf_counter() - t0
     sizes = sizes_of(ds)
     defenses = tuple(d for d in DEFENSES_OF_TABLE2 if any(c.kind == "defend" and c.model == d for c in cells))
-    pr = probe(spec, sizes, ds.train.labels, device=device, defenses=defenses) if dist.is_main_process() else None
+    pr = None
+    if dist.is_main_process():
+        with dist.alone():  # one process probes, without the others: no collective operation inside
+            pr = probe(spec, sizes, ds.train.labels, device=device, defenses=defenses)
     if pr is not None:
         pr.setup = setup
     pr = dist.broadcast_object(pr)
@@ -247,10 +250,13 @@ def reproduce(spec: GridSpec, out: str | Path, *, device: str = "auto", num_work
 
     bad: set[str] = set()  # failed or blocked in this pass
     ran: list[str] = []
-    for cell in cells:
+    # What was finished before this pass, as one process sees it: under torchrun another process may already have
+    # written a cell's result when a slower one reaches it, and every process must run the same cells.
+    done_before = dist.broadcast_object([is_done(c) for c in cells])
+    for cell, done in zip(cells, done_before, strict=True):
         record = state["cells"].setdefault(cell.id, {})
         record["estimate_seconds"] = round(plan["estimates"][cell.id].seconds, 3)
-        if is_done(cell):
+        if done:
             if record.get("status") != "done":
                 record.update(status="done", error=None)
             say(f"{cell.title}: done earlier, reused")

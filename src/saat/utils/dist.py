@@ -38,12 +38,27 @@ from .rng import derive_seed
 _sharding = False  # True inside sharded_step(): the batch in hand is this rank's share of one global batch
 
 
+_alone = False  # True inside alone(): this process computes as the only one
+
+
 def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+    return 0 if _alone else int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return 1 if _alone else int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Inside this block the process computes as if it were the only one (no collective operation, no shard): for
+    work that one process of several does by itself, such as ``saat reproduce``'s timing probe."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
 
 
 def local_rank() -> int:
