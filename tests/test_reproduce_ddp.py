@@ -65,5 +65,20 @@ def test_a_failure_in_one_process_is_a_failure_of_all(tmp_path):
     assert "dph-16bit-seed0-atrdh/defend" in ranks[1]["calls"]  # the others went on
 
 
+@pytest.mark.slow
+def test_the_plan_under_torchrun_probes_in_one_process(tmp_path):
+    """The real probe (sharded encoding, defense steps, attacks inside) runs in process 0 alone while the other
+    waits: it once deadlocked in a collective operation only process 0 entered."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "saat",
+           "reproduce", "--dataset", "fashion-mnist", "--backbone", "small_cnn", "--method", "csq", "--bits", "16",
+           "--tables", "1", "--preset", "quick", "--out", str(tmp_path / "grid"), "--device", "cpu", "--plan"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 processes" in done.stdout and "csq-16bit-seed0/card/quick-quick" in done.stdout
+    assert done.stdout.count("[reproduce] total:") == 1  # process 0 prints
+    assert not (tmp_path / "grid").exists()
+
+
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))
