@@ -9,8 +9,8 @@ its settings: its inner PGD steps included), one iteration of an attack (``creat
 of one batch. Each becomes seconds per image. On a CPU large images are probed in batches of at most 8 (the time per
 image changes little with the batch there); on an accelerator at the run's batch. The networks THA and ProS-GAN
 train before attacking are timed per step, at their settings, as the difference of two short trainings: THA's and
-ProS-GAN's PrototypeNet (10 and 30 steps), ProS-GAN's generator with its discriminator (1 and 3 steps; ProS-GAN's
-three trainings share the one of 10 PrototypeNet steps and 1 generator step).
+ProS-GAN's PrototypeNet (10 and 30 steps), ProS-GAN's generator with its discriminator (1 and 2 steps; on a CPU
+with large images in batches of 2, scaled per image to its batch).
 
 **The counting** is the one of ``benchmarks/bench_paper_scale.py`` (which uses this module): hashing training epochs
 x floor(N / batch) x batch images (the loader drops the last partial batch), a defense the same with its epochs and
@@ -238,7 +238,8 @@ def probe(spec: GridSpec, sizes: Sizes, train_labels: torch.Tensor, *, device: s
             model, [batch_of(batch)], lambda xb, yb, idx, it, d=d: d.step(d.augment(xb), yb, idx, it), dopt,
             device=dev, epoch=0, step=0, log=[], log_every=0, progress=False, channels_last=channels_last)) / batch
 
-    per_step = _network_steps(spec, preset, model, x, y, codes, labels_dev, split, timed) if networks else {}
+    per_step = (_network_steps(spec, preset, model, x, y, codes, labels_dev, split, timed,
+                               gan_batch=None if accel or sizes.image_size < 128 else 2) if networks else {})
 
     enc = _Synthetic(labels[:enc_batch] if len(labels) >= enc_batch else labels[torch.arange(enc_batch) % len(labels)],
                      pool)
@@ -257,7 +258,8 @@ def _difference(run, lo: int, hi: int, timed) -> float:
     return max(t_hi - t_lo, 0.1 * t_hi) / (hi - lo)
 
 
-def _network_steps(spec: GridSpec, preset: Preset, model, x, y, codes, labels, split, timed) -> dict:
+def _network_steps(spec: GridSpec, preset: Preset, model, x, y, codes, labels, split, timed,
+                   gan_batch: int | None = None) -> dict:
     """Seconds per step of the networks THA and ProS-GAN train before they attack: THA's PrototypeNet, ProS-GAN's
     PrototypeNet and its generator (with the discriminator), each at the grid's settings (their batches), measured
     as the difference of two short trainings through ``create_attack``."""
@@ -281,12 +283,13 @@ def _network_steps(spec: GridSpec, preset: Preset, model, x, y, codes, labels, s
         atk(x, y, target)
 
     out["tha:proto"] = _difference(lambda n: run("tha", steps=1, proto_steps=n), 10, 30, timed)
-    # ProS-GAN: three trainings, (10 PrototypeNet steps, 1 generator step), (30, 1), (10, 3)
-    base = timed(lambda: run("prosgan", proto_steps=10, gan_epochs=1, gan_steps_per_epoch=1))
-    more_proto = timed(lambda: run("prosgan", proto_steps=30, gan_epochs=1, gan_steps_per_epoch=1))
-    more_gan = timed(lambda: run("prosgan", proto_steps=10, gan_epochs=1, gan_steps_per_epoch=3))
-    out["prosgan:proto"] = max(more_proto - base, 0.1 * more_proto) / 20
-    out["prosgan:gan"] = max(more_gan - base, 0.1 * more_gan) / 2
+    out["prosgan:proto"] = _difference(lambda n: run("prosgan", proto_steps=n, gan_epochs=0), 10, 30, timed)
+    # the generator's steps in batches of at most ``gan_batch`` images (2 on a CPU for large images: a step at 224
+    # px and the paper's 24 takes most of a minute there), scaled to the grid's batch per image
+    full = int(settings("prosgan")["gan_batch"])
+    batch = min(full, gan_batch) if gan_batch else full
+    out["prosgan:gan"] = _difference(lambda n: run("prosgan", proto_steps=1, gan_epochs=1, gan_steps_per_epoch=n,
+                                                   gan_batch=batch), 1, 2, timed) * full / batch
     return out
 
 
