@@ -231,8 +231,8 @@ def probe(spec: GridSpec, sizes: Sizes, train_labels: torch.Tensor, *, device: s
     per_image["attack"] = max(t3 - t1, t1 / 2) / 2 / batch
 
     for name in defenses:
-        settings = {k: v for k, v in resolved_defense(spec, preset, name).items()}
-        d = create_defense(name, model, cfg.method, train_codes=codes, train_labels=labels_dev, seed=0, **settings)
+        d = create_defense(name, model, cfg.method, train_codes=codes, train_labels=labels_dev, seed=0,
+                           **resolved_defense(spec, preset, name))
         dopt = d.build_optimizer(model.parameters())
         per_image[f"defense:{name}"] = timed(lambda d=d, dopt=dopt: run_epoch(
             model, [batch_of(batch)], lambda xb, yb, idx, it, d=d: d.step(d.augment(xb), yb, idx, it), dopt,

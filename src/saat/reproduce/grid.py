@@ -129,19 +129,12 @@ def check_spec(spec: GridSpec) -> None:
         problems.append(f"--backbone {spec.backbone!r} is not one of {', '.join(list_backbones())}")
     if spec.method.lower() not in list_methods():
         problems.append(f"--method {spec.method!r} is not one of {', '.join(list_methods())}")
-    names = []
-    for b in spec.bits:
-        for s in spec.seeds:
-            try:
-                names.append(spec.run_name.format(method=spec.method.lower(), bits=b, seed=s,
-                                                  backbone=spec.backbone.lower()))
-            except (KeyError, IndexError, ValueError) as exc:
-                problems.append(f"--run-name {spec.run_name!r}: {exc!r}; it may use {{method}}, {{bits}}, {{seed}} "
-                                "and {backbone}")
-                break
-        else:
-            continue
-        break
+    try:
+        names = [spec.run_name.format(method=spec.method.lower(), bits=b, seed=s, backbone=spec.backbone.lower())
+                 for b in spec.bits for s in spec.seeds]
+    except (KeyError, IndexError, ValueError) as exc:
+        problems.append(f"--run-name {spec.run_name!r}: {exc!r}; it may use {{method}}, {{bits}}, {{seed}} and "
+                        "{backbone}")
     else:
         bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", n)]
         if bad:

@@ -23,7 +23,7 @@ import torch
 
 from ..runs import RunDir
 from ..utils import dist
-from ..utils.io import atomic_write_json, atomic_write_text, check_writable
+from ..utils.io import atomic_write_json, atomic_write_text, check_writable, nearest_existing
 from .cost import (
     Estimate,
     attack_config,
@@ -142,7 +142,7 @@ def describe_plan(spec: GridSpec, plan: dict, out: Path, state: dict | None = No
     tables = " and ".join(("I", "II")[t - 1] for t in spec.tables)
     todo = [c for c in plan["cells"] if not is_done(c)]
     left = sum(plan["estimates"][c.id].seconds for c in todo)
-    free = shutil.disk_usage(_existing(out)).free
+    free = shutil.disk_usage(nearest_existing(out)).free
     lines = [
         f"plan: {s.name} (train {s.train:,} · query {s.query:,} · database {s.database:,} · {s.n_classes} classes · "
         f"{s.image_size} px), {spec.backbone.lower()}, {spec.method.upper()}, bits {'/'.join(map(str, spec.bits))}, "
@@ -160,12 +160,6 @@ def describe_plan(spec: GridSpec, plan: dict, out: Path, state: dict | None = No
         lines.append(f"warning: the grid needs about {human_bytes(plan['disk'])}, more than the "
                      f"{human_bytes(free)} free at {out}")
     return "\n".join(lines)
-
-
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _run_cell(cell: Cell, spec: GridSpec, *, finished_runs: list[Path], device: str, num_workers: int | None,

@@ -73,14 +73,20 @@ def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) ->
     return path
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else the nearest folder above it that does (where it would be created)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_writable(directory: str | os.PathLike) -> Path:
     """Fail early, before any expensive work, when ``directory`` (or the nearest existing folder above it, where it
     would be created) cannot take new files: an OSError naming the folder (read-only, no permission, a file in the
     way)."""
     directory = Path(directory)
-    probe_dir = directory
-    while not probe_dir.exists() and probe_dir != probe_dir.parent:
-        probe_dir = probe_dir.parent
+    probe_dir = nearest_existing(directory)
     if not probe_dir.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(probe_dir))
     try:
