@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from saat.attacks import TABLE1_ATTACKS
 from saat.checkpoint import file_hash, save_model
 from saat.report import build as report_build
 from saat.report import build_report
@@ -22,7 +23,7 @@ from test_report import add_attack, attack_metrics, family, write_json
 
 DATASET, BACKBONE, METHOD = "FLICKR-25K", "alexnet", "dph"
 BITS, SEEDS = (16, 32), (0, 1, 2)
-UNTARGETED, TARGETED = ("hag", "sdha", "mainstay"), ("p2p", "dhta", "tha", "prosgan", "mainstay")
+UNTARGETED, TARGETED = TABLE1_ATTACKS[False], TABLE1_ATTACKS[True]
 
 
 # --- an independent Student-t: Simpson's rule on the density ------------------------------------------------------
