@@ -220,6 +220,8 @@ def test_plan_only_writes_nothing(tmp_path, monkeypatch, capsys):
     assert not out.exists()
     printed = capsys.readouterr().out
     assert "dph-16bit-seed0/train" in printed and "total:" in printed and "disk" in printed
+    # the fake plan gives every cell 1 s: 1 training, 8 Table I attacks, 2 defenses, 6 Table II attacks, 3 cards
+    assert "by kind: training 1 s · defenses 2 s · attacks 14 s · robustness cards 3 s · report 1 s" in printed
 
 
 def test_the_probe_times_the_grids_code_paths(tmp_path):

@@ -156,6 +156,11 @@ def describe_plan(spec: GridSpec, plan: dict, out: Path, state: dict | None = No
         + (f" ({len(todo)} cells left: {human_seconds(left)})" if len(todo) < len(plan["cells"]) else "")
         + f"; disk {human_bytes(plan['disk'])} (free at {out}: {human_bytes(free)})",
     ]
+    kinds = {"train": "training", "defend": "defenses", "attack": "attacks", "card": "robustness cards",
+             "report": "report"}
+    by_kind = {label: sum(plan["estimates"][c.id].seconds for c in plan["cells"] if c.kind == kind)
+               for kind, label in kinds.items()}
+    lines.append("by kind: " + " · ".join(f"{label} {human_seconds(v)}" for label, v in by_kind.items() if v > 0))
     if plan["disk"] > free:
         lines.append(f"warning: the grid needs about {human_bytes(plan['disk'])}, more than the "
                      f"{human_bytes(free)} free at {out}")
