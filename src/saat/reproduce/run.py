@@ -96,13 +96,14 @@ class _Printer:
 def plan_table(cells: list[Cell], estimates: dict[str, Estimate], state: dict | None = None) -> str:
     state = state or {"cells": {}}
     width = max(len(c.id) for c in cells)
-    lines = [f"  {'#':>3}  {'cell':<{width}}  {'work':<44} {'estimate':>10} {'disk':>9}  status"]
+    work = max(len(estimates[c.id].work) for c in cells)
+    lines = [f"  {'#':>3}  {'cell':<{width}}  {'work':<{work}} {'estimate':>10} {'disk':>9}  status"]
     for i, c in enumerate(cells, 1):
         e = estimates[c.id]
         status = "done" if is_done(c) else (state["cells"].get(c.id) or {}).get("status", "to do")
         if status == "done" and not is_done(c):
             status = "to do"
-        lines.append(f"  {i:>3}  {c.id:<{width}}  {e.work[:44]:<44} {human_seconds(e.seconds):>10} "
+        lines.append(f"  {i:>3}  {c.id:<{width}}  {e.work:<{work}} {human_seconds(e.seconds):>10} "
                      f"{human_bytes(e.disk):>9}  {status}")
     return "\n".join(lines)
 
