@@ -12,7 +12,13 @@ from saat.attacks.generators import APGD, PGD, apgd_checkpoints
 from saat.attacks.losses import mainstay_loss
 from saat.retrieval import average_precision
 from saat.robustness import HardSign, Party, ensemble, evaluate, format_card, format_matrix, transfer_matrix
-from saat.robustness.evaluate import monotone_violation
+from saat.robustness.evaluate import (
+    PRESETS,
+    PROFILE_HISTORY,
+    monotone_violation,
+    profile_fingerprint,
+    profile_version,
+)
 
 EPS = 16 / 255
 # Cheap settings for the planted problem (every attack still does its own procedure).
@@ -78,6 +84,8 @@ def test_worst_case_is_the_per_query_minimum_over_every_attack_run(planted_retri
         assert card["per_attack"][m.name]["backwards_per_query"] > 0
     assert card["robust_map"] <= card["best_single"]["map"] + 1e-12 < card["clean_map"]
     assert card["version"] == 1 and card["queries"] == len(p.x) and card["flags"] == {}
+    assert card["profile"] == {"name": "quick", "version": profile_version("quick"),
+                               "fingerprint": profile_fingerprint("quick")}
 
 
 def test_an_interrupted_evaluation_resumes_from_its_work_dir(planted_retrieval, tmp_path, monkeypatch):
@@ -210,3 +218,36 @@ def test_an_amp_card_is_recorded_and_never_resumes_a_float32_one(planted_retriev
     calls.clear()
     assert run(p, checks=False, work_dir=tmp_path, amp=True)["robust_map"] == amp["robust_map"]
     assert calls == []  # an AMP card resumes its own AMP results
+
+
+def test_a_profile_that_changes_gets_a_new_version():
+    """Each robustness preset is a versioned profile: its current fingerprint is the one recorded for its current
+    version, and no two versions share one (a change of settings is a new version, not an edit of an old entry)."""
+    assert set(PROFILE_HISTORY) == set(PRESETS)
+    for preset, history in PROFILE_HISTORY.items():
+        assert profile_version(preset) == max(history)
+        assert profile_fingerprint(preset) == history[profile_version(preset)], (
+            f"the {preset!r} profile's settings changed: record them as version {profile_version(preset) + 1} in "
+            "saat.robustness.evaluate.PROFILE_HISTORY (with the new fingerprint)")
+        assert len(set(history.values())) == len(history)
+
+
+def test_the_fingerprint_sees_every_kind_of_change(monkeypatch):
+    import importlib
+
+    from saat.attacks import ATTACKS
+
+    ev = importlib.import_module("saat.robustness.evaluate")  # the package exports a function of that name
+
+    base = {p: profile_fingerprint(p) for p in PRESETS}
+    assert base["quick"] != base["standard"]
+    monkeypatch.setitem(ev._THA_QUICK, "proto_steps", 999)  # a member's setting
+    assert profile_fingerprint("quick") != base["quick"] and profile_fingerprint("standard") == base["standard"]
+    monkeypatch.undo()
+    monkeypatch.setitem(ATTACKS.get("hag").defaults, "steps", 1999)  # an attack default the standard preset keeps
+    assert profile_fingerprint("standard") != base["standard"]
+    monkeypatch.undo()
+    monkeypatch.setattr(ev, "EPS_MULTIPLES", (0.0, 1.0))  # a sanity check's constant
+    assert profile_fingerprint("quick") != base["quick"]
+    monkeypatch.undo()
+    assert {p: profile_fingerprint(p) for p in PRESETS} == base

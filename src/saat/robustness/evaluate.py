@@ -10,6 +10,7 @@ sanity checks that flag gradient masking, and a transfer check, summarised in a 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import tempfile
 import time
@@ -75,6 +76,40 @@ def ensemble(preset: str = "standard", targeted: bool = False) -> list[Member]:
             Member("dhta", "dhta", {"steps": 100} if quick else {}),
             Member("p2p", "p2p", {"steps": 100} if quick else {}),
             Member("tha", "tha", _THA_QUICK if quick else {})]
+
+
+# Each preset is a named, versioned profile: its version goes into every card, and its fingerprint (a hash of
+# everything that decides what the preset computes: the members with their effective settings and restarts, and the
+# sanity checks' constants) is recorded here per version. A change of a profile's settings is a new version with its
+# own fingerprint, never an edit of an old entry (tests/test_robustness.py fails otherwise): cards of one profile
+# version are comparable.
+PROFILE_HISTORY: dict[str, dict[int, str]] = {
+    "standard": {1: "ca2de2d5208075f7"},
+    "quick": {1: "218909d989547ff5"},
+}
+
+
+def profile_version(preset: str) -> int:
+    """The current version of a robustness profile (``standard``, ``quick``)."""
+    if preset not in PROFILE_HISTORY:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return max(PROFILE_HISTORY[preset])
+
+
+def profile_fingerprint(preset: str) -> str:
+    """A hash of what the profile computes: both ensembles (each member's attack, its settings over the attack's
+    defaults, its restarts) and the sanity checks' constants."""
+    from ..attacks import ATTACKS
+
+    def members(targeted: bool) -> list:
+        return [{"name": m.name, "attack": m.attack, "restarts": m.restarts,
+                 "settings": {**ATTACKS.get(m.attack).defaults, **m.settings}} for m in ensemble(preset, targeted)]
+
+    described = {"untargeted": members(False), "targeted": members(True), "eps_multiples": EPS_MULTIPLES,
+                 "monotone_tolerance": MONOTONE_TOLERANCE, "collapse_margin": COLLAPSE_MARGIN,
+                 "converged_tolerance": CONVERGED_TOLERANCE, "zero_gradient_share": ZERO_GRADIENT_SHARE,
+                 "noise_stream": _NOISE_STREAM}
+    return hashlib.sha256(json.dumps(json_form(described), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class PassCounter(nn.Module):
@@ -301,6 +336,7 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
         "threat_model": {"norm": "Linf", "eps": eps, "eps_255": eps * 255, "topk": problem.topk, "targeted": targeted,
                          "adaptive": adaptive, "preset": preset},
         "eps": eps, "topk": problem.topk, "queries": int(x.shape[0]), "seed": int(seed), "preset": preset,
+        "profile": {"name": preset, "version": profile_version(preset), "fingerprint": profile_fingerprint(preset)},
         "targeted": targeted, "metric": "t-MAP" if targeted else "mAP",
         "clean_map": _mean(clean_ap), "robust_map": robust,
         "best_single": {"attack": best_single, "map": per_attack[best_single]["map"]},
