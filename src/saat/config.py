@@ -24,6 +24,11 @@ DEMO_DATASETS = ("fashion-mnist", "fashion-mosaic")
 DEMO_EPS = 32 / 255
 
 
+def default_eps(dataset: str | None) -> float:
+    """The budget every command uses when none is given: the paper's 8/255, ``DEMO_EPS`` on the demo datasets."""
+    return DEMO_EPS if dataset is not None and dataset.lower() in DEMO_DATASETS else 8 / 255
+
+
 # --- value checks ---------------------------------------------------------------------------------------------------
 # One rule per numeric or boolean setting, shared by every settings dataclass (training, attack, defense, robustness)
 # and so by the command line, --config files, config.yaml on --resume and the Python API: (kind, minimum).

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..attacks import ATTACKS, load_or_create_targets
-from ..config import DEMO_DATASETS, DEMO_EPS, check_value, check_values
+from ..config import DEMO_DATASETS, check_value, check_values, default_eps
 from ..robustness import ensemble, evaluate, format_card, format_matrix
 from ..runs import RunDir
 from ..utils.device import configure_backends, precision_name, resolve_device
@@ -101,7 +101,7 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
     run = load_run(run_dir, dev)
     ds = open_dataset(run.config, run.image_size)
     demo = ds.name.lower() in DEMO_DATASETS
-    eps = cfg.eps if cfg.eps is not None else (DEMO_EPS if demo else 8 / 255)
+    eps = cfg.eps if cfg.eps is not None else default_eps(ds.name)
     k = cfg.topk if cfg.topk is not None else (run.config.topk if run.config.topk is not None else ds.default_topk)
     bs_enc = encode_batch_size(run.config.eval_batch_size, dev)
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..attacks import ATTACKS, TABLE1_ATTACKS, TABLE2_ATTACKS
-from ..config import DEMO_DATASETS, DEMO_EPS
+from ..config import default_eps
 
 DEFENSES_OF_TABLE2 = ("saat", "atrdh")  # the order the demo has always trained them in
 MODELS = ("undefended", *DEFENSES_OF_TABLE2)
@@ -148,8 +148,8 @@ def check_spec(spec: GridSpec) -> None:
 
 
 def main_eps(dataset: str) -> float:
-    """The budget of the grid's attacks: the paper's 8/255, the demo eps on the demo datasets (as every command)."""
-    return DEMO_EPS if dataset.lower() in DEMO_DATASETS else 8 / 255
+    """The budget of the grid's attacks: the one every command uses (:func:`saat.config.default_eps`)."""
+    return default_eps(dataset)
 
 
 def attack_folder(preset: Preset, method: str, targeted: bool, eps: float) -> str:

@@ -269,7 +269,8 @@ def reproduce(spec: GridSpec, out: str | Path, *, device: str = "auto", num_work
             save()
             continue
         say(f"{cell.title} ...")
-        finished = [c.run for c in cells if c.kind in ("train", "defend") and is_done(c)]
+        finished = [c.run for c in cells if c.kind in ("train", "defend") and is_done(c)] if cell.kind == "report" \
+            else []
         t0 = time.perf_counter()
         error = None
         try:
