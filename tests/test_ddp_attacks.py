@@ -21,7 +21,8 @@ import torch
 CASES = [("hag", {"steps": 5}, False), ("sdha", {"steps": 5}, False),
          ("mainstay", {"steps": 5, "step": 2 / 255}, False), ("mainstay", {"steps": 5, "generator": "apgd"}, False),
          ("mainstay", {"steps": 5, "step": 2 / 255}, True), ("dhta", {"steps": 5}, True),
-         ("tha", {"steps": 5, "proto_steps": 20, "proto_batch": 8}, True)]
+         ("tha", {"steps": 5, "proto_steps": 20, "proto_batch": 8}, True), ("square", {"steps": 12}, False),
+         ("square", {"steps": 12}, True)]
 QUERIES, BATCH, EPS = 10, 3, 16 / 255
 
 
@@ -45,10 +46,10 @@ def _worker(role: str, out: Path) -> None:
         if dist.is_main_process():
             np.save(out / f"{role}-{i}.npy", run.adv_codes)
     # the robustness card (quick preset, untargeted and targeted) and a transfer matrix, sharded the same way
-    from saat.robustness import Party, evaluate, transfer_matrix
+    from saat.attacks import ATTACKS
+    from saat.robustness import Party, ensemble, evaluate, transfer_matrix
 
-    few = {"mainstay": {"steps": 4}, "cgat": {"steps": 4}, "hag": {"steps": 4}, "sdha": {"steps": 4},
-           "dhta": {"steps": 4}, "p2p": {"steps": 4}, "tha": {"steps": 4, "proto_steps": 20, "proto_batch": 8}}
+    few = {m.attack: ATTACKS.get(m.attack).fast_settings for t in (False, True) for m in ensemble("quick", t)}
     for targeted in (False, True):
         card, worst = evaluate(p.model, x, y, db_codes=p.db_codes, db_labels=p.db_labels, train_codes=p.train_codes,
                                train_labels=p.train_labels, eps=EPS, topk=None, preset="quick", targeted=targeted,

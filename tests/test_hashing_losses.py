@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from saat.hashing import (
     METHODS,
     HashingMethod,
+    PairwiseMethod,
     create_method,
     list_methods,
     random_sign_codes,
@@ -20,8 +21,9 @@ from saat.hashing import (
 )
 from saat.utils.codes import sign_codes
 
-ALL = ["csq", "dph", "dpn", "dpsh", "hashnet", "hswd", "orthohash"]
-PAIRWISE = ["dph", "dpsh", "hashnet", "hswd"]
+# From the registry: a new method is tested here without an edit (pairwise: it keeps memories of the training set).
+ALL = list_methods()
+PAIRWISE = [name for name in ALL if METHODS.get(name).uses_memory]
 EXPECTED_BUFFERS = {
     "dph": {"U", "Y"},
     "dpsh": {"U", "Y"},
@@ -127,12 +129,13 @@ def make(name, bits=4, n_classes=3, n_train=5, seed=0, **hyper):
 
 
 def test_registry_lists_and_creates_every_method_case_insensitively():
-    assert list_methods() == ALL
-    assert list_methods("d*") == ["dph", "dpn", "dpsh"]
+    assert {"csq", "dph", "dpn", "dpsh", "hashnet", "hswd", "orthohash"} <= set(ALL) and ALL == sorted(ALL)
+    assert {"dph", "dpsh", "hashnet", "hswd"} <= set(PAIRWISE) and not {"csq", "dpn", "orthohash"} & set(PAIRWISE)
+    assert list_methods("d*") == [n for n in ALL if n.startswith("d")]
     for name in ALL:
         method = create_method(name.upper(), bits=8, n_classes=3, n_train=4)
         assert isinstance(method, HashingMethod) and method.name == name
-        assert method.uses_memory == (name in PAIRWISE)
+        assert method.uses_memory == isinstance(method, PairwiseMethod)  # the memories U, Y come with the base
         assert method.head_norm == ("bn" if name == "orthohash" else None)
 
 
@@ -476,6 +479,7 @@ def test_buffers_are_saved_and_restored(name):
     trained = make(name, seed=0, **kw)
     for step in range(2):
         trained(*random_batch(step, 6, 48, 80, 12))
+    assert name in EXPECTED_BUFFERS, f"state the buffers hashing method {name!r} checkpoints in EXPECTED_BUFFERS"
     assert set(trained.state_dict()) == EXPECTED_BUFFERS[name]
     assert all(v.device.type == "cpu" for v in trained.buffers())
     blob = io.BytesIO()

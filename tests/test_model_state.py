@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from saat.attacks import create_attack, list_attacks
+from saat.attacks import ATTACKS, create_attack, list_attacks
 from saat.attacks.api import evaluate_attack, system_codes
 from saat.defenses import create_defense, list_defenses
 from saat.defenses.comdefend import ComDefend, PurifiedModel
@@ -18,14 +18,8 @@ from saat.robustness import HardSign, Party, transfer_matrix
 from saat.robustness import evaluate as robustness_evaluate
 
 MODES = ("eval", "train", "mixed")
-# Short settings: the test is about state, not strength.
-SETTINGS = {
-    "hag": {"steps": 2}, "sdha": {"steps": 2}, "mainstay": {"steps": 2}, "cgat": {"steps": 2},
-    "p2p": {"steps": 2}, "dhta": {"steps": 2}, "tha": {"steps": 2, "proto_steps": 2},
-    "prosgan": {"proto_steps": 2, "gan_epochs": 1, "gan_batch": 8, "d_every": 1000},
-}
-QUICK = {**{name: {"steps": 2} for name in ("mainstay", "cgat", "hag", "sdha", "p2p", "dhta")},
-         "tha": {"steps": 2, "proto_steps": 2}}
+# Each method's fast_settings (the test is about state, not strength), also as the robustness card's overrides.
+QUICK = {name: ATTACKS.get(name).fast_settings for name in list_attacks()}
 
 
 class BNDropNet(nn.Module):
@@ -107,7 +101,7 @@ CASES = [(name, False) for name in list_attacks(targeted=False)] + [(name, True)
 def test_every_attack_leaves_the_model_as_it_was(problem, mode, name, targeted):
     model = put_in_mode(BNDropNet(), mode)
     before = snapshot(model)
-    atk = create_attack(name, model, eps=8 / 255, **knowledge(problem), **SETTINGS[name])
+    atk = create_attack(name, model, eps=8 / 255, **knowledge(problem), **QUICK[name])
     atk(problem["x"], problem["y"], target_labels=problem["targets"] if targeted else None)
     assert_unchanged(model, before, f"create_attack({name!r}) targeted={targeted}")
     atk.theory_codes(problem["x"], problem["y"], target_labels=problem["targets"] if targeted else None)

@@ -5,24 +5,26 @@ import pytest
 import torch
 from torch import nn
 
-from saat.attacks import create_attack, list_attacks
+from saat.attacks import ATTACKS, create_attack, list_attacks
 from saat.retrieval import mean_average_precision
 
 EPS = 16 / 255
-SETTINGS = {
-    "hag": {"steps": 30}, "sdha": {"steps": 30},
-    "mainstay": {"step": 4 / 255, "steps": 20}, "cgat": {"step": 4 / 255, "steps": 20},
-    "p2p": {"step": 4 / 255, "steps": 20}, "dhta": {"step": 4 / 255, "steps": 20},
-    "tha": {"step": 4 / 255, "steps": 20, "proto_steps": 20, "proto_lr": 1e-3},
+CASES = [(n, False) for n in list_attacks(targeted=False)] + [(n, True) for n in list_attacks(targeted=True)]
+# Each method runs with its fast_settings, with these over them where those are too few for the planted problem's
+# retrieval to move (test_attack_methods_fast.py checks the same effect on the methods directly).
+EFFECT_SETTINGS = {
     # ProS-GAN trains a generator (the authors' networks, ~20 M parameters) on the first call: 32 steps here, on the
     # hash loss alone (no reconstruction or GAN term), where the paper trains 100 epochs.
-    "prosgan": {"proto_steps": 50, "proto_lr": 1e-3, "gan_epochs": 8, "gan_batch": 8, "gan_lr": 1e-3,
-                "beta": 0.0, "adv_weight": 0.0, "hash_weight": 50.0, "d_every": 1000},
+    "prosgan": {"proto_steps": 50, "proto_lr": 1e-3, "gan_epochs": 8, "gan_steps_per_epoch": None, "gan_batch": 8,
+                "gan_lr": 1e-3, "beta": 0.0, "adv_weight": 0.0, "hash_weight": 50.0, "d_every": 1000},
+    "square": {"steps": 300},  # a random search: a few hundred model evaluations per query
 }
-UNTARGETED = {"hag", "sdha", "mainstay", "cgat"}
-TARGETED = {"sdha", "mainstay", "cgat", "p2p", "dhta", "tha", "prosgan"}
 RAISE = {"prosgan": 0.1}  # how much each targeted attack must raise t-MAP (default 0.5); the 32-step generator is weak
-CASES = [(n, False) for n in sorted(UNTARGETED)] + [(n, True) for n in sorted(TARGETED)]
+
+
+def settings(name, **over):
+    """The method's fast_settings, then the effect settings above, then ``over``."""
+    return {**ATTACKS.get(name).fast_settings, **EFFECT_SETTINGS.get(name, {}), **over}
 
 
 def sequential_like(tiny):
@@ -32,10 +34,18 @@ def sequential_like(tiny):
     return seq
 
 
-def test_every_attack_is_tested_and_listed_like_timm():
-    assert set(list_attacks()) == UNTARGETED | TARGETED
-    assert set(list_attacks(targeted=False)) == UNTARGETED and set(list_attacks(targeted=True)) == TARGETED
+def test_attacks_are_listed_like_timm():
+    names = list_attacks()
+    assert names == sorted(names) and {"mainstay", "cgat", "hag", "sdha", "dhta", "p2p", "tha", "prosgan"} <= set(names)
+    assert "saat" not in names and "pros-gan" not in names  # aliases are found, not listed
+    assert ATTACKS.get("saat").name == "mainstay" and ATTACKS.get("pros-gan").name == "prosgan"
+    for targeted in (False, True):
+        assert list_attacks(targeted=targeted) == [n for n in names if getattr(ATTACKS.get(n), "targeted" if targeted
+                                                                               else "untargeted")]
+    assert set(list_attacks(targeted=False)) | set(list_attacks(targeted=True)) == set(names)
+    assert "hag" not in list_attacks(targeted=True) and "dhta" not in list_attacks(targeted=False)
     assert list_attacks("*hta") == ["dhta"] and list_attacks("nothing*") == []
+    assert set(EFFECT_SETTINGS) | set(RAISE) <= set(names)  # no stale entries
 
 
 @pytest.mark.parametrize("name, targeted", CASES)
@@ -45,9 +55,9 @@ def test_create_attack_on_a_plain_sequential(planted_retrieval, name, targeted):
     model.train()
     model[1].bias.requires_grad_(False)  # a mixed state, to be restored as found
     classes = p.y.argmax(1)  # class indices this time
-    atk = create_attack(name, model, eps=EPS, train_codes=p.train_codes, train_labels=p.train_labels,
-                        db_codes=p.db_codes, db_labels=p.db_labels, train_images=p.train_images, num_classes=4,
-                        **SETTINGS[name])
+    cls = ATTACKS.get(name)
+    given = {k: getattr(p, k) for k in (cls.needs_targeted if targeted else cls.needs_untargeted)}  # no more
+    atk = create_attack(name, model, eps=EPS, num_classes=4, **given, **settings(name))
     adv = atk(p.x, classes, target_labels=p.targets.argmax(1) if targeted else None)
     assert adv.shape == p.x.shape and float((adv - p.x).abs().max()) <= EPS + 1e-6
     assert float(adv.min()) >= 0 and float(adv.max()) <= 1
@@ -64,11 +74,25 @@ def test_create_attack_on_a_plain_sequential(planted_retrieval, name, targeted):
         assert after < before - 0.5, (before, after)
 
 
+@pytest.mark.parametrize("name, targeted", CASES)
+def test_each_attack_refuses_a_call_without_what_it_declares_it_needs(planted_retrieval, name, targeted):
+    p = planted_retrieval
+    cls = ATTACKS.get(name)
+    needs = cls.needs_targeted if targeted else cls.needs_untargeted
+    target = {"target_labels": p.targets} if targeted else {}
+    kind = "targeted" if targeted else "untargeted"
+    for missing in sorted(needs):  # the attack fails before it builds anything
+        given = {k: getattr(p, k) for k in needs if k != missing}
+        with pytest.raises(ValueError, match=f"^the {kind} {name} attack needs {missing}: pass {missing}=\\.\\.\\. "):
+            create_attack(name, p.model, eps=EPS, num_classes=4, **given, **cls.fast_settings)(p.x, p.y, **target)
+
+
 def test_untargeted_hag_and_sdha_need_only_the_model(planted_retrieval):
     p = planted_retrieval
     model = sequential_like(p.model)
     for name in ("hag", "sdha"):
-        adv = create_attack(name, model, eps=EPS, **SETTINGS[name])(p.x, p.y)
+        assert not ATTACKS.get(name).needs_untargeted
+        adv = create_attack(name, model, eps=EPS, **settings(name))(p.x, p.y)
         assert float((adv - p.x).abs().max()) > 1 / 255
 
 
@@ -148,7 +172,7 @@ def test_evaluate_attack_returns_the_attack_record_and_writes_nothing(planted_re
     p = planted_retrieval
     model = sequential_like(p.model)
     atk = create_attack("mainstay", model, eps=EPS, train_codes=p.train_codes, train_labels=p.train_labels,
-                        **SETTINGS["mainstay"])
+                        **settings("mainstay"))
     m = evaluate_attack(model, atk, p.x, p.y, p.db_codes, p.db_labels, topk=None, batch_size=5,
                         target_labels=p.targets if targeted else None)
     record = AttackRecord.from_json(m)

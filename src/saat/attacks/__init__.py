@@ -5,6 +5,9 @@
 >>> adv = PGD(model, eps=8/255, step=1/255, steps=100)(x, lambda h, _: mainstay_loss(h, m))  # doctest: +SKIP
 """
 
+import importlib
+import pkgutil
+
 from .api import HashingModel, TensorAttack, create_attack, evaluate_attack
 from .base import ALPHA_SCHEDULE, Attack, OptimizerAttack, continuation_alpha, frozen_eval
 from .dhta import DHTAAttack, P2PAttack
@@ -27,6 +30,12 @@ from .prosgan import ProSGANAttack
 from .sdha import SDHAAttack
 from .targets import load_or_create_targets, query_subset, select_target_labels
 from .tha import THAAttack
+
+# Every module of the package registers what it defines when imported: a new attack is a new file
+# ``attacks/<name>.py`` with ``@ATTACKS.register("<name>")``, found here without an edit (docs/architecture.md).
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+    importlib.import_module(f"{__name__}.{_module}")
+del _module
 
 __all__ = [
     "DHTAAttack",

@@ -10,7 +10,8 @@
 tanh continuation) is passed only to forwards that accept it. What a method needs beyond the model is passed by
 name (``train_codes``/``train_labels``: mainstay, CgAT, THA, targeted SDHA, ProS-GAN; ``db_codes``/``db_labels``:
 DHTA and P2P anchors, THA's and ProS-GAN's target-label pool; ``train_images``: the images ProS-GAN trains its
-generator on, a float tensor (N, 3, H, W) in [0, 1] or a saat split); a missing one raises an error naming it.
+generator on, a float tensor (N, 3, H, W) in [0, 1] or a saat split); each method declares its needs
+(``ATTACKS.get(name).needs_untargeted`` / ``needs_targeted``), and a missing one raises an error naming it.
 Labels are multi-hot (B, C) or class indices (B,) with ``num_classes``. Device and dtype come from the images; the
 model's train/eval mode and its parameters' ``requires_grad`` are restored afterwards.
 """
@@ -32,18 +33,6 @@ from ..utils.device import precision_tag, with_amp
 from ..utils.validation import check_codes, check_eps, check_images, check_labels, check_outputs, codes_tensor
 from .base import frozen_eval
 from .methods import ATTACKS, AttackContext
-
-# What each method needs besides the model (untargeted, targeted).
-_NEEDS = {
-    "mainstay": ({"train_codes", "train_labels"}, {"train_codes", "train_labels"}),
-    "cgat": ({"train_codes", "train_labels"}, {"train_codes", "train_labels"}),
-    "hag": (set(), set()),
-    "sdha": (set(), {"train_codes", "train_labels"}),
-    "dhta": (set(), {"db_codes", "db_labels"}),
-    "p2p": (set(), {"db_codes", "db_labels"}),
-    "tha": (set(), {"train_codes", "train_labels", "db_labels"}),
-    "prosgan": (set(), {"train_images", "train_codes", "train_labels", "db_labels"}),
-}
 
 
 class HashingModel(nn.Module):
@@ -101,7 +90,9 @@ class TensorAttack:
         self._methods: dict[bool, Any] = {}
 
     def _needs(self, targeted: bool) -> None:
-        missing = sorted(k for k in _NEEDS[self.name][targeted] if self.knowledge.get(k) is None)
+        cls = ATTACKS.get(self.name)
+        needs = cls.needs_targeted if targeted else cls.needs_untargeted
+        missing = sorted(k for k in needs if self.knowledge.get(k) is None)
         if missing:
             kind = "targeted" if targeted else "untargeted"
             raise ValueError(f"the {kind} {self.name} attack needs {', '.join(missing)}: pass "

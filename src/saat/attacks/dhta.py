@@ -40,9 +40,11 @@ def anchor_codes(targets: torch.Tensor, db_codes: torch.Tensor, db_labels: torch
 
 class _AnchorAttack(AttackMethod):
     untargeted = False
+    needs_targeted: ClassVar[frozenset[str]] = frozenset({"db_codes", "db_labels"})
     defaults: ClassVar[dict[str, Any]] = {"eps": 8 / 255, "step": 1 / 255, "steps": 2000, "anchors": 9,
                                           "alpha_schedule": True}
     demo_defaults: ClassVar[dict[str, Any]] = {"step": 2 / 255, "steps": 200}
+    fast_settings: ClassVar[dict[str, Any]] = {"step": 4 / 255, "steps": 5}
 
     def __init__(self, ctx, *, targeted: bool = True, **settings):
         super().__init__(ctx, targeted=targeted, **settings)
@@ -79,13 +81,10 @@ class _AnchorAttack(AttackMethod):
 class DHTAAttack(_AnchorAttack):
     """DHTA: anchor = majority vote (sign of the sum) of 9 database items carrying the target label."""
 
-    name = "dhta"
-
 
 @ATTACKS.register("p2p")
 class P2PAttack(_AnchorAttack):
     """P2P (point-to-point, the DHTA paper's baseline): the anchor is the code of one database item carrying the
     target label."""
 
-    name = "p2p"
     defaults: ClassVar[dict[str, Any]] = {**_AnchorAttack.defaults, "anchors": 1}

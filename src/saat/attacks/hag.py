@@ -30,11 +30,11 @@ class HAGAttack(AttackMethod):
     schedule, projecting onto the eps-ball and [0, 1] after each step, to minimise :func:`hag_loss` against the
     benign output h = f(x) (alpha = 1). Theory codes: -sign(h), every bit flipped."""
 
-    name = "hag"
     targeted = False
     defaults: ClassVar[dict[str, Any]] = {"eps": 8 / 255, "steps": 2000, "lr": 100.0, "momentum": 0.9,
                                           "alpha_schedule": True}
     demo_defaults: ClassVar[dict[str, Any]] = {"steps": 300}
+    fast_settings: ClassVar[dict[str, Any]] = {"steps": 10}
 
     def __init__(self, ctx, *, targeted: bool = False, **settings):
         super().__init__(ctx, targeted=targeted, **settings)

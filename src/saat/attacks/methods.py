@@ -29,6 +29,9 @@ TABLE1_ATTACKS: dict[bool, tuple[str, ...]] = {False: ("hag", "sdha", "mainstay"
                                                True: ("p2p", "dhta", "tha", "prosgan", "mainstay")}
 TABLE2_ATTACKS = TABLE1_ATTACKS[False]
 
+# What an attacker may know besides the model (the keywords of create_attack); a method's needs name some of them.
+KNOWLEDGE = frozenset({"train_codes", "train_labels", "db_codes", "db_labels", "train_images"})
+
 
 @dataclass
 class AttackContext:
@@ -48,19 +51,43 @@ class AttackContext:
 
 
 class AttackMethod:
-    """Base of the attack methods.
+    """Base of the attack methods (docs/architecture.md#where-new-code-goes: a new attack is one file and one test).
 
-    Subclasses set ``name``, whether they run ``untargeted`` / ``targeted``, ``defaults`` (the paper's settings,
-    every key overridable) and ``demo_defaults`` (what the demo preset changes besides the shared demo eps), and
-    implement :meth:`attack`. Settings are available as ``self.settings``.
+    A subclass is registered with ``@ATTACKS.register("name", *aliases)``, which sets its ``name`` to the first
+    name. It declares, as class attributes that the tensor API, ``saat attack``, ``saat list`` and the tests read:
+
+    - ``untargeted`` / ``targeted``: the modes it runs in;
+    - ``needs_untargeted`` / ``needs_targeted``: what it needs besides the model in each mode, among
+      ``train_codes``, ``train_labels``, ``db_codes``, ``db_labels`` and ``train_images`` (``create_attack``
+      refuses a call that lacks one, naming it);
+    - ``defaults`` (the paper's settings, every key overridable), ``demo_defaults`` (what the demo preset changes
+      besides the shared demo eps) and ``fast_settings``: the settings tests and smoke runs use, the fewest
+      iterations (and the shortest training of networks of its own) that still run every part of the method — well
+      under a second on the tests' tiny models, short of networks at the paper's widths.
+
+    It implements :meth:`attack` and, where the method aims at known codes, :meth:`theory_codes`. Settings are
+    available as ``self.settings``.
     """
 
-    name = "attack"
+    name = "attack"  # ATTACKS.register sets the registered name
     untargeted = True
     targeted = True
+    needs_untargeted: ClassVar[frozenset[str]] = frozenset()
+    needs_targeted: ClassVar[frozenset[str]] = frozenset()
     uses_generator = False  # True: the "generator" setting chooses the perturbation procedure
+    # False: the method reads the model's outputs only, never its gradients (a score-based black-box attack); the
+    # robustness card compares such members with the gradient-based ones (the black-box flag)
+    uses_gradients = True
     defaults: ClassVar[dict[str, Any]] = {}
     demo_defaults: ClassVar[dict[str, Any]] = {}
+    fast_settings: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = sorted((cls.needs_untargeted | cls.needs_targeted) - KNOWLEDGE)
+        if unknown:
+            raise TypeError(f"{cls.__qualname__} needs {', '.join(unknown)}: not something an attacker can be given "
+                            f"(known: {', '.join(sorted(KNOWLEDGE))})")
 
     def __init__(self, ctx: AttackContext, *, targeted: bool = False, **settings):
         if targeted and not self.targeted:
@@ -106,9 +133,12 @@ class _CodeGuidedPGD(AttackMethod):
     """Sign-gradient attacks guided by a code derived from labels (mainstay or CgAT center)."""
 
     uses_generator = True
+    needs_untargeted: ClassVar[frozenset[str]] = frozenset({"train_codes", "train_labels"})
+    needs_targeted: ClassVar[frozenset[str]] = frozenset({"train_codes", "train_labels"})
     # random_start None: the generator's own default (a random start for PGD and APGD, none for the FGSM family).
     defaults: ClassVar[dict[str, Any]] = {"generator": "pgd", "eps": 8 / 255, "step": 1 / 255, "steps": 100,
                                           "parity": False, "random_start": None}
+    fast_settings: ClassVar[dict[str, Any]] = {"step": 4 / 255, "steps": 5}
 
     def __init__(self, ctx: AttackContext, *, targeted: bool = False, **settings):
         super().__init__(ctx, targeted=targeted, **settings)
@@ -141,8 +171,6 @@ class MainstayAttack(_CodeGuidedPGD):
     100, step 1/255, eps 8/255, the tanh continuation schedule. Theory codes: -mainstay (untargeted), +mainstay
     (targeted)."""
 
-    name = "mainstay"
-
     def guide(self, labels):
         return mainstay_codes(labels, self.ctx.train_codes, self.ctx.train_labels)
 
@@ -152,8 +180,6 @@ class CenterAttack(_CodeGuidedPGD):
     """CgAT's attack (Wang et al., CgAT, 2023): PGD away from (toward) the center code — the sign of the mean
     positive training code minus the mean negative one, all positives weighing equally
     (docs/attacks.md#mainstay-codes)."""
-
-    name = "cgat"
 
     def guide(self, labels):
         return center_codes(labels, self.ctx.train_codes, self.ctx.train_labels)

@@ -341,8 +341,8 @@ class ProSGANAttack(AttackMethod):
         x_adv = attack.attack(x, y, target_labels)           # one generator pass per batch
     """
 
-    name = "prosgan"
     untargeted = False
+    needs_targeted: ClassVar[frozenset[str]] = frozenset({"train_images", "train_codes", "train_labels", "db_labels"})
     defaults: ClassVar[dict[str, Any]] = {
         "eps": 8 / 255, "bounded": True, "beta": 50.0, "hash_weight": 5.0, "adv_weight": 1.0,
         "proto_steps": 30000, "proto_batch": 64, "proto_lr": 1e-4,
@@ -354,6 +354,9 @@ class ProSGANAttack(AttackMethod):
         "gan_epochs": 10, "gan_steps_per_epoch": 10, "gan_batch": 8, "gan_lr": 1e-3,
         "proto_checkpoint_every": 250, "gan_checkpoint_every": 50,
     }
+    # Every part runs (PrototypeNet steps, a discriminator step, generator steps); nothing is learnt.
+    fast_settings: ClassVar[dict[str, Any]] = {"proto_steps": 2, "gan_epochs": 1, "gan_steps_per_epoch": 1,
+                                               "gan_batch": 8}
 
     def __init__(self, ctx: AttackContext, *, targeted: bool = True, **settings):
         super().__init__(ctx, targeted=targeted, **settings)

@@ -32,14 +32,15 @@ class THAAttack(AttackMethod):
     50 % and 75 %) of 32 label vectors drawn from the distinct database label vectors. Theory codes: the
     prototype codes."""
 
-    name = "tha"
     untargeted = False
+    needs_targeted: ClassVar[frozenset[str]] = frozenset({"train_codes", "train_labels", "db_labels"})
     defaults: ClassVar[dict[str, Any]] = {"eps": 8 / 255, "step": 1 / 255, "steps": 100, "alpha_schedule": True,
                                           "proto_steps": 30000, "proto_batch": 32, "proto_lr": 1e-4,
                                           "proto_lr_milestones": (0.5, 0.75), "gamma": 1.0, "quant_weight": 1e-4}
     # The same objective and schedule shape, 30x fewer PrototypeNet steps at a 10x larger learning rate.
     demo_defaults: ClassVar[dict[str, Any]] = {"step": 2 / 255, "steps": 50, "proto_steps": 1000,
                                                "proto_lr": 1e-3}
+    fast_settings: ClassVar[dict[str, Any]] = {"step": 4 / 255, "steps": 5, "proto_steps": 5, "proto_lr": 1e-3}
 
     def __init__(self, ctx, *, targeted: bool = True, **settings):
         super().__init__(ctx, targeted=targeted, **settings)

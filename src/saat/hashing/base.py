@@ -17,13 +17,9 @@ METHODS = Registry("hashing method")
 
 
 def register_method(name: str):
-    """Class decorator: register a :class:`HashingMethod` subclass under ``name`` (lower-case) and set its ``name``."""
-
-    def deco(cls: type[HashingMethod]) -> type[HashingMethod]:
-        cls.name = name.lower()
-        return METHODS.register(name)(cls)
-
-    return deco
+    """Class decorator: register a :class:`HashingMethod` subclass under ``name`` (lower-case); the registry sets its
+    ``name``."""
+    return METHODS.register(name)
 
 
 def list_methods(pattern: str | None = None) -> list[str]:
