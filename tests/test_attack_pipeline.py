@@ -26,6 +26,10 @@ def test_untargeted_mainstay_attack_drops_map_below_random(mosaic_run_copy):
     out = mosaic_run_copy / "attacks" / m["name"]
     assert json.loads((out / "metrics.json").read_text())["adversarial_mAP"] == m["adversarial_mAP"]
     assert np.load(out / "adv_codes.npy").shape == (96, 32)
+    ap = np.load(out / "per_query_ap.npy")  # each query's benign and adversarial AP, with the means' intervals
+    assert ap.shape == (2, 96) and ap[1].mean() == pytest.approx(m["adversarial_mAP"])
+    lo, hi = m["adversarial_mAP_ci"]
+    assert lo < m["adversarial_mAP"] < hi and m["benign_mAP_ci"][0] < m["benign_mAP"] < m["benign_mAP_ci"][1]
     assert (out / "examples.png").stat().st_size > 0
     assert m["settings"]["generator"] == "pgd" and m["settings"]["eps"] == pytest.approx(32 / 255)
 

@@ -67,11 +67,11 @@ def add_attack(run: Path, metrics: dict) -> Path:
 
 
 def make_run(root: Path, name: str, clean: float, *, defense: str | None = None, origin: Path | None = None,
-             config_extra: dict | None = None) -> Path:
+             config_extra: dict | None = None, seed: int = 0) -> Path:
     run = root / name
     run.mkdir(parents=True)
     meta = {"architecture": {"backbone": "tiny", "bits": K}, "method": "dph", "dataset": "toy", "input_size": SIDE,
-            "training": {"dataset": "toy", "seed": 0}, "origin": None, "defense": None}
+            "training": {"dataset": "toy", "seed": seed}, "origin": None, "defense": None}
     extra = {}
     if defense:
         meta["origin"] = {"run": str(origin), "checkpoint": file_hash(origin / "model.pt")}
@@ -433,3 +433,180 @@ def test_report_folder_of_other_runs_or_other_files_is_never_overwritten(tmp_pat
     with pytest.raises(FileExistsError, match="files that are not this report's"):
         build_report([a], mine, examples=False)
     assert (mine / "thesis.tex").read_text() == "years of work" and not (mine / "report.md").exists()
+
+
+# --- decided claims: paired intervals over the same queries -----------------------------------------------------
+
+NQ = 40  # queries of the results that keep their per-query APs
+
+
+def add_attack_with_queries(run: Path, method: str, adv: np.ndarray, *, benign: float = 0.7,
+                            targeted: bool = False) -> Path:
+    """An attack result that kept its per-query APs (per_query_ap.npy, query_indices.npy) and its intervals."""
+    from saat.retrieval import mean_ci
+
+    rows = np.stack([np.full(len(adv), benign), np.asarray(adv, dtype=np.float64)])
+    metrics = attack_metrics(method, float(rows[1].mean()), targeted=targeted, queries=len(adv), benign=benign)
+    metrics[f"adversarial_{'t-MAP' if targeted else 'mAP'}_ci"] = list(mean_ci(rows[1]))
+    d = add_attack(run, metrics)
+    np.save(d / "per_query_ap.npy", rows)
+    np.save(d / "query_indices.npy", np.arange(len(adv)))
+    return d
+
+
+def queries_around(mean: float, spread: float, seed: int) -> np.ndarray:
+    """Per-query APs with the given mean and spread (clipped to [0, 1] before centring)."""
+    v = np.clip(mean + spread * np.random.default_rng(seed).standard_normal(NQ), 0, 1)
+    return np.clip(v - v.mean() + mean, 0, 1)
+
+
+def defended_family(root: Path, saat_margin: dict, *, spread: float = 0.05, suffix: str = "", seed: int = 0,
+                    noise_seed: int = 0, over_base: dict | None = None) -> tuple[Path, Path, Path]:
+    """An undefended run and SAAT- and ATRDH-trained runs from it whose results keep per-query APs: the SAAT model's
+    AP under each attack is the ATRDH model's plus ``saat_margin[attack]`` on every query, plus noise of
+    ``spread``; the undefended model is far below both, or with ``over_base`` the SAAT model's AP minus
+    ``over_base[attack] = (margin, spread)`` on every query, plus centred noise of that spread."""
+    base = make_run(root, f"base{suffix}", 0.71, seed=seed)
+    saat = make_run(root, f"base{suffix}-saat", 0.6, defense="saat", origin=base)
+    atrdh = make_run(root, f"base{suffix}-atrdh", 0.6, defense="atrdh", origin=base)
+    for i, method in enumerate(("hag", "sdha", "mainstay")):
+        theirs = queries_around(0.5, 0.15, 100 * noise_seed + i)
+        noise = spread * np.random.default_rng(1000 + 100 * noise_seed + i).standard_normal(NQ)
+        add_attack_with_queries(atrdh, method, theirs)
+        mine = theirs + saat_margin[method] + noise
+        add_attack_with_queries(saat, method, mine)
+        if over_base is None:
+            add_attack_with_queries(base, method, queries_around(0.05, 0.03, 10 * noise_seed + i))
+        else:
+            margin, base_spread = over_base[method]
+            base_noise = base_spread * np.random.default_rng(2000 + i).standard_normal(NQ)
+            add_attack_with_queries(base, method, mine - margin + base_noise - base_noise.mean())
+    return base, saat, atrdh
+
+
+def evidence(md: str, key: str) -> list[str]:
+    """The 'our numbers' cells of one claim ("vs ATRDH", ...), as they read."""
+    section = md.split("## Claims check")[1].split("\n## ")[0]
+    out = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) == 4 and cells[0] != "claim (paper)" and next(k for t, k in CLAIM_KEYS if t in cells[0]) == key:
+            # Markdown escapes brackets and angle brackets: "\[" is "[", "&lt;" is "<"
+            out.append(re.sub(r"\\([\[\]])", r"\1", cells[3]).replace("&lt;", "<"))
+    return out
+
+
+def test_a_clear_win_holds_a_clear_loss_does_not_and_an_overlap_is_undecided(tmp_path):
+    from saat.report.claims import UNDECIDED
+
+    cases = {"win": ({"hag": 0.1, "sdha": 0.12, "mainstay": 0.09}, HOLDS),
+             "loss": ({"hag": -0.1, "sdha": 0.12, "mainstay": 0.09}, FAILS),
+             "overlap": ({"hag": 0.005, "sdha": 0.12, "mainstay": 0.09}, UNDECIDED)}
+    for name, (margins, expected) in cases.items():
+        root = tmp_path / name
+        runs = defended_family(root, margins, spread=0.05 if name != "overlap" else 0.2)
+        md = build_report(list(runs), root / "out", examples=False)["markdown"].read_text()
+        assert claim_rows(md)["vs ATRDH"] == [expected], name
+        text = evidence(md, "vs ATRDH")[0]
+        hag = text.split(";")[0]
+        assert re.search(r"HAG: \d+\.\d\d vs base-atrdh \d+\.\d\d \([+-]\d+\.\d\d \[[+-]\d+\.\d, [+-]\d+\.\d\] "
+                         r"points\)", hag), hag
+        lo, hi = (float(v) for v in re.search(r"\[([+-][\d.]+), ([+-][\d.]+)\]", hag).groups())
+        assert {"win": lo > 0, "loss": hi <= 0, "overlap": lo <= 0 < hi}[name], (name, hag)
+        assert "older result" not in text
+    # the undefended model is ~35 points below: far more, decided
+    assert claim_rows(md)["vs undefended"] == [HOLDS]
+
+
+def test_far_more_needs_the_whole_interval_at_or_above_ten_points(tmp_path):
+    from saat.report.claims import UNDECIDED
+
+    margins = {"hag": 0.1, "sdha": 0.1, "mainstay": 0.1}
+    far = {"sdha": (0.3, 0.02), "mainstay": (0.3, 0.02)}
+    cases = {"noisy 11 points": ({"hag": (0.11, 0.15), **far}, UNDECIDED),  # the point clears 10, the interval not
+             "tight 5 points": ({"hag": (0.05, 0.01), **far}, FAILS),  # more, but surely less than 10 points more
+             "tight 15 points": ({"hag": (0.15, 0.01), **far}, HOLDS)}
+    for name, (over_base, expected) in cases.items():
+        root = tmp_path / name.replace(" ", "-")
+        runs = defended_family(root, margins, over_base=over_base)
+        md = build_report(list(runs), root / "out", examples=False)["markdown"].read_text()
+        assert claim_rows(md)["vs undefended"] == [expected], (name, evidence(md, "vs undefended"))
+        assert ("below the 10-point reading of 'far'" in md) == (name == "tight 5 points"), name
+
+
+def test_older_results_fall_back_to_the_point_comparison_and_say_so(full_report):
+    md = full_report[1]
+    assert claim_rows(md)["vs ATRDH"] == [HOLDS]
+    assert "no interval (older result)" in evidence(md, "vs ATRDH")[0]
+    assert "no interval (older result)" in evidence(md, "attack")[0]
+
+
+def test_the_attack_claims_pair_two_attacks_on_the_same_queries(tmp_path):
+    base = make_run(tmp_path, "base", 0.7)
+    hag = queries_around(0.3, 0.2, 1)
+    add_attack_with_queries(base, "hag", hag)
+    add_attack_with_queries(base, "sdha", hag + 0.004 * np.random.default_rng(2).standard_normal(NQ))
+    add_attack_with_queries(base, "mainstay", np.clip(hag - 0.1, 0, 1))  # 10 points lower on (almost) every query
+    md = build_report([base], tmp_path / "out", examples=False)["markdown"].read_text()
+    from saat.report.claims import UNDECIDED
+
+    text = evidence(md, "attack")[0]
+    # HAG: the SAAT attack is lower on every query; SDHA: it is lower by 10 points too (SDHA ~ HAG)
+    assert claim_rows(md)["attack"] == [HOLDS], text
+    assert re.search(r"< HAG \d+\.\d\d: margin \+\d+\.\d\d \[\+\d+\.\d, \+\d+\.\d\] points, holds", text), text
+    # the same numbers on other queries of the SAAT attack: no pairing, no interval
+    np.save(next((base / "attacks").glob("mainstay-*")) / "query_indices.npy", np.arange(NQ) + 1)
+    md = build_report([base], tmp_path / "out2", examples=False)["markdown"].read_text()
+    assert "no interval (not the same queries)" in evidence(md, "attack")[0]
+    assert UNDECIDED not in claim_rows(md)["attack"]
+
+
+def card_with_queries(worst: np.ndarray, preset: str = "quick", sha: str = "q40") -> dict:
+    from saat.retrieval import mean_ci
+
+    return {"version": 1, "preset": preset, "metric": "mAP", "targeted": False, "eps": 8 / 255, "queries": len(worst),
+            "seed": 0, "topk": 100, "profile": {"name": preset, "version": 1, "fingerprint": "f"},
+            "dataset": {"name": "toy", "query_indices_sha256": sha}, "clean_map": 0.7,
+            "robust_map": float(np.mean(worst)), "robust_map_ci": list(mean_ci(worst)),
+            "best_single": {"attack": "mainstay-apgd", "map": float(np.mean(worst)) + 0.01},
+            "per_attack": {"mainstay-apgd": {"map": float(np.mean(worst)) + 0.01, "wins": len(worst)}},
+            "flags": {}, "flags_raised": [], "per_query": {"clean": [0.7] * len(worst), "worst": list(worst)}}
+
+
+def test_the_defense_claims_are_also_judged_under_the_worst_case(tmp_path):
+    base, saat, atrdh = defended_family(tmp_path, {"hag": 0.1, "sdha": 0.12, "mainstay": 0.09})
+    theirs = queries_around(0.2, 0.1, 5)
+    write_json(saat / "robustness" / "quick" / "card.json", card_with_queries(np.clip(theirs - 0.08, 0, 1)))
+    write_json(atrdh / "robustness" / "quick" / "card.json", card_with_queries(theirs))
+    md = build_report([base, saat, atrdh], tmp_path / "out", examples=False)["markdown"].read_text()
+    text = evidence(md, "vs ATRDH")[0]
+    # every single attack says SAAT keeps more; the worst case says it keeps less: the claim does not hold
+    assert claim_rows(md)["vs ATRDH"] == [FAILS], text
+    assert re.search(r"worst case \(quick robustness card\): \d+\.\d\d vs base-atrdh \d+\.\d\d \(-\d+\.\d\d "
+                     r"\[-\d+\.\d, -\d+\.\d\] points\) ✗", text), text
+    assert text.count("✓") == 3
+    # a card of another preset or on other queries is not compared
+    write_json(atrdh / "robustness" / "quick" / "card.json", card_with_queries(theirs, sha="other"))
+    md = build_report([base, saat, atrdh], tmp_path / "out2", examples=False)["markdown"].read_text()
+    assert claim_rows(md)["vs ATRDH"] == [HOLDS]
+    assert "no robustness card of one preset on the same queries" in evidence(md, "vs ATRDH")[0]
+
+
+def test_several_seeds_of_one_model_are_judged_together_over_seeds_and_queries(tmp_path):
+    from saat.report.claims import UNDECIDED
+
+    # each seed alone is decided (+30, +25 and -20 points, tight over the queries) but the seeds disagree: over
+    # seeds and queries the SAAT-vs-ATRDH margin is undecided
+    runs = []
+    for seed, m in zip((0, 1, 2), (0.3, 0.25, -0.2), strict=True):
+        runs += defended_family(tmp_path, {"hag": m, "sdha": m, "mainstay": m}, spread=0.02, suffix=f"-s{seed}",
+                                seed=seed, noise_seed=seed)
+    md = build_report(runs, tmp_path / "out", examples=False)["markdown"].read_text()
+    verdicts = claim_rows(md)
+    assert verdicts["vs ATRDH"] == [UNDECIDED], verdicts  # one check, not one per seed
+    assert verdicts["vs undefended"] == [HOLDS] and len(verdicts["attack"]) == 1
+    text = evidence(md, "vs ATRDH")[0]
+    assert "over 3 seeds" in text and "seeds 0, 1, 2" in md.split("## Claims check")[1].split("\n## ")[0]
+    # one seed of them alone: decided
+    alone = build_report(runs[:3], tmp_path / "alone", examples=False)["markdown"].read_text()
+    assert claim_rows(alone)["vs ATRDH"] == [HOLDS]

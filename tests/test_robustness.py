@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from saat.attacks import ATTACKS
 from saat.attacks.generators import APGD, PGD, apgd_checkpoints
 from saat.attacks.losses import mainstay_loss
 from saat.retrieval import average_precision
@@ -81,7 +82,12 @@ def test_worst_case_is_the_per_query_minimum_over_every_attack_run(planted_retri
     assert sum(row["wins"] for row in card["per_attack"].values()) + card["clean_wins"] == len(p.x)
     for m in members:
         assert card["per_attack"][m.name]["map"] == pytest.approx(float(aps[(m.name, 0)].mean()))
-        assert card["per_attack"][m.name]["backwards_per_query"] > 0
+        row = card["per_attack"][m.name]
+        if ATTACKS.get(m.attack).uses_gradients:
+            assert row["backwards_per_query"] > 0
+        else:  # the score-based member: its budget of forwards per query, no backward pass at all
+            assert row["backwards_per_query"] == 0
+            assert row["forwards_per_query"] == pytest.approx(row["settings"]["steps"], abs=1)
     assert card["robust_map"] <= card["best_single"]["map"] + 1e-12 < card["clean_map"]
     assert card["version"] == 1 and card["queries"] == len(p.x) and card["flags"] == {}
     assert card["profile"] == {"name": "quick", "version": profile_version("quick"),
@@ -109,13 +115,14 @@ def test_an_interrupted_evaluation_resumes_from_its_work_dir(planted_retrieval, 
     assert all(second["per_attack"][n][k] == first["per_attack"][n][k] for n in first["per_attack"]
                for k in ("map", "wins", "settings", "backwards_per_query"))
     changed = run(p, checks=False, work_dir=tmp_path, eps=8 / 255)  # other settings never reuse a result
-    assert {"mainstay", "cgat", "hag", "sdha"} <= set(calls) and changed["eps"] == 8 / 255
+    assert {m.attack for m in ensemble("quick")} <= set(calls) and changed["eps"] == 8 / 255
 
 
 def test_a_plain_model_raises_no_flag(planted_retrieval):
     card = run(planted_retrieval)
     assert card["flags_raised"] == [], format_card(card)
-    assert set(card["flags"]) == {"monotone", "collapse", "converged", "noise", "zero-gradient", "stochastic"}
+    assert set(card["flags"]) == {"monotone", "collapse", "converged", "noise", "zero-gradient", "stochastic",
+                                  "black-box"}
     assert [c["eps"] for c in card["eps_curve"]] == pytest.approx([0, EPS / 4, EPS / 2, EPS, 2 * EPS, 4 * EPS])
     assert card["eps_curve"][0]["map"] == card["clean_map"]
     assert card["robust_map"] < card["clean_map"] - 0.3
@@ -128,8 +135,14 @@ def test_a_masked_model_looks_robust_and_is_caught_then_broken(planted_retrieval
     masked_model = HardSign(p.model)
     masked = run(p, masked_model)
     assert masked["clean_map"] == pytest.approx(plain["clean_map"], abs=0.05)
-    assert masked["robust_map"] > plain["robust_map"] + 0.3  # it looks robust to every gradient attack ...
-    assert {"collapse", "zero-gradient"} <= set(masked["flags_raised"])  # ... and the card says why not to trust it
+    gradient_based = [m.name for m in ensemble("quick") if ATTACKS.get(m.attack).uses_gradients]
+    # it looks robust to every gradient attack ...
+    assert min(masked["per_attack"][n]["map"] for n in gradient_based) > plain["robust_map"] + 0.3
+    # ... but not to the black-box member, so the worst case holds without --adaptive ...
+    assert masked["robust_map"] < plain["robust_map"] + 0.1 and masked["best_single"]["attack"] == "square"
+    # ... and the card says why not to trust the gradient attacks
+    assert {"collapse", "zero-gradient", "black-box"} <= set(masked["flags_raised"])
+    assert "black-box" not in run(p)["flags_raised"]  # not raised on the plain model
     adaptive = run(p, masked_model, adaptive=True, checks=False)
     assert adaptive["robust_map"] < plain["robust_map"] + 0.1
     transfer = run(p, masked_model, surrogate=(p.model, p.train_codes))
@@ -157,7 +170,8 @@ def test_a_randomised_model_is_flagged_stochastic(planted_retrieval):
 def test_targeted_worst_case_is_the_highest_t_ap(planted_retrieval, tmp_path):
     p = planted_retrieval
     card = run(p, targeted=True, target_labels=p.targets, checks=False, work_dir=tmp_path)
-    assert card["metric"] == "t-MAP" and list(card["per_attack"]) == ["mainstay-apgd", "dhta", "p2p", "tha"]
+    assert card["metric"] == "t-MAP" and list(card["per_attack"]) == ["mainstay-apgd", "dhta", "p2p", "tha",
+                                                                             "square"]
     assert card["robust_map"] >= max(row["map"] for row in card["per_attack"].values()) - 1e-12
     assert card["robust_map"] > card["clean_map"] + 0.5
     with pytest.raises(ValueError, match="target_labels"):
@@ -213,7 +227,7 @@ def test_an_amp_card_is_recorded_and_never_resumes_a_float32_one(planted_retriev
     monkeypatch.setattr(TensorAttack, "__call__", counting)
     amp = run(p, checks=False, work_dir=tmp_path, amp=True)
     assert amp["amp"] == "bf16"
-    assert {name for name, _ in calls} == {"mainstay", "cgat", "hag", "sdha"} and all(a for _, a in calls)
+    assert {name for name, _ in calls} == {m.attack for m in ensemble("quick")} and all(a for _, a in calls)
     assert all(json.loads(f.read_text())["settings"]["amp"] == "bf16" for f in tmp_path.glob("*-r0.json"))
     calls.clear()
     assert run(p, checks=False, work_dir=tmp_path, amp=True)["robust_map"] == amp["robust_map"]
@@ -251,3 +265,50 @@ def test_the_fingerprint_sees_every_kind_of_change(monkeypatch):
     assert profile_fingerprint("quick") != base["quick"]
     monkeypatch.undo()
     assert {p: profile_fingerprint(p) for p in PRESETS} == base
+
+
+def test_the_card_keeps_its_per_query_aps_and_the_intervals_of_its_figures(planted_retrieval, tmp_path):
+    from saat.retrieval import mean_ci
+
+    p = planted_retrieval
+    card = run(p, checks=False, work_dir=tmp_path)
+    db, y, db_y = p.db_codes.numpy(), p.y.numpy(), p.db_labels.numpy()
+    clean = average_precision(p.codes(p.x), db, y, db_y, topk=None)
+    np.testing.assert_allclose(card["per_query"]["clean"], clean)
+    worst = np.array(card["per_query"]["worst"])
+    assert worst.shape == (len(p.x),) and worst.mean() == pytest.approx(card["robust_map"])
+    assert (worst <= clean + 1e-12).all()  # the clean query is a candidate of every worst case
+    assert card["clean_map_ci"] == list(mean_ci(clean)) and card["robust_map_ci"] == list(mean_ci(worst))
+    assert card["ci"] == {"level": 0.95, "resamples": 10000}
+    for name, row in card["per_attack"].items():
+        best = np.load(tmp_path / f"{name}-r0.npy", allow_pickle=False)  # quick preset: one restart each
+        assert row["map_ci"] == list(mean_ci(average_precision(best, db, y, db_y, topk=None))), name
+    assert card["best_single"]["map_ci"] == card["per_attack"][card["best_single"]["attack"]]["map_ci"]
+    text = format_card(card)
+    lo, hi = card["robust_map_ci"]
+    assert f"worst case {card['robust_map']:.3f} [{lo:.3f}, {hi:.3f}]" in text
+    older = {k: v for k, v in card.items() if not k.endswith("_ci")}  # a card written before intervals
+    older["best_single"] = {"attack": card["best_single"]["attack"], "map": card["best_single"]["map"]}
+    older["per_attack"] = {n: {k: v for k, v in row.items() if k != "map_ci"} for n, row in card["per_attack"].items()}
+    assert f"worst case {card['robust_map']:.3f}   best" in format_card(older)
+
+
+def test_every_transfer_cell_has_its_interval(planted_retrieval, tmp_path):
+    from saat.attacks.api import system_codes
+    from saat.retrieval import mean_ci
+
+    p = planted_retrieval
+    parties = [Party(name, model, p.train_codes, p.train_labels, p.db_codes, p.db_labels)
+               for name, model in (("plain", p.model), ("masked", HardSign(p.model)))]
+    result = transfer_matrix(parties, p.x, p.y, eps=EPS, topk=None, settings={"step": 4 / 255, "steps": 5})
+    clean = average_precision(system_codes(p.model, p.x), p.db_codes.numpy(), p.y.numpy(), p.db_labels.numpy(),
+                              topk=None)
+    assert result["clean_ci"][0] == list(mean_ci(clean))
+    assert len(result["matrix_ci"]) == 2 and all(len(row) == 2 for row in result["matrix_ci"])
+    for row, intervals in zip(result["matrix"], result["matrix_ci"], strict=True):
+        for value, (lo, hi) in zip(row, intervals, strict=True):
+            assert lo <= value <= hi
+    lo, hi = result["matrix_ci"][0][0]
+    assert f"{result['matrix'][0][0]:.3f} [{lo:.3f}, {hi:.3f}]" in format_matrix(result)
+    older = {k: v for k, v in result.items() if k not in ("clean_ci", "matrix_ci")}
+    assert "[" not in format_matrix(older).split("\n", 1)[1]  # a matrix written before intervals: values alone

@@ -1,6 +1,7 @@
 """saat.runs: the file names of a run directory and the attack-result record (schema, old files, bad files)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,95 @@ def test_train_and_defense_records_keep_the_file_as_it_was_and_add_a_schema():
         TrainRecord.from_json({"schema": RUN_SCHEMA_VERSION + 1})
     with pytest.raises(ValueError, match="must be a JSON object"):
         TrainRecord.from_json("0.9")
+
+
+def test_attack_record_keeps_its_intervals_and_reads_older_files_without_them():
+    record = AttackRecord(attack="hag", targeted=False, queries=3, benign_map=0.9, adversarial=0.2,
+                          benign_ci=[0.8, 0.95], adversarial_ci=[0.1, 0.3], ci_level=0.95, ci_resamples=10000)
+    data = json.loads(json.dumps(record.to_json()))
+    assert data["benign_mAP_ci"] == [0.8, 0.95] and data["adversarial_mAP_ci"] == [0.1, 0.3]
+    assert data["ci_resamples"] == 10000 and AttackRecord.from_json(data) == record
+    targeted = AttackRecord(attack="p2p", targeted=True, benign_tmap=0.1, adversarial=0.7, benign_ci=[0.05, 0.2],
+                            adversarial_ci=[0.6, 0.8])
+    t_data = targeted.to_json()
+    assert t_data["benign_t-MAP_ci"] == [0.05, 0.2] and t_data["adversarial_t-MAP_ci"] == [0.6, 0.8]
+    assert AttackRecord.from_json(t_data).adversarial_ci == [0.6, 0.8]
+    older = {"attack": "hag", "targeted": False, "benign_mAP": 0.9, "adversarial_mAP": 0.2, "queries": 100}
+    read = AttackRecord.from_json(older)
+    assert read.benign_ci is None and read.adversarial_ci is None and read.ci_resamples is None
+    for bad in ([0.3, 0.1], [0.1], "0.1-0.3", [0.1, None]):  # malformed intervals read as missing
+        assert AttackRecord.from_json({**older, "adversarial_mAP_ci": bad}).adversarial_ci is None
+
+
+def test_train_record_reads_the_interval_of_its_map():
+    from saat.runs import TrainRecord
+
+    assert TrainRecord.from_json({"mAP": 0.9, "mAP_ci": [0.85, 0.93]}).map_ci == [0.85, 0.93]
+    assert TrainRecord.from_json({"mAP": 0.9}).map_ci is None  # written before intervals existed
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A tiny trained run on a folder of PNG files: small_cnn, 8 bits, 1 epoch, evaluated (a few seconds)."""
+    import saat
+    from test_data import make_dataset
+
+    root = tmp_path_factory.mktemp("toy")
+    make_dataset(root / "data", "paired", n_classes=3, sizes={"train": 16, "query": 8, "database": 24})
+    saat.train(out=root / "run", dataset_dir=str(root / "data"), backbone="small_cnn", bits=8, image_size=16,
+               epochs=1, batch_size=8, method="dpsh", device="cpu", progress=False, num_workers=0)
+    return root / "run"
+
+
+def test_clean_metrics_carry_the_interval_of_their_map(toy_run):
+    from saat.pipelines.common import codes_for, load_run, open_dataset
+    from saat.retrieval import average_precision, mean_ci
+
+    metrics = json.loads(RunDir(toy_run).metrics.read_text())
+    assert metrics["ci_resamples"] == 10000 and metrics["ci_level"] == 0.95
+    run = load_run(toy_run)
+    ds = open_dataset(run.config, run.image_size, verbose=False)
+    query, _ = codes_for(run, "query", ds.query, device="cpu", batch_size=8, progress=False, num_workers=0)
+    db, _ = codes_for(run, "database", ds.database, device="cpu", batch_size=8, progress=False, num_workers=0)
+    ap = average_precision(query, db, ds.query.labels.numpy(), ds.database.labels.numpy(), topk=metrics["topk"])
+    assert ap.mean() == pytest.approx(metrics["mAP"])
+    assert metrics["mAP_ci"] == list(mean_ci(ap))
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_an_attack_keeps_its_per_query_aps_and_their_intervals(toy_run, tmp_path, targeted):
+    import shutil
+
+    import numpy as np
+
+    from saat.pipelines.attack import AttackConfig, run_attack
+    from saat.retrieval import mean_ci
+
+    run = Path(shutil.copytree(toy_run, tmp_path / "run"))
+    written = []
+    import saat.pipelines.attack as pipeline
+
+    original = pipeline.atomic_write_json
+
+    def spy(path, obj):  # the order of the files: metrics.json, the mark of a complete result, comes last
+        written.append((Path(path).name, RunDir(run).attack(obj["name"]).per_query_ap.is_file()))
+        return original(path, obj)
+
+    pipeline.atomic_write_json = spy
+    try:
+        metrics = run_attack(run, AttackConfig(method="mainstay", targeted=targeted, steps=3, num_queries=6,
+                                               eps=8 / 255), device="cpu", progress=False, examples=0, num_workers=0)
+    finally:
+        pipeline.atomic_write_json = original
+    assert written == [("metrics.json", True)]
+    record = AttackRecord.from_json(metrics)
+    files = RunDir(run).attack(record.name)
+    ap = np.load(files.per_query_ap)
+    assert ap.dtype == np.float64 and ap.shape == (2, 6)
+    assert ap[0].mean() == pytest.approx(record.benign) and ap[1].mean() == pytest.approx(record.adversarial)
+    assert record.benign_ci == list(mean_ci(ap[0])) and record.adversarial_ci == list(mean_ci(ap[1]))
+    assert record.ci_resamples == 10000 and record.ci_level == 0.95
+    stored = AttackRecord.from_json(json.loads(files.metrics.read_text()))
+    assert (stored.benign_ci, stored.adversarial_ci) == (record.benign_ci, record.adversarial_ci)
+    if targeted:  # the benign row is the benign t-MAP's (target labels), not the benign mAP's
+        assert ap[0].mean() == pytest.approx(record.benign_tmap)

@@ -19,7 +19,8 @@ A **run** is what ``saat train`` or ``saat defend`` writes::
       transfer/<name>/   a transfer matrix crafted from this run on   RunDir.transfer(name)
 
 An **attack result** (:class:`AttackDir`) holds ``metrics.json`` (an :class:`AttackRecord`), ``adv_codes.npy``,
-``query_indices.npy``, ``examples.png`` and ``examples.npz``.
+``query_indices.npy``, ``per_query_ap.npy`` (float64 (2, Q): each query's benign and adversarial AP, t-AP for a
+targeted attack; results of earlier releases have none), ``examples.png`` and ``examples.npz``.
 
 :class:`AttackRecord` is the schema of an attack's ``metrics.json``: the pipeline writes it, the report and the demo
 read it, tests build it. ``from_json`` reads files of the current schema and of the release before it (no
@@ -42,6 +43,14 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _interval(value: Any) -> list[float] | None:
+    """``[lo, hi]`` of two finite numbers with lo <= hi, or None (missing, malformed)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    lo, hi = (_number(v) for v in value)
+    return None if lo is None or hi is None or lo > hi else [lo, hi]
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,13 @@ class AttackDir(_ResultDir):
     @property
     def metrics(self) -> Path:
         return self.path / "metrics.json"
+
+    @property
+    def per_query_ap(self) -> Path:
+        """float64 (2, Q): row 0 each query's benign AP, row 1 its adversarial AP (t-AP with the target labels for a
+        targeted attack), in the order of ``query_indices.npy``; the means are the record's ``benign`` and
+        ``adversarial``."""
+        return self.path / "per_query_ap.npy"
 
     @property
     def examples_png(self) -> Path:
@@ -228,6 +244,11 @@ class AttackRecord:
     with the queries' own labels); ``theory`` the measure of the attack's ideal codes (None where an attack has
     none). In the file these are ``adversarial_mAP`` / ``adversarial_t-MAP``, ``benign_mAP``, ``benign_t-MAP``,
     ``theory_mAP`` / ``theory_t-MAP``.
+
+    ``benign_ci`` and ``adversarial_ci`` are the ``ci_level`` (0.95) bootstrap intervals ``[lo, hi]`` over the queries
+    of ``benign`` and ``adversarial`` (``ci_resamples`` resamples; :func:`saat.retrieval.mean_ci` of the rows of
+    ``per_query_ap.npy``); in the file ``benign_mAP_ci`` / ``benign_t-MAP_ci`` and ``adversarial_mAP_ci`` /
+    ``adversarial_t-MAP_ci``. Results written before intervals existed read them as None.
     """
 
     attack: str
@@ -253,6 +274,10 @@ class AttackRecord:
     precision_at_n: dict | None = None
     device: str | None = None
     world_size: int | None = None  # the processes that shared the attacked queries (torchrun); 1 in one process
+    benign_ci: list[float] | None = None
+    adversarial_ci: list[float] | None = None
+    ci_level: float | None = None
+    ci_resamples: int | None = None
     schema: int = ATTACK_SCHEMA_VERSION
 
     @property
@@ -275,7 +300,8 @@ class AttackRecord:
             "seconds": self.seconds, "images_per_s": self.images_per_s,
             "network_training_seconds": self.network_training_seconds, "settings": self.settings,
             "pr_curve": self.pr_curve, "precision_at_n": self.precision_at_n, "device": self.device,
-            "world_size": self.world_size,
+            "world_size": self.world_size, f"benign_{key}_ci": self.benign_ci,
+            f"adversarial_{key}_ci": self.adversarial_ci, "ci_level": self.ci_level, "ci_resamples": self.ci_resamples,
         }
         if self.targeted:
             out["benign_t-MAP"] = self.benign_tmap
@@ -310,6 +336,9 @@ class AttackRecord:
             v = data.get(k)
             return None if v is None else str(v)
 
+        def interval(k):
+            return _interval(data.get(k))
+
         return cls(
             attack=str(data["attack"]), targeted=targeted, name=str(data.get("name") or ""),
             dataset=text("dataset"), run=text("run"), checkpoint=text("checkpoint"), defense=mapping("defense"),
@@ -320,7 +349,8 @@ class AttackRecord:
             images_per_s=number("images_per_s"), network_training_seconds=number("network_training_seconds"),
             settings=mapping("settings") or {}, pr_curve=mapping("pr_curve"),
             precision_at_n=mapping("precision_at_n"), device=text("device"), world_size=integer("world_size"),
-            schema=ATTACK_SCHEMA_VERSION,
+            benign_ci=interval(f"benign_{key}_ci"), adversarial_ci=interval(f"adversarial_{key}_ci"),
+            ci_level=number("ci_level"), ci_resamples=integer("ci_resamples"), schema=ATTACK_SCHEMA_VERSION,
         )
 
     @classmethod
@@ -356,6 +386,12 @@ class TrainRecord:
     @property
     def map(self) -> float | None:
         return _number(self.evaluation.get("mAP"))
+
+    @property
+    def map_ci(self) -> list[float] | None:
+        """The 95 % bootstrap interval of ``map`` over the queries (``mAP_ci``), or None (written before intervals
+        existed)."""
+        return _interval(self.evaluation.get("mAP_ci"))
 
     @property
     def queries(self) -> int | None:

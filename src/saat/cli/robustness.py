@@ -23,9 +23,11 @@ def register(sub) -> None:
         description=(
             "Evaluate a run's robustness the way a reviewer can trust: every query is attacked by an ensemble "
             "(untargeted: mainstay APGD with restarts, the CgAT centre-code attack, HAG, SDHA; targeted: mainstay "
-            "APGD, DHTA, P2P, THA) and keeps its worst case (lowest AP, or highest t-AP); the robust mAP is the mean "
-            "of these per-query worst cases. Sanity checks flag signs of gradient masking (monotone eps curve, "
-            "collapse at eps = 1, convergence, uniform noise, zero gradients, stochastic codes, transfer). Writes "
+            "APGD, DHTA, P2P, THA; both: the black-box Square attack, which reads only the model's outputs) and keeps "
+            "its worst case (lowest AP, or highest t-AP); the robust mAP is the mean of these per-query worst cases, "
+            "each figure with its 95% bootstrap interval over the queries. Sanity checks flag signs of gradient "
+            "masking (monotone eps curve, collapse at eps = 1, convergence, uniform noise, zero gradients, "
+            "stochastic codes, transfer, a black-box attack beating the gradient ones). Writes "
             "RUN_DIR/robustness/<name>/card.json and the worst-case adversarial codes; an interrupted evaluation "
             "resumes from the attacks already done. See docs/robustness.md."),
         formatter_class=DefaultsHelpFormatter,

@@ -1,7 +1,8 @@
 """``saat attack``: attack a trained run's queries and measure retrieval under attack.
 
 Writes ``RUN/attacks/<name>/``: ``metrics.json`` (benign mAP and adversarial mAP — or t-MAP and the benign t-MAP
-of the same queries —, theory MAP, perceptibility, time, images/s, every setting), ``adv_codes.npy``,
+of the same queries — with their 95 % bootstrap intervals over the queries, theory MAP, perceptibility, time,
+images/s, every setting), ``per_query_ap.npy`` (each query's benign and adversarial AP, or t-AP), ``adv_codes.npy``,
 ``query_indices.npy`` and ``examples.png`` (benign / adversarial / amplified difference).
 """
 
@@ -19,6 +20,7 @@ from torch.utils.data import Subset
 from ..attacks import ATTACKS, TABLE1_ATTACKS, TensorAttack, load_or_create_targets
 from ..attacks.api import attack_evaluation
 from ..config import check_value, check_values, preset_settings
+from ..retrieval import CI_LEVEL, CI_RESAMPLES, average_precision, ci_or_none, format_ci
 from ..runs import AttackRecord, RunDir
 from ..utils.device import configure_backends, precision_name, resolve_device
 from ..utils.dist import is_main_process
@@ -159,6 +161,13 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
         target_labels=targets, batch_size=cfg.batch_size, benign_codes=query_codes[picked], progress=progress,
         examples=examples, channels_last=run.model.channels_last)
     method = atk.method(cfg.targeted)
+    # Each query's AP (t-AP with the target labels when targeted), benign and adversarial: the rows whose means are
+    # the record's benign and adversarial figures, kept for intervals and paired comparisons on the same queries.
+    relevance = targets if cfg.targeted else query_labels
+    per_query = np.stack([average_precision(query_codes[picked], db_codes, relevance, db_labels, topk=k),
+                          average_precision(result.adv_codes, db_codes, relevance, db_labels, topk=k)])
+    record = replace(record, benign_ci=ci_or_none(per_query[0]), adversarial_ci=ci_or_none(per_query[1]),
+                     ci_level=CI_LEVEL, ci_resamples=CI_RESAMPLES)
     record = replace(record, name=name, dataset=ds.name, run=str(run_dir), checkpoint=run.checkpoint_hash,
                      defense=run.metadata.get("defense"),
                      network_training_seconds=getattr(method, "training_seconds", None),
@@ -172,6 +181,7 @@ def run_attack(run_dir: str | Path, config: AttackConfig | None = None, *, devic
         # metrics.json last: its presence marks a complete result (a kill before it leaves a folder that is redone).
         atomic_save_npy(out.adv_codes, adv_codes)
         atomic_save_npy(out.query_indices, picked)
+        atomic_save_npy(out.per_query_ap, per_query.astype(np.float64))
         if shown:
             save_example_grid(out.examples_png, shown, settings.get("eps") or 8 / 255)
             # The same examples as uint8 arrays, for the report's retrieval figure.
@@ -243,7 +253,8 @@ def run_attack_family(run_dir: str | Path, config: AttackConfig, *, device: str 
     summary = {
         "kind": kind, "metric": key, "run": str(run_dir),
         "benign": rows[0].benign if rows else None,
-        "rows": [{"attack": r.attack, "name": r.name, key: r.adversarial, "theory": r.theory,
+        "benign_ci": rows[0].benign_ci if rows else None,
+        "rows": [{"attack": r.attack, "name": r.name, key: r.adversarial, "ci": r.adversarial_ci, "theory": r.theory,
                   "linf_255": r.perceptibility["linf_mean_255"], "psnr": r.perceptibility["psnr_mean"],
                   "seconds": r.seconds, "queries": r.queries, "eps_255": r.settings.get("eps", 0) * 255}
                  for r in rows],
@@ -258,12 +269,15 @@ def run_attack_family(run_dir: str | Path, config: AttackConfig, *, device: str 
 
 
 def format_family_table(summary: dict) -> str:
+    """The summary as a Markdown table; each figure with its 95 % interval over the queries where the result has
+    one (``0.3433 [0.290, 0.395]``)."""
     key = summary["metric"]
     benign_label = "benign t-MAP" if key == "t-MAP" else "clean mAP"
-    lines = [f"| attack | {key} | theory | L-inf (/255) | PSNR (dB) | seconds |", "|---|---|---|---|---|---|",
-             f"| ({benign_label}) | {summary['benign']:.4f} | | | | |"]
+    lines = [f"| attack | {key} [95 % interval] | theory | L-inf (/255) | PSNR (dB) | seconds |",
+             "|---|---|---|---|---|---|",
+             f"| ({benign_label}) | {format_ci(summary['benign'], summary.get('benign_ci'), digits=4)} | | | | |"]
     for r in summary["rows"]:
         theory = "" if r["theory"] is None else f"{r['theory']:.4f}"
-        lines.append(f"| {r['attack']} | {r[key]:.4f} | {theory} | {r['linf_255']:.2f} | {r['psnr']:.1f} | "
-                     f"{r['seconds']:.1f} |")
+        lines.append(f"| {r['attack']} | {format_ci(r[key], r.get('ci'), digits=4)} | {theory} | "
+                     f"{r['linf_255']:.2f} | {r['psnr']:.1f} | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"

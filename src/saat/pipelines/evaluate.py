@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..config import check_value
-from ..retrieval import evaluate_retrieval
+from ..retrieval import CI_LEVEL, CI_RESAMPLES, ci_or_none, evaluate_retrieval
 from ..runs import RunDir, TrainRecord
 from ..utils.device import configure_backends, resolve_device
 from ..utils.dist import is_main_process
@@ -20,7 +20,8 @@ def evaluate(run_dir: str | Path, *, topk: int | None = None, split: str = "test
              batch_size: int | None = None, data_root: str | None = None, progress: bool = True,
              write: bool = True, dataset=None, num_workers: int | None = None, tf32: bool | None = None) -> dict:
     """Encode the queries (``split``: test = the query set, or train) and the database of a run's dataset, and
-    compute mAP@topk (default: the dataset's topK), PR curves, P@N, P@r<=2 and the random-ranking baseline.
+    compute mAP@topk (default: the dataset's topK) with its 95 % bootstrap interval over the queries (``mAP_ci``),
+    PR curves, P@N, P@r<=2 and the random-ranking baseline.
 
     Database codes are cached under ``run_dir/cache`` keyed by the checkpoint's content hash. Writes
     ``metrics.json`` (or ``metrics-<split>.json`` for other splits) and returns the metrics dict.
@@ -49,6 +50,8 @@ def evaluate(run_dir: str | Path, *, topk: int | None = None, split: str = "test
     t0 = time.perf_counter()
     res = evaluate_retrieval(q, db, queries.labels.numpy(), ds.database.labels.numpy(), topk=k)
     metrics = res.to_dict()
+    # the 95 % bootstrap interval of the mAP over the queries (docs/robustness.md#confidence-intervals)
+    metrics.update({"mAP_ci": ci_or_none(res.ap), "ci_level": CI_LEVEL, "ci_resamples": CI_RESAMPLES})
     metrics.update({
         "dataset": ds.name, "split": split, "method": run.metadata.get("method"),
         "backbone": run.metadata["architecture"]["backbone"], "bits": run.metadata["architecture"]["bits"],

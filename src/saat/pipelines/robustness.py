@@ -1,8 +1,10 @@
 """``saat robustness``: the robustness card of a trained run (docs/robustness.md).
 
 Writes ``RUN/robustness/<name>/``: ``card.json`` (the card of :func:`saat.robustness.evaluate`, with the run, its
-dataset and checkpoint), ``adv_codes.npy`` (each query's worst-case adversarial codes), ``query_indices.npy``, and
-``work/`` (each attack's codes, so that an interrupted evaluation resumes where it stopped).
+dataset and checkpoint, every figure's 95 % interval over the queries and each query's clean and worst-case AP),
+``adv_codes.npy`` (each query's worst-case adversarial codes), ``query_indices.npy`` (the order of the card's
+per-query APs), and ``work/`` (each attack's codes, so that an interrupted evaluation resumes where it stopped).
+``saat transfer`` writes the transfer matrix with an interval per cell (:func:`saat.robustness.transfer_matrix`).
 """
 
 from __future__ import annotations

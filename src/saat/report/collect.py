@@ -2,7 +2,9 @@
 that go into the paper-style tables is :mod:`saat.report.select`).
 
 Nothing here computes a metric; it only reads files. Every file that is missing or unreadable becomes a note on
-the run (shown in the report) instead of an error, except a given path that is not a run directory at all.
+the run (shown in the report) instead of an error, except a given path that is not a run directory at all. The
+per-query APs of an attack result (``per_query_ap.npy``) and of a robustness card (``per_query``) are read when a
+paired comparison asks for them; a result written before they were kept has none (None).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..runs import AttackDir, AttackRecord, RunDir, TrainRecord
 
@@ -74,6 +78,40 @@ class AttackResult:
 
     directory: Path
     record: AttackRecord
+    _arrays: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _array(self, path: Path, check) -> np.ndarray | None:
+        """``path`` as an array when it exists, reads and passes ``check``; else None (read once)."""
+        if path.name not in self._arrays:
+            try:
+                value = np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                value = None
+            self._arrays[path.name] = value if value is not None and check(value) else None
+        return self._arrays[path.name]
+
+    def per_query_ap(self) -> np.ndarray | None:
+        """(2, Q) float64: each query's benign and adversarial AP (t-AP when targeted), or None for a result written
+        before they were kept (or a file that does not match the record's query count)."""
+        q = self.queries
+
+        def fits(v: np.ndarray) -> bool:
+            return (v.ndim == 2 and v.shape[0] == 2 and (q is None or v.shape[1] == q)
+                    and np.issubdtype(v.dtype, np.floating) and bool(np.isfinite(v).all()))
+
+        return self._array(self.files.per_query_ap, fits)
+
+    def query_indices(self) -> np.ndarray | None:
+        """The attacked queries' indices in the query split (``query_indices.npy``), or None."""
+        return self._array(self.files.query_indices, lambda v: v.ndim == 1 and np.issubdtype(v.dtype, np.integer))
+
+    @property
+    def adversarial_ci(self) -> list[float] | None:
+        return self.record.adversarial_ci
+
+    @property
+    def benign_ci(self) -> list[float] | None:
+        return self.record.benign_ci
 
     @property
     def files(self) -> AttackDir:
@@ -272,6 +310,11 @@ class Run:
     @property
     def clean_map(self) -> float | None:
         return self.record.map if self.record else None
+
+    @property
+    def clean_map_ci(self) -> list[float] | None:
+        """The 95 % interval of the clean mAP over the queries, or None (metrics written before intervals)."""
+        return self.record.map_ci if self.record else None
 
     def epoch_seconds(self) -> list[float]:
         return [s for s in (number(r.get("seconds")) for r in self.train_log if r.get("kind") == "epoch")

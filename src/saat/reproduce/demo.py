@@ -15,7 +15,8 @@ from pathlib import Path
 from ..attacks import TABLE1_ATTACKS, TABLE2_ATTACKS
 from ..config import DEMO_EPS
 from ..errors import StepsFailedError
-from ..runs import AttackRecord, RunDir
+from ..retrieval import format_ci
+from ..runs import AttackRecord, RunDir, TrainRecord
 from .grid import PRESETS, GridSpec, attack_folder, card_folder
 from .run import reproduce
 
@@ -58,45 +59,60 @@ def _record(run: Path, name: str) -> AttackRecord | None:
     return AttackRecord.from_json(json.loads(path.read_text()), str(path)) if path.is_file() else None
 
 
-def _adversarial(run: Path, name: str) -> float | None:
+def _adversarial(run: Path, name: str) -> tuple[float | None, list[float] | None]:
+    """An attack result's adversarial figure and its 95 % interval (None, None when the result is missing)."""
     record = _record(run, name)
-    return None if record is None else record.adversarial
+    return (None, None) if record is None else (record.adversarial, record.adversarial_ci)
 
 
 def final_table(base: Path, robust: dict[str, Path], preset: str = "demo") -> list[dict]:
-    """Clean mAP and mAP under HAG, SDHA and the SAAT attack per model, plus the targeted t-MAPs of the base."""
+    """Clean mAP and mAP under HAG, SDHA and the SAAT attack per model, plus the targeted t-MAPs of the base. Each
+    row maps a column to its figure, and ``row["ci"]`` the column to the figure's 95 % bootstrap interval over the
+    queries (``[lo, hi]``, or None for a result written before intervals existed)."""
     p = PRESETS[preset]
     rows = []
     for label, run in (("undefended", base), *(("SAAT-trained" if k == "saat" else "ATRDH-trained", v)
                                                for k, v in robust.items())):
         metrics = RunDir(run).metrics
-        clean = json.loads(metrics.read_text())["mAP"] if metrics.is_file() else None
-        card = RunDir(run).robustness(card_folder(p)).card
-        worst = json.loads(card.read_text())["robust_map"] if card.is_file() else None
-        rows.append({"model": label, "clean": clean,
-                     **{m: _adversarial(run, attack_folder(p, m, False, DEMO_EPS)) for m in ROBUST_ATTACKS},
-                     "worst": worst})
+        record = TrainRecord.from_json(json.loads(metrics.read_text())) if metrics.is_file() else None
+        card_file = RunDir(run).robustness(card_folder(p)).card
+        card = json.loads(card_file.read_text()) if card_file.is_file() else None
+        attacks = {m: _adversarial(run, attack_folder(p, m, False, DEMO_EPS)) for m in ROBUST_ATTACKS}
+        rows.append({"model": label, "clean": None if record is None else record.map,
+                     **{m: v for m, (v, _) in attacks.items()},
+                     "worst": None if card is None else card["robust_map"],
+                     "ci": {"clean": None if record is None else record.map_ci,
+                            **{m: ci for m, (_, ci) in attacks.items()},
+                            "worst": None if card is None else card.get("robust_map_ci")}})
     benign = _record(base, attack_folder(p, "mainstay", True, DEMO_EPS))
+    attacks = {m: _adversarial(base, attack_folder(p, m, True, DEMO_EPS)) for m in TARGETED}
     targeted = {"model": "undefended (targeted: t-MAP)", "benign": None if benign is None else benign.benign,
-                **{m: _adversarial(base, attack_folder(p, m, True, DEMO_EPS)) for m in TARGETED}}
+                **{m: v for m, (v, _) in attacks.items()},
+                "ci": {"benign": None if benign is None else benign.benign_ci,
+                       **{m: ci for m, (_, ci) in attacks.items()}}}
     rows.append(targeted)
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    def f(v):
-        return "   —  " if v is None else f"{v:.3f}"
+    """The demo's table: each figure with its 95 % bootstrap interval over the queries in brackets,
+    ``0.343 [0.290, 0.395]`` (a result written before intervals existed: the figure alone)."""
+    def f(row: dict, key: str) -> str:
+        v = row.get(key)
+        return "—" if v is None else format_ci(v, (row.get("ci") or {}).get(key))
 
-    lines = [f"{'model':<24} {'clean':>7} {'HAG':>7} {'SDHA':>7} {'SAAT atk':>8} {'worst case':>10}"]
+    w = max(8, *(len(f(r, k)) for r in rows for k in r if k not in ("model", "ci")))
+    lines = [f"{'model':<24} " + " ".join(f"{h:>{w}}" for h in ("clean", "HAG", "SDHA", "SAAT atk", "worst case"))]
     for r in rows[:-1]:
-        lines.append(f"{r['model']:<24} {f(r['clean']):>7} {f(r['hag']):>7} {f(r['sdha']):>7} "
-                     f"{f(r['mainstay']):>8} {f(r.get('worst')):>10}")
+        lines.append(f"{r['model']:<24} " + " ".join(f"{f(r, k):>{w}}"
+                                                     for k in ("clean", "hag", "sdha", "mainstay", "worst")))
     t = rows[-1]
     lines.append("")
-    lines.append(f"{'targeted (t-MAP)':<24} {'benign':>7} {'P2P':>7} {'DHTA':>7} {'THA':>7} {'ProS-GAN':>8} "
-                 f"{'SAAT atk':>8}")
-    lines.append(f"{'undefended':<24} {f(t['benign']):>7} {f(t['p2p']):>7} {f(t['dhta']):>7} {f(t['tha']):>7} "
-                 f"{f(t['prosgan']):>8} {f(t['mainstay']):>8}")
-    lines.append(f"(fashion-mosaic, small_cnn, CSQ 32 bits, eps {DEMO_EPS * 255:g}/255; mAP@1000; worst case: per "
-                 "query the lowest AP over the quick robustness ensemble, docs/robustness.md)")
+    lines.append(f"{'targeted (t-MAP)':<24} " + " ".join(f"{h:>{w}}" for h in ("benign", "P2P", "DHTA", "THA",
+                                                                              "ProS-GAN", "SAAT atk")))
+    lines.append(f"{'undefended':<24} " + " ".join(f"{f(t, k):>{w}}"
+                                                  for k in ("benign", "p2p", "dhta", "tha", "prosgan", "mainstay")))
+    lines.append(f"(fashion-mosaic, small_cnn, CSQ 32 bits, eps {DEMO_EPS * 255:g}/255; mAP@1000; [95 % bootstrap "
+                 "interval over the queries]; worst case: per query the lowest AP over the quick robustness ensemble, "
+                 "docs/robustness.md)")
     return "\n".join(lines)

@@ -46,6 +46,10 @@ _NOISE_STREAM = 7  # the uniform-noise check's random stream, derived from the s
 # The quick preset's THA: the demo recipe of its PrototypeNet (1,000 Adam steps at lr 1e-3 instead of 30,000 at
 # 1e-4, the same objective and schedule shape) and 50 PGD iterations.
 _THA_QUICK = {"steps": 50, "step": 2 / 255, "proto_steps": 1000, "proto_lr": 1e-3}
+# The quick preset's budget of the black-box member (model evaluations per query; standard: its default, 1,000).
+_SQUARE_QUICK_STEPS = 300
+# The black-box flag: the score-based member beating the best gradient-based member by more than this.
+BLACK_BOX_MARGIN = 0.02
 
 
 @dataclass(frozen=True)
@@ -67,15 +71,19 @@ def ensemble(preset: str = "standard", targeted: bool = False) -> list[Member]:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     quick = preset == "quick"
     apgd = {"generator": "apgd", "steps": 50 if quick else 100}
+    # The score-based black-box member: only the model's outputs, so a model that masks its gradients cannot hide.
+    square = Member("square", "square", {"steps": _SQUARE_QUICK_STEPS} if quick else {})
     if not targeted:
         return [Member("mainstay-apgd", "mainstay", apgd, 1 if quick else 3),
                 Member("cgat-apgd", "cgat", apgd),
                 Member("hag", "hag", {"steps": 100} if quick else {}),
-                Member("sdha", "sdha", {"steps": 100} if quick else {})]
+                Member("sdha", "sdha", {"steps": 100} if quick else {}),
+                square]
     return [Member("mainstay-apgd", "mainstay", apgd, 1 if quick else 3),
             Member("dhta", "dhta", {"steps": 100} if quick else {}),
             Member("p2p", "p2p", {"steps": 100} if quick else {}),
-            Member("tha", "tha", _THA_QUICK if quick else {})]
+            Member("tha", "tha", _THA_QUICK if quick else {}),
+            square]
 
 
 # Each preset is a named, versioned profile: its version goes into every card, and its fingerprint (a hash of
@@ -84,8 +92,9 @@ def ensemble(preset: str = "standard", targeted: bool = False) -> list[Member]:
 # own fingerprint, never an edit of an old entry (tests/test_robustness.py fails otherwise): cards of one profile
 # version are comparable.
 PROFILE_HISTORY: dict[str, dict[int, str]] = {
-    "standard": {1: "ca2de2d5208075f7"},
-    "quick": {1: "218909d989547ff5"},
+    # 2: the score-based black-box member (square) in both ensembles, and the black-box flag
+    "standard": {1: "ca2de2d5208075f7", 2: "cacb169110032148"},
+    "quick": {1: "218909d989547ff5", 2: "3f5cd2720af72133"},
 }
 
 
@@ -108,7 +117,7 @@ def profile_fingerprint(preset: str) -> str:
     described = {"untargeted": members(False), "targeted": members(True), "eps_multiples": EPS_MULTIPLES,
                  "monotone_tolerance": MONOTONE_TOLERANCE, "collapse_margin": COLLAPSE_MARGIN,
                  "converged_tolerance": CONVERGED_TOLERANCE, "zero_gradient_share": ZERO_GRADIENT_SHARE,
-                 "noise_stream": _NOISE_STREAM}
+                 "noise_stream": _NOISE_STREAM, "black_box_margin": BLACK_BOX_MARGIN}
     return hashlib.sha256(json.dumps(json_form(described), sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -288,6 +297,8 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
 
 def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: bool,
           describe: dict | None) -> tuple[dict, np.ndarray]:
+    from ..retrieval import CI_LEVEL, CI_RESAMPLES, ci_or_none
+
     model, x, targeted, eps, seed = problem.model, problem.x, problem.targeted, problem.eps, problem.seed
     clean_codes = problem.encode(x)
     clean_ap = problem.ap(clean_codes)
@@ -318,7 +329,8 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
             bar.update(1)
         member_best[member.name] = best_ap
         per_attack[member.name] = {"attack": member.attack, "settings": {**member.settings, "eps": eps},
-                                   "restarts": member.restarts, "map": _mean(best_ap), "wins": 0,
+                                   "restarts": member.restarts, "map": _mean(best_ap),
+                                   "map_ci": ci_or_none(best_ap), "wins": 0,
                                    "seconds": seconds, "forwards_per_query": forwards,
                                    "backwards_per_query": backwards}
     bar.close()
@@ -339,7 +351,11 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
         "profile": {"name": preset, "version": profile_version(preset), "fingerprint": profile_fingerprint(preset)},
         "targeted": targeted, "metric": "t-MAP" if targeted else "mAP",
         "clean_map": _mean(clean_ap), "robust_map": robust,
-        "best_single": {"attack": best_single, "map": per_attack[best_single]["map"]},
+        # 95 % bootstrap intervals over the queries (docs/robustness.md#confidence-intervals)
+        "clean_map_ci": ci_or_none(clean_ap), "robust_map_ci": ci_or_none(worst_ap),
+        "ci": {"level": CI_LEVEL, "resamples": CI_RESAMPLES},
+        "best_single": {"attack": best_single, "map": per_attack[best_single]["map"],
+                        "map_ci": per_attack[best_single]["map_ci"]},
         "clean_wins": int((winner == -1).sum()),
         "random_ranking_map": random_ranking_map(problem.relevance, problem.db_labels, topk=problem.topk),
         "per_attack": per_attack,
@@ -350,6 +366,8 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
     else:
         card["flags"], card["eps_curve"], card["transfer"] = {}, [], None
     card["flags_raised"] = sorted(k for k, v in card["flags"].items() if v["raised"])
+    # each query's clean and worst-case AP (t-AP), in query order: for paired comparisons on the same queries
+    card["per_query"] = {"clean": [float(v) for v in clean_ap], "worst": [float(v) for v in worst_ap]}
     # the passes every process made (under torchrun: their sum, the compute the card cost; it includes each
     # process's one-image code-length probe per attack and any check every process runs whole)
     passes = dist.all_gather_rows(torch.tensor([[problem.crafter.forwards, problem.crafter.backwards]],
@@ -463,6 +481,18 @@ def _checks(problem: _Problem, card: dict, members: list[Member], member_best: d
          "model needs attacks with an expectation over its randomness (EOT), which this evaluation does not do."),
         share=differ)
 
+    # black-box: an attack that reads only the model's outputs must not beat every gradient-based one.
+    box = _black_box(members, card, targeted)
+    if box is not None:
+        flags["black-box"] = _flag(
+            box["beats_white_box"],
+            (f"the score-based black-box attack ({box['attack']}, no gradients) gives {metric} {box['map']:.3f} "
+             f"against {box['white_box_map']:.3f} for the best gradient-based attack ({box['white_box_attack']}); "
+             f"beating it by more than {BLACK_BOX_MARGIN} means the gradients mislead the white-box attacks "
+             "(gradient masking): trust the worst case, which includes the black-box attack, over any single "
+             "gradient-based figure."),
+            **{k: v for k, v in box.items() if k != "beats_white_box"})
+
     transfer = None
     if surrogate is not None:
         transfer = _transfer(problem, surrogate, eps, robust, targeted)
@@ -473,6 +503,22 @@ def _checks(problem: _Problem, card: dict, members: list[Member], member_best: d
              "the white-box gradients are misleading (gradient masking)."),
             map=transfer["map"])
     return flags, curve, transfer
+
+
+def _black_box(members: list[Member], card: dict, targeted: bool) -> dict | None:
+    """The best score-based member against the best gradient-based one (None when the ensemble lacks either)."""
+    from ..attacks import ATTACKS
+
+    pick = max if targeted else min
+    maps = {m.name: card["per_attack"][m.name]["map"] for m in members}
+    black = [m.name for m in members if not ATTACKS.get(m.attack).uses_gradients]
+    white = [m.name for m in members if ATTACKS.get(m.attack).uses_gradients]
+    if not black or not white:
+        return None
+    b, w = pick(black, key=maps.get), pick(white, key=maps.get)
+    beats = maps[b] > maps[w] + BLACK_BOX_MARGIN if targeted else maps[b] < maps[w] - BLACK_BOX_MARGIN
+    return {"attack": b, "map": maps[b], "white_box_attack": w, "white_box_map": maps[w],
+            "beats_white_box": bool(beats)}
 
 
 def _default_steps(attack: str) -> int:
@@ -517,14 +563,21 @@ def _transfer(problem: _Problem, surrogate, eps: float, robust: float, targeted:
 
 
 def format_card(card: dict) -> str:
-    """The card as plain text: the worst case, each attack's figure and wins, the eps curve and the flags."""
+    """The card as plain text: the worst case, each attack's figure and wins, the eps curve and the flags. Each
+    figure with its 95 % interval over the queries in brackets where the card has one."""
+    from ..retrieval import format_ci
+
     metric = card["metric"]
+    best = card["best_single"]
     lines = [f"robustness card: {card['queries']} queries, eps {card['eps'] * 255:.3g}/255, {metric}@{card['topk']}, "
-             f"preset {card['preset']}",
-             f"  clean {card['clean_map']:.3f}   worst case {card['robust_map']:.3f}   best single attack "
-             f"{card['best_single']['attack']} {card['best_single']['map']:.3f}"]
+             f"preset {card['preset']}" + (" (figures with their 95 % intervals over the queries)"
+                                           if card.get("robust_map_ci") else ""),
+             f"  clean {format_ci(card['clean_map'], card.get('clean_map_ci'))}   worst case "
+             f"{format_ci(card['robust_map'], card.get('robust_map_ci'))}   best single attack "
+             f"{best['attack']} {format_ci(best['map'], best.get('map_ci'))}"]
     for name, row in card["per_attack"].items():
-        lines.append(f"  {name:<15} {metric} {row['map']:.3f}  wins {row['wins']:>4}  {row['seconds']:.1f} s")
+        lines.append(f"  {name:<15} {metric} {format_ci(row['map'], row.get('map_ci')):<20}  wins {row['wins']:>4}  "
+                     f"{row['seconds']:.1f} s")
     if card.get("eps_curve"):
         lines.append("  eps curve: " + ", ".join(f"{c['eps_255']:.3g}/255 {c['map']:.3f}" for c in card["eps_curve"]))
     for name, flag in card.get("flags", {}).items():

@@ -1,6 +1,7 @@
 """The transfer matrix (docs/robustness.md#the-transfer-matrix): the mainstay attack crafted on each source model,
 its adversarial queries evaluated on every model — how far adversarial queries carry across hashing methods, bit
-lengths and defenses. The diagonal is the white-box attack."""
+lengths and defenses. The diagonal is the white-box attack. Every cell carries its 95 % bootstrap interval over the
+queries (docs/robustness.md#confidence-intervals)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from ..attacks.api import TensorAttack, own_batch_starts, system_codes
-from ..retrieval import average_precision
+from ..retrieval import CI_LEVEL, CI_RESAMPLES, average_precision, ci_or_none, format_ci
 from ..utils import dist
 from ..utils.device import precision_name
 from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
@@ -50,8 +51,9 @@ def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: 
                     settings: dict | None = None, seed: int = 0, batch_size: int = 32, num_classes: int | None = None,
                     work_dir: str | Path | None = None, progress: bool = False, amp: bool = False) -> dict:
     """``matrix[i][j]``: mAP on party j of the queries attacked on party i (mainstay attack, ``settings`` over its
-    defaults); ``clean[j]``: party j's mAP of the clean queries. With ``work_dir`` each source's adversarial images
-    are kept (float32 .npy), so an interrupted matrix resumes. ``amp``: the crafting passes in mixed precision."""
+    defaults); ``clean[j]``: party j's mAP of the clean queries; ``matrix_ci[i][j]`` and ``clean_ci[j]`` their 95 %
+    bootstrap intervals ``[lo, hi]`` over the queries. With ``work_dir`` each source's adversarial images are kept
+    (float32 .npy), so an interrupted matrix resumes. ``amp``: the crafting passes in mixed precision."""
     if len(parties) < 2:
         raise ValueError(f"a transfer matrix needs at least two models, got {len(parties)}")
     names = [p.name for p in parties]
@@ -69,13 +71,15 @@ def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: 
     databases = [(torch.as_tensor(p.db_codes).cpu().numpy(), torch.as_tensor(p.db_labels).cpu().numpy())
                  for p in parties]
 
-    def score(j: int, images_: torch.Tensor) -> float:
+    def score(j: int, images_: torch.Tensor) -> tuple[float, list[float] | None]:
+        """Party j's mAP of ``images_`` and its interval over the queries."""
         codes = system_codes(parties[j].model, images_, batch_size)
-        return float(average_precision(codes, *databases[j][:1], relevance, databases[j][1], topk=topk).mean())
+        ap = average_precision(codes, *databases[j][:1], relevance, databases[j][1], topk=topk)
+        return float(ap.mean()), ci_or_none(ap)
 
     t0 = time.perf_counter()
-    clean = [score(j, x) for j in range(len(parties))]
-    matrix, seconds = [], []
+    clean_scores = [score(j, x) for j in range(len(parties))]
+    matrix, matrix_ci, seconds = [], [], []
     bar = progress_bar(total=len(parties), desc="transfer: craft", unit="model", disable=not progress)
     for i, source in enumerate(parties):
         adv_file = wdir / f"adv-{i}.npy" if wdir is not None else None
@@ -103,22 +107,34 @@ def transfer_matrix(parties: list[Party], images: torch.Tensor, labels, *, eps: 
             if adv_file is not None and dist.is_main_process():
                 atomic_save_npy(adv_file, adv.detach().cpu().numpy().astype(np.float32))
                 atomic_write_json(info_file, {"key": key, "seconds": seconds[-1]})
-        matrix.append([score(j, adv) for j in range(len(parties))])
+        row = [score(j, adv) for j in range(len(parties))]
+        matrix.append([v for v, _ in row])
+        matrix_ci.append([ci for _, ci in row])
         bar.update(1)
     bar.close()
     return {"version": 1, "attack": "mainstay", "settings": {**settings, "eps": eps}, "eps": eps, "topk": topk,
-            "queries": int(x.shape[0]), "seed": int(seed), "models": names, "clean": clean, "matrix": matrix,
-            "craft_seconds": seconds, "seconds": time.perf_counter() - t0}
+            "queries": int(x.shape[0]), "seed": int(seed), "models": names, "clean": [v for v, _ in clean_scores],
+            "matrix": matrix, "clean_ci": [ci for _, ci in clean_scores], "matrix_ci": matrix_ci,
+            "ci": {"level": CI_LEVEL, "resamples": CI_RESAMPLES}, "craft_seconds": seconds,
+            "seconds": time.perf_counter() - t0}
 
 
 def format_matrix(result: dict) -> str:
-    """The matrix as a plain-text table: rows = crafted on, columns = evaluated on."""
+    """The matrix as a plain-text table: rows = crafted on, columns = evaluated on; each cell with its 95 % interval
+    over the queries where the result has one (a matrix written before intervals existed: the values alone)."""
     names = result["models"]
-    width = max(12, *(len(n) for n in names))
+    clean_ci = result.get("clean_ci") or [None] * len(names)
+    matrix_ci = result.get("matrix_ci") or [[None] * len(names) for _ in names]
+    width = max(20 if result.get("matrix_ci") else 12, *(len(n) for n in names))
+
+    def cells(values, intervals) -> str:
+        return "".join(f"{format_ci(v, ci):>{width + 2}}" for v, ci in zip(values, intervals, strict=True))
+
     lines = [f"mAP@{result['topk']} of {result['queries']} queries, mainstay attack eps {result['eps'] * 255:.3g}/255 "
-             "(rows: crafted on; columns: evaluated on)",
+             "(rows: crafted on; columns: evaluated on" + ("; 95 % intervals over the queries)"
+                                                          if result.get("matrix_ci") else ")"),
              " " * width + "".join(f"{n[:width]:>{width + 2}}" for n in names),
-             f"{'(clean)':<{width}}" + "".join(f"{v:>{width + 2}.3f}" for v in result["clean"])]
-    for name, row in zip(names, result["matrix"]):
-        lines.append(f"{name[:width]:<{width}}" + "".join(f"{v:>{width + 2}.3f}" for v in row))
+             f"{'(clean)':<{width}}" + cells(result["clean"], clean_ci)]
+    for name, row, intervals in zip(names, result["matrix"], matrix_ci, strict=True):
+        lines.append(f"{name[:width]:<{width}}" + cells(row, intervals))
     return "\n".join(lines)

@@ -9,7 +9,8 @@ device the draw is used on (noise, random starts, targets, augmentations in hot 
 each seeded with the same seed, so on the CPU it gives exactly ``seeded_generator``'s numbers and on a GPU nothing
 is drawn on the host and copied (a GPU's generator gives other numbers than the CPU's: a seed is reproducible per
 device type, not across them). ``seeded_init`` seeds networks' initial weights the same way without touching the
-global stream outside its block.
+global stream outside its block. ``numpy_generator(seed, *key)`` seeds a numpy ``Generator`` by the same rule, for
+host-side statistics in numpy (the bootstrap intervals of ``saat.retrieval.bootstrap``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def derive_seed(seed: int, *key: int | str, bits: int = 63) -> int:
 def seeded_generator(seed: int, *key: int | str, bits: int = 63) -> torch.Generator:
     """A CPU generator for the stream ``key`` under ``seed`` (the run seed itself when no key is given)."""
     return torch.Generator().manual_seed(derive_seed(seed, *key, bits=bits) if key else int(seed))
+
+
+def numpy_generator(seed: int, *key: int | str, bits: int = 63) -> np.random.Generator:
+    """A numpy ``Generator`` for the stream ``key`` under ``seed`` (the seed itself when no key is given): the seed
+    rule of :func:`seeded_generator`, for draws made in numpy."""
+    return np.random.default_rng(derive_seed(seed, *key, bits=bits) if key else int(seed))
 
 
 class SeededStream:
