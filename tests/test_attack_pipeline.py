@@ -10,6 +10,7 @@ import pytest
 
 from saat.cli import main
 from saat.pipelines.attack import AttackConfig, run_attack
+from saat.retrieval import format_ci
 
 pytestmark = pytest.mark.slow  # the attacked model is trained by the session's quick demo
 
@@ -58,6 +59,10 @@ def test_attack_cli_and_errors(mosaic_run_copy, capsys):
     out = capsys.readouterr().out
     assert "benign mAP" in out and "adversarial mAP" in out
     saved = json.loads((mosaic_run_copy / "attacks" / "cli-check" / "metrics.json").read_text())
+    # each figure printed with its 95 % interval over the queries, as metrics.json holds them
+    benign = format_ci(saved["benign_mAP"], saved["benign_mAP_ci"], digits=4)
+    assert f"benign mAP {benign} -> adversarial mAP " \
+           f"{format_ci(saved['adversarial_mAP'], saved['adversarial_mAP_ci'], digits=4)}" in out
     assert saved["settings"]["eps"] == pytest.approx(16 / 255) and saved["settings"]["generator"] == "bim"
     with pytest.raises(SystemExit):
         main(["attack", str(mosaic_run_copy), "--eps", "8/0"])

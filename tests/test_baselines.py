@@ -13,6 +13,7 @@ from saat.attacks.dhta import anchor_codes
 from saat.attacks.hag import hag_loss
 from saat.attacks.sdha import sdha_surrogate
 from saat.pipelines.attack import AttackConfig, run_attack, run_attack_family
+from saat.retrieval import format_ci
 
 
 def test_hag_mask_selects_exactly_the_bits_not_pushed_past_the_threshold():
@@ -118,3 +119,8 @@ def test_attack_family_writes_one_summary_table(mosaic_run_copy):
     table = (mosaic_run_copy / "attacks" / "summary-untargeted.md").read_text()
     assert "| hag |" in table and "| mainstay |" in table and "clean mAP" in table
     assert np.isfinite(summary["benign"])
+    # the summary keeps each figure's 95 % interval and the table prints it
+    assert summary["benign_ci"][0] <= summary["benign"] <= summary["benign_ci"][1]
+    assert f"| (clean mAP) | {format_ci(summary['benign'], summary['benign_ci'], digits=4)} |" in table
+    for r in summary["rows"]:
+        assert f"| {r['attack']} | {format_ci(r['mAP'], r['ci'], digits=4)} |" in table

@@ -114,6 +114,52 @@ def test_train_record_reads_the_interval_of_its_map():
     assert TrainRecord.from_json({"mAP": 0.9}).map_ci is None  # written before intervals existed
 
 
+def _attack_result(targeted: bool, with_intervals: bool) -> dict:
+    """An attack's metrics.json as the pipeline writes it; without intervals, as an earlier release wrote it."""
+    cis = {"benign_ci": [0.75, 0.87], "adversarial_ci": [0.09, 0.16], "ci_level": 0.95, "ci_resamples": 10000}
+    return AttackRecord(
+        attack="mainstay", targeted=targeted, name="mainstay-x", dataset="mosaic", topk=50, queries=6,
+        benign_map=0.81234, benign_tmap=0.05678 if targeted else None, adversarial=0.1234, theory=0.1,
+        random_ranking_map=0.2, perceptibility={"linf_mean_255": 8.0, "l2_mean": 1.0, "psnr_mean": 35.0},
+        seconds=1.0, images_per_s=6.0, **(cis if with_intervals else {})).to_json()
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_the_attack_print_carries_the_intervals_and_older_results_print_as_before(targeted):
+    from saat.cli.attack import format_attack_summary
+
+    key = "t-MAP" if targeted else "mAP"
+    benign = "0.0568" if targeted else "0.8123"
+    text = format_attack_summary(_attack_result(targeted, with_intervals=True))
+    assert f"  benign {key} {benign} [0.750, 0.870] -> adversarial {key} 0.1234 [0.090, 0.160]" in text
+    assert f"  theory {key} 0.1000" in text  # the theory figure has no interval
+    older = format_attack_summary(_attack_result(targeted, with_intervals=False))
+    assert f"  benign {key} {benign} -> adversarial {key} 0.1234" + ("" if targeted else "  (random") in older
+    assert "[" not in older
+
+
+def test_the_family_table_carries_the_intervals_and_older_results_print_as_before():
+    from saat.pipelines.attack import format_family_table
+
+    row = {"attack": "hag", "name": "hag-x", "mAP": 0.1234, "ci": [0.09, 0.16], "theory": None, "linf_255": 8.0,
+           "psnr": 35.0, "seconds": 1.0, "queries": 6, "eps_255": 8.0}
+    summary = {"kind": "untargeted", "metric": "mAP", "run": "run", "benign": 0.81234, "benign_ci": [0.75, 0.87],
+               "rows": [row]}
+    table = format_family_table(summary)
+    assert "| (clean mAP) | 0.8123 [0.750, 0.870] |" in table and "| hag | 0.1234 [0.090, 0.160] |" in table
+    older = format_family_table({**summary, "benign_ci": None, "rows": [{**row, "ci": None}]})
+    assert "| (clean mAP) | 0.8123 |" in older and "| hag | 0.1234 |" in older
+
+
+def test_the_final_print_of_training_carries_the_interval_of_the_clean_map():
+    from saat.pipelines.train import format_clean_map
+
+    metrics = {"mAP": 0.75123, "mAP_ci": [0.731, 0.77], "topk": 1000, "random_ranking_mAP": 0.1043}
+    assert format_clean_map(metrics) == "clean mAP@1000: 0.7512 [0.731, 0.770] (random ranking 0.1043)"
+    older = {k: v for k, v in metrics.items() if k != "mAP_ci"}
+    assert format_clean_map({**older, "topk": None}) == "clean mAP@all: 0.7512 (random ranking 0.1043)"
+
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     """A tiny trained run on a folder of PNG files: small_cnn, 8 bits, 1 epoch, evaluated (a few seconds)."""
@@ -179,3 +225,18 @@ def test_an_attack_keeps_its_per_query_aps_and_their_intervals(toy_run, tmp_path
     assert (stored.benign_ci, stored.adversarial_ci) == (record.benign_ci, record.adversarial_ci)
     if targeted:  # the benign row is the benign t-MAP's (target labels), not the benign mAP's
         assert ap[0].mean() == pytest.approx(record.benign_tmap)
+
+
+def test_saat_evaluate_prints_the_interval_of_its_map(toy_run, tmp_path, capsys):
+    import shutil
+
+    from saat.cli import main
+    from saat.retrieval import format_ci
+
+    run = Path(shutil.copytree(toy_run, tmp_path / "run"))  # evaluate rewrites metrics.json: a copy of the run
+    assert main(["evaluate", str(run), "--device", "cpu", "--num-workers", "0"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads(RunDir(run).metrics.read_text())
+    lo, hi = metrics["mAP_ci"]
+    assert f"mAP@{metrics['topk']} {metrics['mAP']:.4f} [{lo:.3f}, {hi:.3f}] (random ranking" in out, out
+    assert format_ci(metrics["mAP"], metrics["mAP_ci"], digits=4) in out

@@ -119,14 +119,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_attack_summary(m: dict) -> str:
+    """An attack result's ``metrics.json`` as the lines ``saat attack`` prints: the benign and adversarial mAP (t-MAP
+    when targeted), each with its 95 % bootstrap interval over the queries where the result has one
+    (``0.3433 [0.290, 0.395]``, as the ``--method all`` table prints it), theory, perceptibility and time."""
+    from ..retrieval import format_ci
+
     key = "t-MAP" if m["targeted"] else "mAP"
     p = m["perceptibility"]
     theory = m.get(f"theory_{key}")
+    benign = format_ci(m[f"benign_{key}"], m.get(f"benign_{key}_ci"), digits=4)
+    adversarial = format_ci(m[f"adversarial_{key}"], m.get(f"adversarial_{key}_ci"), digits=4)
     lines = [f"{m['name']} on {m['dataset']} ({m['queries']} queries, mAP@{m['topk']}):"]
     if m["targeted"]:
-        lines.append(f"  benign t-MAP {m['benign_t-MAP']:.4f} -> adversarial t-MAP {m['adversarial_t-MAP']:.4f}")
+        lines.append(f"  benign t-MAP {benign} -> adversarial t-MAP {adversarial}")
     else:
-        lines.append(f"  benign mAP {m['benign_mAP']:.4f} -> adversarial mAP {m['adversarial_mAP']:.4f}  "
+        lines.append(f"  benign mAP {benign} -> adversarial mAP {adversarial}  "
                      f"(random ranking {m['random_ranking_mAP']:.4f})")
     if theory is not None:
         lines.append(f"  theory {key} {theory:.4f}")

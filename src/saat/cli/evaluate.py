@@ -29,11 +29,13 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipelines.evaluate import evaluate
+    from ..retrieval import format_ci
 
     m = evaluate(args.run_dir, topk=args.topk, split=args.split, device=args.device, batch_size=args.batch_size,
                  data_root=args.data_root, num_workers=args.num_workers, tf32=args.tf32)
     k = "all" if m["topk"] is None else m["topk"]
-    print(f"{m['dataset']} {args.split}: mAP@{k} {m['mAP']:.4f} (random ranking {m['random_ranking_mAP']:.4f}), "
+    mean_ap = format_ci(m["mAP"], m.get("mAP_ci"), digits=4)  # with its 95 % interval over the queries, if any
+    print(f"{m['dataset']} {args.split}: mAP@{k} {mean_ap} (random ranking {m['random_ranking_mAP']:.4f}), "
           f"P@r<=2 {m['precision_within_radius_2']:.4f}, P@{m['precision_at_n']['n'][-1]} "
           f"{m['precision_at_n']['precision'][-1]:.4f}")
     return 0
