@@ -114,10 +114,13 @@ def test_the_counting_of_each_kind_of_cell(tmp_path):
                          encoded=encoded)
     assert pros.seconds == pytest.approx(g["gan_epochs"] * math.ceil(n / g["gan_batch"]) * g["gan_batch"] * 0.01
                                          + q * 0.01 + q * 0.001 + 2.0)
-    per_query, members = card_iterations(SPEC, PRESETS["paper"])
-    assert per_query == 3 * 100 + 100 + ATTACKS.get("hag").defaults["steps"] + ATTACKS.get("sdha").defaults["steps"]
+    cw = card_iterations(SPEC, PRESETS["paper"])
+    assert cw.gradient == 3 * 100 + 100 + ATTACKS.get("hag").defaults["steps"] + ATTACKS.get("sdha").defaults["steps"]
+    assert cw.forward == ATTACKS.get("square").defaults["steps"]  # model evaluations only: at the encoding's cost
+    assert cw.checks == 4 * 50 + 50 + 100 + 1  # eps curve and collapse at half of 100 its, converged, zero-gradient
     card = estimate_cell(_cell(cells, "dph-16bit-seed0/card/paper-standard"), SPEC, SIZES, PROBE, encoded=encoded)
-    assert card.seconds == pytest.approx(2 * q * per_query * 0.01 + q * len(members) * 0.001 + 2.0)  # checks: x2
+    assert card.seconds == pytest.approx(q * (cw.gradient + cw.checks) * 0.01
+                                         + q * (cw.forward + len(cw.members)) * 0.001 + 2.0)
     # with the network probe: THA's PrototypeNet steps, ProS-GAN's PrototypeNet and generator steps, at their settings
     nets = Probe("cpu", 8, PROBE.per_image, params=1, setup=2.0,
                  per_step={"tha:proto": 0.003, "prosgan:proto": 0.004, "prosgan:gan": 0.9})

@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from saat.attacks import ATTACKS
+from saat.attacks import ATTACKS, create_attack
 from saat.attacks.generators import APGD, PGD, apgd_checkpoints
 from saat.attacks.losses import mainstay_loss
 from saat.retrieval import average_precision
 from saat.robustness import HardSign, Party, ensemble, evaluate, format_card, format_matrix, transfer_matrix
 from saat.robustness.evaluate import (
+    EPS_MULTIPLES,
     PRESETS,
     PROFILE_HISTORY,
     monotone_violation,
@@ -312,3 +313,43 @@ def test_every_transfer_cell_has_its_interval(planted_retrieval, tmp_path):
     assert f"{result['matrix'][0][0]:.3f} [{lo:.3f}, {hi:.3f}]" in format_matrix(result)
     older = {k: v for k, v in result.items() if k not in ("clean_ci", "matrix_ci")}
     assert "[" not in format_matrix(older).split("\n", 1)[1]  # a matrix written before intervals: values alone
+
+
+def test_a_warm_start_replaces_the_random_start(planted_retrieval):
+    p = planted_retrieval
+    knowledge = {"train_codes": p.train_codes, "train_labels": p.train_labels}
+    far = (p.x + 0.5).clamp(0, 1)  # outside the ball: projected onto it
+    still = create_attack("mainstay", p.model, eps=EPS, steps=0, generator="apgd", random_start=False, **knowledge)
+    expected = torch.minimum(torch.maximum(far, p.x - EPS), p.x + EPS).clamp(0, 1)
+    torch.testing.assert_close(still(p.x, p.y, start=far), expected)
+    moved = create_attack("mainstay", p.model, eps=EPS, steps=5, generator="apgd", random_start=False, **knowledge)
+    assert not torch.equal(moved(p.x, p.y, start=far), moved(p.x, p.y))  # the start is used
+    with pytest.raises(ValueError, match="random_start=False"):
+        create_attack("mainstay", p.model, eps=EPS, steps=2, **knowledge)(p.x, p.y, start=far)
+    with pytest.raises(ValueError, match="cannot start from given images"):
+        create_attack("square", p.model, eps=EPS, steps=2, **knowledge)(p.x, p.y, start=far)
+
+
+def test_the_checks_continue_earlier_runs_instead_of_starting_over(planted_retrieval, tmp_path):
+    """The eps curve, collapse and converged checks cost half the iterations for each curve point and the collapse,
+    and one run's worth for the converged check (its first run continued), counted in backward passes per query."""
+    p = planted_retrieval
+    without = run(p, checks=False)
+    card = run(p, work_dir=tmp_path)
+    steps = ensemble("quick")[0].settings["steps"]
+    strongest = next(m for m in ensemble("quick") if m.name == card["flags"]["converged"]["attack"])
+    cls = ATTACKS.get(strongest.attack)
+    strongest_steps = {**strongest.settings, **FAST.get(strongest.attack, {})}.get("steps",
+                                                                                    cls.defaults.get("steps"))
+    converged = strongest_steps if cls.warm_start else 2 * strongest_steps if cls.uses_gradients else 0
+    curve_points = len([m for m in EPS_MULTIPLES if m not in (0, 1)])
+    expected = curve_points * (steps // 2) + steps // 2 + converged + 1  # + the zero-gradient check's pass
+    assert card["backwards_per_query"] - without["backwards_per_query"] == pytest.approx(expected)
+    # an evaluation interrupted during its checks crafts the images they continue from again: the same card
+    for key in ("curve-4", "curve-0.25", "collapse", f"converged-{strongest.name}"):
+        (tmp_path / f"{key}.npy").unlink()
+    again = run(p, work_dir=tmp_path)
+    assert again["eps_curve"] == card["eps_curve"]
+    assert {k: v["raised"] for k, v in again["flags"].items()} == {k: v["raised"] for k, v in card["flags"].items()}
+    assert again["flags"]["collapse"]["map"] == card["flags"]["collapse"]["map"]
+    assert again["flags"]["converged"]["moved"] == card["flags"]["converged"]["moved"]

@@ -165,15 +165,20 @@ class TensorAttack:
         raise ValueError("class-index labels need num_classes= in create_attack (no multi-hot label matrix "
                          "to read the class count from)")
 
-    def __call__(self, images: torch.Tensor, labels, target_labels=None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, labels, target_labels=None, *, start=None) -> torch.Tensor:
+        """Adversarial images for ``images`` with ``labels`` (and ``target_labels``: targeted). ``start``: images to
+        start from instead of a random start (a warm start, projected onto the eps-ball; methods with
+        ``warm_start``, built with ``random_start=False``)."""
         x = check_images(images)
         y = check_labels(labels, "labels", self._width(labels), batch=x.shape[0]).to(x.device)
         targeted = target_labels is not None
         t = (check_labels(target_labels, "target_labels", y.shape[1], batch=x.shape[0]).to(x.device)
              if targeted else None)
         method = self._method(targeted, x)
+        if start is not None and not method.warm_start:
+            raise ValueError(f"the {self.name} attack cannot start from given images (start=); it has no warm start")
         with frozen_eval(self.wrapped):  # mode and requires_grad restored, whatever the method does inside
-            adv = method.attack(x, y, t)
+            adv = method.attack(x, y, t) if start is None else method.attack(x, y, t, start=check_images(start))
         return adv.detach()
 
     def method(self, targeted: bool, images: torch.Tensor | None = None):

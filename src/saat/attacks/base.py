@@ -76,6 +76,7 @@ class Attack:
 
     name = "attack"
     default_random_start = True
+    _warm: torch.Tensor | None = None  # the warm start of the current call (see __call__)
     # Whether :meth:`replay` advances the random stream exactly as :meth:`perturb` does (its only draw is the random
     # start); attacks that draw inside their iterations say False.
     replayable = True
@@ -96,10 +97,21 @@ class Attack:
         self.eval_mode = eval_mode
         self.rng = SeededStream(self.seed)
 
-    def __call__(self, images: torch.Tensor, objective: Objective) -> torch.Tensor:
-        """Adversarial versions of ``images`` (B, 3, H, W) in [0, 1] that minimise ``objective``."""
-        with frozen_eval(self.model, eval_mode=self.eval_mode):
-            adv = self.perturb(images.detach(), objective)
+    def __call__(self, images: torch.Tensor, objective: Objective, start: torch.Tensor | None = None) -> torch.Tensor:
+        """Adversarial versions of ``images`` (B, 3, H, W) in [0, 1] that minimise ``objective``. ``start``: images
+        to start from instead of the benign ones (a warm start: e.g. another budget's adversarial images), projected
+        onto this attack's eps-ball; it replaces the random start, so the attack must have ``random_start=False``."""
+        if start is not None:
+            if self.random_start and self.eps > 0:
+                raise ValueError("a warm start replaces the random start: build the attack with random_start=False")
+            if start.shape != images.shape:
+                raise ValueError(f"the warm start has shape {tuple(start.shape)}, the images {tuple(images.shape)}")
+        self._warm = None if start is None else start.detach().to(device=images.device, dtype=images.dtype)
+        try:
+            with frozen_eval(self.model, eval_mode=self.eval_mode):
+                adv = self.perturb(images.detach(), objective)
+        finally:
+            self._warm = None
         return adv.detach()
 
     def perturb(self, x: torch.Tensor, objective: Objective) -> torch.Tensor:
@@ -135,6 +147,8 @@ class Attack:
             self.uniform(like, -self.eps, self.eps)
 
     def start(self, x: torch.Tensor) -> torch.Tensor:
+        if self._warm is not None:
+            return self.project(self._warm, x)
         if self.random_start and self.eps > 0:
             return self.project(x + self.uniform(x, -self.eps, self.eps), x)
         return x.clone()

@@ -78,6 +78,9 @@ class AttackMethod:
     # False: the method reads the model's outputs only, never its gradients (a score-based black-box attack); the
     # robustness card compares such members with the gradient-based ones (the black-box flag)
     uses_gradients = True
+    # True: attack() takes start= (images to start from instead of a random start; the robustness card's checks
+    # continue an attack from another budget's result with it)
+    warm_start = False
     defaults: ClassVar[dict[str, Any]] = {}
     demo_defaults: ClassVar[dict[str, Any]] = {}
     fast_settings: ClassVar[dict[str, Any]] = {}
@@ -133,6 +136,7 @@ class _CodeGuidedPGD(AttackMethod):
     """Sign-gradient attacks guided by a code derived from labels (mainstay or CgAT center)."""
 
     uses_generator = True
+    warm_start = True
     needs_untargeted: ClassVar[frozenset[str]] = frozenset({"train_codes", "train_labels"})
     needs_targeted: ClassVar[frozenset[str]] = frozenset({"train_codes", "train_labels"})
     # random_start None: the generator's own default (a random start for PGD and APGD, none for the FGSM family).
@@ -156,12 +160,12 @@ class _CodeGuidedPGD(AttackMethod):
         m = self.guide(labels)
         return m if self.is_targeted else -m
 
-    def attack(self, x, y, target):
+    def attack(self, x, y, target, start=None):
         m = self.guide(target if self.is_targeted else y)
         parity = self.settings["parity"]
         per_sample = getattr(self.crafter, "per_sample_objective", False)  # APGD compares each sample's objective
         return self.crafter(x, lambda h, _x: mainstay_loss(h, m, targeted=self.is_targeted, parity=parity,
-                                                         per_sample=per_sample))
+                                                         per_sample=per_sample), start=start)
 
 
 @ATTACKS.register("mainstay", "saat")

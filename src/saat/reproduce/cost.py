@@ -20,7 +20,9 @@ benchmark counts, the generator's steps as hashing-model passes of its batches, 
 not at all), ATRDH's PrototypeNet inside its defense step (measured with it); encoding: the evaluation of each model
 (database + queries), its training set once (the first attack or card that needs its codes; a defense encodes the
 training set of the model it starts from), the adversarial queries of each attack. A robustness card is its
-ensemble's iterations (restarts x iterations x queries per member) and, with the sanity checks, twice that. Under
+ensemble's iterations (restarts x iterations x queries per gradient member; the black-box member's model
+evaluations at the encoding's cost per image) and, with the sanity checks, 3.5 runs of its main member more
+(:class:`CardWork`). Under
 torchrun (world size W) the sharded work is divided by W (ideal scaling); THA's and ProS-GAN's network training,
 which every process runs whole, is not. Disk: model files from the parameter count (model.pt, and checkpoint.pt with
 the optimiser's state and the method's or defense's memories), cached codes (int8), each attack's codes, query
@@ -316,19 +318,38 @@ def _count_net_params(gan: bool, classes: int, image_size: int, bits: int) -> in
     return sum(p.numel() for n in nets for p in n.parameters())
 
 
-def card_iterations(spec: GridSpec, preset: Preset) -> tuple[int, list[str]]:
-    """Image-iterations per attacked query of one card's ensemble, and the members' names."""
+@dataclass(frozen=True)
+class CardWork:
+    """Per attacked query, what one card's ensemble costs: iterations with a backward pass (the gradient members,
+    restarts included), model evaluations without one (the black-box member), and what the sanity checks add in
+    iterations of the main member (profile version 3: the four eps-curve points and the collapse check at half its
+    iterations, the converged check's continuation at its full count)."""
+
+    gradient: int
+    forward: int
+    checks: float
+    members: list[str]
+
+
+def card_iterations(spec: GridSpec, preset: Preset) -> CardWork:
+    """What one card of ``preset`` costs per attacked query (:class:`CardWork`)."""
     from ..pipelines.robustness import demo_overrides
-    from ..robustness.evaluate import ensemble
+    from ..robustness.evaluate import EPS_MULTIPLES, ensemble
 
     overrides = demo_overrides(preset.card_preset, False) if is_demo(spec) else {}
-    total, names = 0, []
+    gradient, forward, names, main_steps = 0, 0, [], None
     for m in ensemble(preset.card_preset, False):
         cls = ATTACKS.get(m.attack)
-        settings = {**cls.defaults, **overrides.get(m.attack, {}), **m.settings}
-        total += m.restarts * int(settings.get("steps") or 1)
+        steps = int({**cls.defaults, **overrides.get(m.attack, {}), **m.settings}.get("steps") or 1)
+        main_steps = steps if main_steps is None else main_steps
+        if cls.uses_gradients:
+            gradient += m.restarts * steps
+        else:
+            forward += m.restarts * steps
         names.append(m.name)
-    return total, names
+    points = len([x for x in EPS_MULTIPLES if x not in (0, 1)])
+    checks = (points + 1) * (main_steps // 2) + main_steps + 1  # curve + collapse, converged, zero-gradient pass
+    return CardWork(gradient, forward, checks, names)
 
 
 def estimate_cell(cell: Cell, spec: GridSpec, sizes: Sizes, pr: Probe, *, world_size: int = 1,
@@ -395,13 +416,14 @@ def estimate_cell(cell: Cell, spec: GridSpec, sizes: Sizes, pr: Probe, *, world_
         if cell.attack in ("tha", "prosgan"):
             disk += 4 * _net_params(cell.attack, sizes, k)
     elif cell.kind == "card":
-        per_query, members = card_iterations(spec, preset)
+        cw = card_iterations(spec, preset)
         checks = cell.model in preset.card_checks
-        its = a * per_query * (2 if checks else 1)
-        parts = {"attack": its * t["attack"], "encode": a * len(members) * t["encode"]
-                 + first_train_encoding(cell.run)}
-        work = f"{a:,} q x {per_query} it ({len(members)} attacks)" + (" x2 (checks)" if checks else "")
-        disk = a * k * (len(members) + 2) + 8 * a + 4 * _net_params("tha", sizes, k)
+        its = a * (cw.gradient + (cw.checks if checks else 0))
+        parts = {"attack": its * t["attack"],
+                 "encode": a * (cw.forward + len(cw.members)) * t["encode"] + first_train_encoding(cell.run)}
+        work = (f"{a:,} q x {cw.gradient} it + {cw.forward} evals ({len(cw.members)} attacks)"
+                + (f" + {cw.checks:g} it (checks)" if checks else ""))
+        disk = a * k * (len(cw.members) + 2) + 8 * a + 4 * _net_params("tha", sizes, k)
     else:  # the report: a few seconds per run, a few figures
         runs = len(spec.bits) * len(spec.seeds) * (1 + 2 * (2 in spec.tables))
         parts = {"report": 3.0 * runs * w}  # written by one process

@@ -14,6 +14,7 @@ import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..attacks import ATTACKS
 from ..attacks.api import HashingModel, TensorAttack, gather_codes, own_batch_starts, state_hash, system_codes
 from ..attacks.base import frozen_eval
 from ..attacks.losses import mainstay_loss
@@ -50,6 +52,9 @@ _THA_QUICK = {"steps": 50, "step": 2 / 255, "proto_steps": 1000, "proto_lr": 1e-
 _SQUARE_QUICK_STEPS = 300
 # The black-box flag: the score-based member beating the best gradient-based member by more than this.
 BLACK_BOX_MARGIN = 0.02
+# How the checks share work (part of what a profile computes): the eps-curve points, the collapse check and the
+# converged check continue earlier runs (warm starts) instead of starting over (see _checks).
+_CHECKS_SHARE = "warm-start"
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,9 @@ def ensemble(preset: str = "standard", targeted: bool = False) -> list[Member]:
 # version are comparable.
 PROFILE_HISTORY: dict[str, dict[int, str]] = {
     # 2: the score-based black-box member (square) in both ensembles, and the black-box flag
-    "standard": {1: "ca2de2d5208075f7", 2: "cacb169110032148"},
-    "quick": {1: "218909d989547ff5", 2: "3f5cd2720af72133"},
+    # 3: the checks share work: the eps curve, collapse and converged checks continue earlier runs (warm starts)
+    "standard": {1: "ca2de2d5208075f7", 2: "cacb169110032148", 3: "0e5744d7d7e89aeb"},
+    "quick": {1: "218909d989547ff5", 2: "3f5cd2720af72133", 3: "5e46e58c2bf4e586"},
 }
 
 
@@ -108,7 +114,6 @@ def profile_version(preset: str) -> int:
 def profile_fingerprint(preset: str) -> str:
     """A hash of what the profile computes: both ensembles (each member's attack, its settings over the attack's
     defaults, its restarts) and the sanity checks' constants."""
-    from ..attacks import ATTACKS
 
     def members(targeted: bool) -> list:
         return [{"name": m.name, "attack": m.attack, "restarts": m.restarts,
@@ -117,7 +122,7 @@ def profile_fingerprint(preset: str) -> str:
     described = {"untargeted": members(False), "targeted": members(True), "eps_multiples": EPS_MULTIPLES,
                  "monotone_tolerance": MONOTONE_TOLERANCE, "collapse_margin": COLLAPSE_MARGIN,
                  "converged_tolerance": CONVERGED_TOLERANCE, "zero_gradient_share": ZERO_GRADIENT_SHARE,
-                 "noise_stream": _NOISE_STREAM, "black_box_margin": BLACK_BOX_MARGIN}
+                 "noise_stream": _NOISE_STREAM, "black_box_margin": BLACK_BOX_MARGIN, "checks_share": _CHECKS_SHARE}
     return hashlib.sha256(json.dumps(json_form(described), sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -166,6 +171,9 @@ class _Problem:
     work_dir: Path | None
     cache_dir: Path
     amp: bool = False
+    # adversarial images of the ensemble's first runs of warm-startable members (by member name): the checks
+    # continue from them instead of starting over
+    kept: dict = field(default_factory=dict)
 
     @property
     def targeted(self) -> bool:
@@ -183,23 +191,30 @@ class _Problem:
         return system_codes(self.model, images, self.batch_size)
 
 
-def _resume_key(problem: _Problem, settings: dict, eps: float, seed: int) -> dict:
-    """What an attack's resume file must match: its settings, eps and seed, and the precision it was crafted in."""
-    key = {**settings, "eps": eps, "seed": seed}
+def _resume_key(problem: _Problem, settings: dict, eps: float, seed: int, warm: str | None = None) -> dict:
+    """What an attack's resume file must match: its settings, eps and seed, the run it was warm-started from, and
+    the precision it was crafted in."""
+    key = {**settings, "eps": eps, "seed": seed, **({"warm_start": warm} if warm else {})}
     return {**key, "amp": precision_name(problem.x.device, True)} if problem.amp else key
 
 
 def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed: int, *,
-                model=None, knowledge: dict | None = None, key: str | None = None) -> tuple[np.ndarray, dict]:
+                model=None, knowledge: dict | None = None, key: str | None = None,
+                start: tuple[str, Callable[[], torch.Tensor]] | None = None,
+                keep_images: bool = False) -> tuple[np.ndarray, dict, torch.Tensor | None]:
     """Adversarial codes of every query under one attack run (cached in ``work_dir`` under ``key``), with its
-    time and passes per query."""
+    time and passes per query, and with ``keep_images`` its adversarial images (None when the codes came from the
+    cache; under torchrun only this process's batches are filled). ``start``: (the name of a run, a function giving
+    its adversarial images) to warm-start from instead of a random start; the images are asked for only when the
+    attack runs (not when its codes come from the cache)."""
+    warm = start[0] if start is not None else None
     if key is not None and problem.work_dir is not None:
         codes_file, info_file = problem.work_dir / f"{key}.npy", problem.work_dir / f"{key}.json"
         if codes_file.is_file() and info_file.is_file():
             info = json.loads(info_file.read_text())
-            if info.get("settings") == json_form(_resume_key(problem, settings, eps, seed)):
+            if info.get("settings") == json_form(_resume_key(problem, settings, eps, seed, warm)):
                 try:
-                    return load_npy(codes_file), info
+                    return load_npy(codes_file), info, None
                 except ValueError:  # a damaged resume file: the attack runs again
                     pass
     crafter = problem.crafter if model is None else PassCounter(model)
@@ -215,22 +230,29 @@ def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed
     # Under torchrun a replayable attack is sharded: this process replays the batches before its share, attacks its
     # share and gathers every process's codes (docs/scaling.md#sharded-attacks).
     starts, sharded = own_batch_starts(atk, q, bs, problem.x[:1], problem.y, problem.targets)
-    parts = [problem.encode(atk(problem.x[s:s + bs], problem.y[s:s + bs],
-                                target_labels=problem.targets[s:s + bs] if problem.targeted else None))
-             for s in starts]
+    start_images = start[1]() if start is not None else None
+    images = torch.zeros_like(problem.x) if keep_images else None
+    parts = []
+    for s in starts:
+        adv = atk(problem.x[s:s + bs], problem.y[s:s + bs],
+                  target_labels=problem.targets[s:s + bs] if problem.targeted else None,
+                  start=start_images[s:s + bs] if start_images is not None else None)
+        parts.append(problem.encode(adv))
+        if images is not None:
+            images[s:s + bs] = adv
     bits = problem.db_codes.shape[1]
     codes = np.concatenate(parts) if parts else np.zeros((0, bits), np.int8)
     passes = torch.tensor([[crafter.forwards - start_f, crafter.backwards - start_b]], dtype=torch.float64)
     if sharded:
         codes = gather_codes(codes, bits)
         passes = dist.all_gather_rows(passes, equal=True).sum(0, keepdim=True)
-    info = {"settings": json_form(_resume_key(problem, settings, eps, seed)),
+    info = {"settings": json_form(_resume_key(problem, settings, eps, seed, warm)),
             "seconds": time.perf_counter() - t0, "forwards_per_query": float(passes[0, 0]) / q,
             "backwards_per_query": float(passes[0, 1]) / q}
     if key is not None and problem.work_dir is not None and dist.is_main_process():
         atomic_save_npy(problem.work_dir / f"{key}.npy", codes)
         atomic_write_json(problem.work_dir / f"{key}.json", info)
-    return codes, info
+    return codes, info, images
 
 
 def _mean(values: np.ndarray) -> float:
@@ -316,9 +338,13 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
     member_best: dict[str, np.ndarray] = {}
     for mi, member in enumerate(members):
         best_ap, seconds, forwards, backwards = None, 0.0, 0.0, 0.0
+        keep = checks and ATTACKS.get(member.attack).warm_start  # the checks continue from its first run
         for r in range(member.restarts):
-            codes, info = _run_attack(problem, member.attack, member.settings, eps, derive_seed(seed, 100 + r),
-                                      key=f"{member.name}-r{r}")
+            codes, info, images = _run_attack(problem, member.attack, member.settings, eps,
+                                              derive_seed(seed, 100 + r), key=f"{member.name}-r{r}",
+                                              keep_images=keep and r == 0)
+            if images is not None:
+                problem.kept[member.name] = images
             ap = problem.ap(codes)
             seconds += info["seconds"]
             forwards += info["forwards_per_query"]
@@ -398,20 +424,58 @@ def _checks(problem: _Problem, card: dict, members: list[Member], member_best: d
     robust, clean = card["robust_map"], card["clean_map"]
     main = members[0]  # the mainstay APGD attack
     flags: dict[str, dict] = {}
+    first_run = derive_seed(problem.seed, 100)  # the seed of every member's first run
+    wins = {m.name: card["per_attack"][m.name]["wins"] for m in members}
+    strongest = max(members, key=lambda m: (wins[m.name], -members.index(m)))
+    for name in [n for n in problem.kept if n not in (main.name, strongest.name)]:
+        del problem.kept[name]  # only the main member's and the strongest member's images are continued
+
+    def first_images(member: Member) -> torch.Tensor:
+        """The adversarial images of the member's first run: kept by the ensemble, or crafted again (the same seed:
+        the same images) when its codes came from the resume cache."""
+        if member.name not in problem.kept:
+            problem.kept[member.name] = _run_attack(problem, member.attack, member.settings, eps, first_run,
+                                                    keep_images=True)[2]
+        return problem.kept[member.name]
+
+    # The checks share work: each eps-curve point continues the mainstay APGD attack from the images of its neighbour
+    # nearer eps (projected onto its own ball) for half the iterations, the collapse check continues from the largest
+    # point's images, and the converged check continues the strongest member's first run (docs/robustness.md).
+    steps_main = int(main.settings.get("steps") or _default_steps(main.attack))
+    warm = {**main.settings, "steps": max(1, steps_main // 2), "random_start": False}
+    below = sorted((m for m in EPS_MULTIPLES if 0 < m < 1), reverse=True)
+    above = sorted(m for m in EPS_MULTIPLES if m > 1)
+    source = {m: ([1.0, *below][i]) for i, m in enumerate(below)} | {m: ([1.0, *above][i]) for i, m in enumerate(above)}
+    point_images: dict[float, torch.Tensor] = {}
+
+    def run_name(mult: float) -> str:
+        return f"{main.name}-r0" if mult == 1 else f"curve-{mult:g}"
+
+    def images_at(mult: float) -> torch.Tensor:
+        if mult == 1:
+            return first_images(main)
+        if mult not in point_images:  # its codes came from the cache: crafted again from the same start
+            point_images[mult] = curve_point(mult, key=None)[1]
+        return point_images[mult]
+
+    def curve_point(mult: float, key: str | None) -> tuple[np.ndarray, torch.Tensor | None]:
+        src = source[mult]
+        codes, _, images = _run_attack(problem, main.attack, warm, min(1.0, eps * mult), first_run, key=key,
+                                       start=(run_name(src), lambda: images_at(src)), keep_images=True)
+        if images is not None:
+            point_images[mult] = images
+        return codes, images
 
     # monotone: a stronger budget never helps the model.
-    curve = []
-    for mult in EPS_MULTIPLES:
-        e = min(1.0, eps * mult)
-        if mult == 0:
-            value = clean
-        elif mult == 1:
-            value = _mean(member_best[main.name])
-        else:
-            codes, _ = _run_attack(problem, main.attack, main.settings, e, derive_seed(problem.seed, 100),
-                                   key=f"curve-{mult:g}")
-            value = _mean(problem.ap(codes))
-        curve.append({"eps": e, "eps_255": e * 255, "map": value})
+    values = {0.0: clean, 1.0: _mean(member_best[main.name])}
+    order, top = below + above, max(above, default=1.0)
+    for i, mult in enumerate(order):
+        values[mult] = _mean(problem.ap(curve_point(mult, key=f"curve-{mult:g}")[0]))
+        needed = {source[m] for m in order[i + 1:]} | ({top} if not targeted else set())
+        for m in [m for m in point_images if m not in needed]:
+            del point_images[m]  # nothing later continues from it
+    curve = [{"eps": min(1.0, eps * m), "eps_255": min(1.0, eps * m) * 255, "map": values[m]}
+             for m in EPS_MULTIPLES]
     worst_rise = monotone_violation([c["map"] for c in curve], targeted)
     flags["monotone"] = _flag(
         worst_rise > MONOTONE_TOLERANCE,
@@ -423,25 +487,29 @@ def _checks(problem: _Problem, card: dict, members: list[Member], member_best: d
 
     # collapse: with eps = 1 any image is allowed, so an attack that works reaches random-ranking quality.
     if not targeted:
-        # From the clean image (no random start): at eps = 1 a random start alone is a random image.
-        codes, _ = _run_attack(problem, "mainstay", {**main.settings, "random_start": False}, 1.0,
-                               derive_seed(problem.seed, 100), key="collapse")
+        # From the largest curve point's images (not a random start: at eps = 1 a random start is a random image).
+        codes, _, _ = _run_attack(problem, main.attack, warm, 1.0, first_run, key="collapse",
+                                  start=(run_name(top), lambda: images_at(top)))
         value, bound = _mean(problem.ap(codes)), card["random_ranking_map"] + COLLAPSE_MARGIN
         flags["collapse"] = _flag(
             value > bound,
-            (f"with eps = 1 (any image allowed) the mainstay attack, started at the clean image, leaves mAP "
-             f"{value:.3f}; a working attack brings it to the random-ranking mAP + {COLLAPSE_MARGIN} = {bound:.3f} or "
-             "below. Higher means the gradients are masked or obfuscated: the attack cannot find what is certainly "
-             "there."),
+            (f"with eps = 1 (any image allowed) the mainstay attack, continued from the eps x {top:g} images, leaves "
+             f"mAP {value:.3f}; a working attack brings it to the random-ranking mAP + {COLLAPSE_MARGIN} = "
+             f"{bound:.3f} or below. Higher means the gradients are masked or obfuscated: the attack cannot find "
+             "what is certainly there."),
             map=value, bound=bound)
+    point_images.clear()
 
     # converged: twice the iterations of the strongest attack should not change the worst case.
-    wins = {m.name: card["per_attack"][m.name]["wins"] for m in members}
-    strongest = max(members, key=lambda m: (wins[m.name], -members.index(m)))
     steps_now = int(strongest.settings.get("steps") or _default_steps(strongest.attack))
-    doubled = {**strongest.settings, "steps": 2 * steps_now}
-    codes, _ = _run_attack(problem, strongest.attack, doubled, eps, derive_seed(problem.seed, 100),
-                           key=f"converged-{strongest.name}")
+    if ATTACKS.get(strongest.attack).warm_start:  # its first run continued for as many iterations again
+        codes, _, _ = _run_attack(problem, strongest.attack, {**strongest.settings, "random_start": False}, eps,
+                                  first_run, key=f"converged-{strongest.name}",
+                                  start=(f"{strongest.name}-r0", lambda: first_images(strongest)))
+    else:
+        codes, _, _ = _run_attack(problem, strongest.attack, {**strongest.settings, "steps": 2 * steps_now}, eps,
+                                  first_run, key=f"converged-{strongest.name}")
+    problem.kept.clear()
     ap = problem.ap(codes)
     combined = np.maximum(worst_ap, ap) if targeted else np.minimum(worst_ap, ap)
     moved = abs(_mean(combined) - robust)
@@ -507,7 +575,6 @@ def _checks(problem: _Problem, card: dict, members: list[Member], member_best: d
 
 def _black_box(members: list[Member], card: dict, targeted: bool) -> dict | None:
     """The best score-based member against the best gradient-based one (None when the ensemble lacks either)."""
-    from ..attacks import ATTACKS
 
     pick = max if targeted else min
     maps = {m.name: card["per_attack"][m.name]["map"] for m in members}
@@ -523,7 +590,6 @@ def _black_box(members: list[Member], card: dict, targeted: bool) -> dict | None
 
 def _default_steps(attack: str) -> int:
     """The attack's own iteration count (the members' settings already hold the caller's overrides)."""
-    from ..attacks import ATTACKS
 
     return int(ATTACKS.get(attack).defaults.get("steps", 100))
 
@@ -555,7 +621,7 @@ def _transfer(problem: _Problem, surrogate, eps: float, robust: float, targeted:
                 "detail": "a targeted transfer attack needs the surrogate's training codes"}
     else:
         knowledge, attack, settings = {}, "hag", {}
-    codes_adv, info = _run_attack(problem, attack, settings, eps, derive_seed(problem.seed, 100), model=model,
+    codes_adv, info, _ = _run_attack(problem, attack, settings, eps, derive_seed(problem.seed, 100), model=model,
                                   knowledge=knowledge, key="transfer")
     value = _mean(problem.ap(codes_adv))
     beats = value > robust + 1e-12 if targeted else value < robust - 1e-12
