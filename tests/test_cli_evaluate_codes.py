@@ -35,6 +35,8 @@ def test_evaluate_codes_writes_the_same_metrics_as_the_api(code_files, tmp_path,
     printed = capsys.readouterr().out
     assert "mAP@100" in printed and "t-MAP@100" in printed and f"wrote {out}" in printed
     data = json.loads(out.read_text())
+    aps = R.average_precision(q, db, ql, dl, topk=100)
+    assert R.format_ci(data["mAP"], R.ci_or_none(aps), digits=4) in printed  # the mAP with its 95 % interval
     assert data["mAP"] == R.mean_average_precision(q, db, ql, dl, topk=100)
     assert data["t-MAP"] == R.targeted_mean_average_precision(q, db, np.roll(ql, 2, axis=1), dl, topk=100)
     assert data["counts"] == {"queries": 30, "database": 400, "bits": 16, "classes": 5,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..retrieval import ci_or_none, format_ci
 from .common import DefaultsHelpFormatter, parse_topk
 
 
@@ -97,7 +98,8 @@ def format_summary(res, tmap: float | None, seconds: float) -> str:
     lines = [
         f"Retrieval: {res.n_queries:,} queries x {res.n_database:,} database items, {res.n_bits} bits, "
         f"{res.n_classes} classes (backend {res.backend}, {seconds:.2f} s)",
-        f"  mAP@{k:<8} {res.map:.4f}   (random ranking: {res.extra['random_ranking_mAP']:.4f}; "
+        f"  mAP@{k:<8} {format_ci(res.map, ci_or_none(res.ap[~np.isnan(res.ap)]), digits=4)}   "
+        f"(random ranking: {res.extra['random_ranking_mAP']:.4f}; "
         f"{'drop-empty' if res.drop_empty else 'all-queries'} mean)",
     ]
     if tmap is not None:

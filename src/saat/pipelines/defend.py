@@ -19,6 +19,7 @@ from ..checkpoint import save_model
 from ..config import DEMO_DATASETS, check_values, config_from_dict, load_yaml, preset_settings
 from ..data import FirstItems
 from ..defenses import DEFENSES, DefenseContext
+from ..retrieval import format_ci
 from ..runs import RunDir, TrainRecord
 from ..utils import dist
 from ..utils.codes import sign_codes
@@ -208,7 +209,8 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
         atomic_write_json(files.metrics, result)
     dist.barrier()
     if progress and "mAP" in result:
-        print(f"clean mAP of the defended model: {result['mAP']:.4f}; wrote {out_dir}")
+        print(f"clean mAP of the defended model: {format_ci(result['mAP'], result.get('mAP_ci'), digits=4)}; "
+              f"wrote {out_dir}")
     return result
 
 
