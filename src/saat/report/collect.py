@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..runs import AttackDir, AttackRecord, RunDir, TrainRecord
+from ..utils.io import load_npy
 
 RUN_MARKERS = RunDir.MARKERS
 DEFENSE_NAMES = {"saat": "SAAT", "atrdh": "ATRDH", "cgat": "CgAT", "comdefend": "ComDefend"}
@@ -84,7 +85,7 @@ class AttackResult:
         """``path`` as an array when it exists, reads and passes ``check``; else None (read once)."""
         if path.name not in self._arrays:
             try:
-                value = np.load(path, allow_pickle=False)
+                value = load_npy(path)
             except (OSError, ValueError):
                 value = None
             self._arrays[path.name] = value if value is not None and check(value) else None
