@@ -56,7 +56,18 @@ def register(sub) -> None:
     p.add_argument("--parity", action="store_true", default=None,
                    help="SAAT: reproduce the authors' code (train-mode crafting, code memory shared with the hashing "
                         "loss); the default crafts in eval mode with a separate +-1 memory")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="any other setting")
+    p.add_argument("--inner", choices=["pgd", "fgsm-rs", "n-fgsm", "free"],
+                   help="inner maximiser: pgd (the paper's: --steps iterations of --step), fgsm-rs (one step of "
+                        "1.25 eps from a random start), n-fgsm (noise of 2 eps, one step of eps, no projection to the "
+                        "eps-ball), free (each batch replayed --replays times, the perturbation carried, epochs / M) "
+                        "(default pgd; docs/defenses.md#fast-adversarial-training)")
+    p.add_argument("--replays", type=int, metavar="M", help="free training: replays per batch (default 4)")
+    p.add_argument("--on-collapse", choices=["warn", "stop", "fallback"],
+                   help="when the catastrophic-overfitting watch (on for the fast inner maximisers; "
+                        "--option watch=on|off) sees PGD-10 robustness collapse: warn, stop keeping the best PGD-10 "
+                        "weights, or fall back to --inner pgd for the rest of the run (default warn)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting (e.g. watch_every=50, watch_size=64, collapse_threshold=0.1)")
     p.add_argument("--seed", type=int, default=0, help="one seed drives every random choice (default 0)")
     add_device_args(p)
     p.add_argument("--no-evaluate", dest="evaluate", action="store_false", help="skip the clean evaluation")

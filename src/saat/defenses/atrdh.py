@@ -12,7 +12,7 @@ from ..utils.codes import sign_codes
 from ..utils.dist import global_count, local_rows, set_rows
 from ..utils.rng import SeededStream, seeded_init
 from ..utils.schedule import lr_factor, lr_milestones
-from .base import DEFENSES, PROTOTYPE_INIT_STREAM, TARGET_STREAM, Defense, DefenseContext
+from .base import DEFENSES, FAST_TRAINING_DEFAULTS, PROTOTYPE_INIT_STREAM, TARGET_STREAM, Defense, DefenseContext
 
 
 @DEFENSES.register("atrdh")
@@ -37,8 +37,12 @@ class ATRDHDefense(Defense):
         "eps": 8 / 255, "step": 2 / 255, "steps": 7, "weight": 2.0, "epochs": 100, "batch_size": 32,
         "optimizer": "adam", "lr": 1e-4, "betas": ADAM_BETAS, "weight_decay": 0.0, "lr_milestones": (0.5, 0.75),
         "proto_lr": 1e-4, "gamma": 1.0, "quant_weight": 1e-4,
+        **FAST_TRAINING_DEFAULTS,
     }
     demo_defaults: ClassVar[dict[str, Any]] = {"step": 8 / 255, "epochs": 3, "lr": 1e-3, "proto_lr": 1e-3}
+
+    # Its loss is not its (targeted) inner objective: free training's perturbation follows the inner objective.
+    free_follows_loss = False
 
     def __init__(self, ctx: DefenseContext, **settings):
         super().__init__(ctx, **settings)
@@ -88,6 +92,7 @@ class ATRDHDefense(Defense):
         target_code = local_rows(target_code)
         x_adv = self.crafter(x, lambda h, _x: -(h * target_code).mean())
         h_adv = self.outputs(x_adv)
+        self.observe(h_adv)
         with torch.no_grad():
             set_rows(idx, (self.memory, h_ben.detach()))
         hash_term = self.ctx.method(h_ben, y, idx)
@@ -96,6 +101,15 @@ class ATRDHDefense(Defense):
         adv_term = (inner - (2 * similar - 1)).pow(2).sum() / similar.numel()
         loss = hash_term + o["weight"] * adv_term
         return {"loss": loss, "hash": hash_term, "adv": adv_term, "prototype": proto_loss}
+
+    def watch_objective(self, y, targets):
+        """Towards the PrototypeNet's current codes of the watch's fixed target labels."""
+        with torch.no_grad():
+            code = sign_codes(self.prototypes(targets))
+        return lambda h, _x: -(h * code).mean()
+
+    def watch_database(self):
+        return self.code_memory, self.ctx.train_labels
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "code_memory": self.code_memory.detach().cpu(),

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..attacks.mainstay import center_from_memory
 from ..utils.dist import draw_for_shard
 from ..utils.rng import SeededStream
-from .base import AUGMENT_STREAM, DEFENSES, DefenseContext, GuidedDefense
+from .base import AUGMENT_STREAM, DEFENSES, FAST_TRAINING_DEFAULTS, DefenseContext, GuidedDefense
 
 
 @DEFENSES.register("cgat")
@@ -26,6 +26,7 @@ class CgATDefense(GuidedDefense):
     defaults: ClassVar[dict[str, Any]] = {
         "eps": 8 / 255, "step": 2 / 255, "steps": 7, "epochs": 30, "batch_size": 32, "optimizer": "sgd",
         "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "lr_milestones": (0.5, 0.75), "augment": True,
+        **FAST_TRAINING_DEFAULTS,
     }
     demo_defaults: ClassVar[dict[str, Any]] = {"step": 8 / 255, "epochs": 3}
 

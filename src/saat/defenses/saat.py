@@ -9,7 +9,7 @@ import torch
 
 from ..attacks.mainstay import mainstay_from_memory
 from ..utils.codes import sign_codes
-from .base import DEFENSES, DefenseContext, GuidedDefense
+from .base import DEFENSES, FAST_TRAINING_DEFAULTS, DefenseContext, GuidedDefense
 
 
 @DEFENSES.register("saat")
@@ -39,6 +39,7 @@ class SAATDefense(GuidedDefense):
         "eps": 8 / 255, "step": 2 / 255, "steps": 7, "lambda_": 1.0, "mu": 1e-4, "parity": False,
         "epochs": 20, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.0, "weight_decay": 1e-5,
         "lr_milestones": (0.5, 0.75),
+        **FAST_TRAINING_DEFAULTS,
     }
     # The demo's larger eps needs a larger step for 7 iterations to reach the boundary of the ball.
     demo_defaults: ClassVar[dict[str, Any]] = {"step": 8 / 255, "epochs": 3}

@@ -8,6 +8,8 @@ evaluate`` and ``saat attack`` work on it unchanged.
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,8 +19,10 @@ import yaml
 
 from ..checkpoint import save_model
 from ..config import DEMO_DATASETS, check_values, config_from_dict, load_yaml, preset_settings
-from ..data import FirstItems
+from ..data import FirstItems, to_device_batch
 from ..defenses import DEFENSES, DefenseContext
+from ..defenses.base import WATCH_STREAM
+from ..defenses.watch import CollapseWatch
 from ..retrieval import format_ci
 from ..runs import RunDir, TrainRecord
 from ..utils import dist
@@ -26,6 +30,7 @@ from ..utils.codes import sign_codes
 from ..utils.device import configure_backends, grad_scaler, resolve_device
 from ..utils.dist import is_main_process
 from ..utils.io import atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
+from ..utils.rng import seeded_generator
 from ..utils.schedule import lr_milestones
 from .common import encode_batch_size, encode_split, load_run, open_dataset
 from .evaluate import evaluate
@@ -47,6 +52,9 @@ class DefenseConfig:
     lambda_: float | None = None
     mu: float | None = None
     parity: bool | None = None
+    inner: str | None = None  # pgd (the paper's), fgsm-rs, n-fgsm, free (docs/defenses.md#fast-adversarial-training)
+    replays: int | None = None  # free training's M
+    on_collapse: str | None = None  # warn, stop, fallback
     options: dict = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
@@ -64,7 +72,7 @@ class DefenseConfig:
 def defense_settings(cls, cfg: DefenseConfig, demo: bool) -> dict:
     """The defense's paper defaults, then the demo preset (if demo), then the user's explicit settings."""
     explicit = {k: getattr(cfg, k) for k in ("eps", "step", "steps", "epochs", "batch_size", "lr", "lambda_", "mu",
-                                             "parity")}
+                                             "parity", "inner", "replays", "on_collapse")}
     return preset_settings(cls.defaults, cls.demo_defaults, what=f"defense {cls.name!r}", demo=demo,
                            explicit={**explicit, **cfg.options})
 
@@ -117,6 +125,9 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     settings = defense_settings(defense_cls, cfg, demo=ds.name.lower() in DEMO_DATASETS)
     configure_backends(device, cfg.tf32, parity=bool(settings.get("parity")))
     batch_size, epochs = int(settings["batch_size"]), int(settings["epochs"])
+    replays = int(settings["replays"]) if settings.get("inner") == "free" else 1
+    if replays > 1:  # free training: epochs / M passes of M replays, as many weight updates as the epochs ask
+        epochs = max(1, math.ceil(epochs / replays))
     train_split = ds.train if cfg.train_limit is None else FirstItems(ds.train, cfg.train_limit)
     check_global_batches(len(train_split), batch_size)
     torch.manual_seed(cfg.seed)
@@ -135,7 +146,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     labels = ds.train.labels.to(device)
     method.init_memory(codes, labels)
     per_epoch = len(train_split) // batch_size if len(train_split) > batch_size else 1
-    total = per_epoch * epochs
+    total = per_epoch * epochs * replays
     ctx = DefenseContext(model, method, device, codes, outputs, labels, seed=cfg.seed, amp=cfg.amp,
                          db_labels=ds.database.labels.to(device), total_iterations=total)
     defense = defense_cls(ctx, **settings)
@@ -146,12 +157,14 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     scaler_state = {"scaler": scaler} if scaler is not None else {}
 
     writer = is_main_process()
+    watch = _collapse_watch(defense, train_split, cfg.seed, device) if defense.watched else None
+    watch_state = {"watch": watch} if watch is not None else {}
     log: list[dict] = []
     start_epoch = step = 0
     if resume and files.checkpoint.is_file():
         start_epoch, step, log = restore_training_state(out_dir, "defense checkpoint", model=model, method=method,
                                                         defense=defense, optimizer=optimizer, scheduler=scheduler,
-                                                        **scaler_state)
+                                                        **scaler_state, **watch_state)
         if progress:
             print(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
     elif writer:
@@ -161,35 +174,92 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
              "settings": _plain(settings)}, sort_keys=False))
     if progress:
         mode = "parity" if settings.get("parity") else "default"
-        print(f"defending {run_dir} with {defense.name} ({mode} mode): {epochs} epochs of {per_epoch} batches, "
-              f"eps {settings['eps'] * 255:g}/255, on {device}")
+        inner = defense.inner + (f", {replays} replays per batch" if replays > 1 else "")
+        print(f"defending {run_dir} with {defense.name} ({mode} mode, inner {inner}): {epochs} epochs of "
+              f"{per_epoch} batches, eps {settings['eps'] * 255:g}/255, on {device}"
+              + (f"; watching for catastrophic overfitting (on collapse: {settings['on_collapse']})" if watch else ""))
 
     def step_fn(x, y, idx, it):
         return defense.step(defense.augment(x), y, idx, it)
 
+    current = {"epoch": start_epoch}
+    collapse: dict | None = None
+
+    def look(at_step: int) -> bool:
+        """One watch point: log it; on a collapse warn, and stop (True) or fall back to PGD as asked."""
+        nonlocal collapse
+        record = watch.measure(current["epoch"] + 1, at_step)
+        log.append(record)
+        if progress:
+            print(f"  watch (epoch {record['epoch']}, step {at_step}): clean {record['clean']:.3f}, "
+                  f"{record['inner']} {record['train_attack']:.3f}, PGD-10 {record['pgd10']:.3f}")
+        if not record["collapse"]:
+            return False
+        action = settings["on_collapse"]
+        if action == "fallback" and defense.inner == "pgd":
+            action = "warn"  # already on PGD
+        event = {"kind": "collapse", "epoch": record["epoch"], "step": at_step, "inner": record["inner"],
+                 "pgd10": record["pgd10"], "best_pgd10": record["best_pgd10"],
+                 "train_attack": record["train_attack"], "action": action}
+        log.append(event)
+        if writer:  # under torchrun every rank watches (the same numbers), rank 0 tells
+            print(f"warning: catastrophic overfitting at epoch {record['epoch']} (step {at_step}): the PGD-10 mAP "
+                  f"of the watch batch fell to {record['pgd10']:.3f} from its best {record['best_pgd10']:.3f} "
+                  f"while the {record['inner']} mAP is {record['train_attack']:.3f}; "
+                  + {"warn": "training goes on (--on-collapse stop|fallback to act on it)",
+                     "stop": "stopping, with the weights of the best PGD-10 point",
+                     "fallback": "the rest of the run trains with --inner pgd"}[action], file=sys.stderr, flush=True)
+        if action == "fallback":
+            defense.switch_inner("pgd")
+        if collapse is None:
+            collapse = event
+        return action == "stop"
+
+    every = int(settings.get("watch_every") or 0)
+    after_step = (lambda at: look(at) if at % every == 0 else False) if watch is not None and every else None
+
     model.train()
     t0 = time.perf_counter()
+    stopped = False
     for epoch in range(start_epoch, epochs):
+        current["epoch"] = epoch
         loader = training_loader(train_split, batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers,
                                  device=device)
         dist.seed_rank_stream(cfg.seed, epoch)
         summary, step = run_epoch(model, loader, step_fn, optimizer, device=device, epoch=epoch, step=step, log=log,
                                   iteration_scheduler=scheduler, progress=progress, desc=defense.name,
-                                  channels_last=model.channels_last, sync=sync, scaler=scaler)
+                                  channels_last=model.channels_last, sync=sync, scaler=scaler, replays=replays,
+                                  after_backward=defense.after_backward, after_step=after_step)
         if progress:
             terms = ", ".join(f"{k} {summary[k]:.4f}" for k in summary
-                              if k not in ("kind", "epoch", "step", "seconds", "images_per_s", "lr", "world_size"))
+                              if k not in ("kind", "epoch", "step", "seconds", "images_per_s", "lr", "world_size",
+                                           "replays", "stopped"))
             print(f"epoch {epoch + 1}/{epochs}: {terms}; {summary['seconds']:.1f} s")
+        stopped = bool(summary.get("stopped"))
+        if watch is not None and not stopped and not (every and step % every == 0):
+            stopped = look(step)  # the end of every epoch is a watch point
+        if stopped:
+            restored = watch.restore_best()
+            log.append({"kind": "stopped", "epoch": epoch + 1, "step": step, "restored": restored})
+            if progress:
+                where = (f"epoch {restored['epoch']}, step {restored['step']} (PGD-10 {restored['pgd10']:.3f})"
+                         if restored else "none kept: the last weights")
+                print(f"stopped after a catastrophic overfitting; best PGD-10 weights restored: {where}")
         if writer:
-            save_training_state(files.checkpoint, epoch + 1, step, log, model=model, method=method,
-                                defense=defense, optimizer=optimizer, scheduler=scheduler,
-                                **scaler_state)
+            save_training_state(files.checkpoint, epochs if stopped else epoch + 1, step, log, model=model,
+                                method=method, defense=defense, optimizer=optimizer, scheduler=scheduler,
+                                **scaler_state, **watch_state)
             write_log(files.train_log, log)
+        if stopped:
+            break
     seconds = time.perf_counter() - t0
 
     metadata = {**meta, "origin": {"run": str(run_dir), "checkpoint": source.checkpoint_hash},
                 "defense": {"method": defense.name, "mode": "parity" if settings.get("parity") else "default",
                             **_plain(defense.settings_record())}}
+    events = [r for r in log if r.get("kind") in ("collapse", "stopped")]
+    if events:
+        metadata["defense"]["collapse"] = events
     if writer:
         save_model(files.model, model, metadata, method.state_dict())
     dist.barrier()  # model.pt is on disk for every rank
@@ -212,6 +282,15 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
         print(f"clean mAP of the defended model: {format_ci(result['mAP'], result.get('mAP_ci'), digits=4)}; "
               f"wrote {out_dir}")
     return result
+
+
+def _collapse_watch(defense, split, seed: int, device: torch.device) -> CollapseWatch:
+    """The watch of ``defense`` on a fixed batch of ``watch_size`` training images drawn with the run seed (its own
+    stream), kept on the device for the whole run."""
+    n = min(int(defense.settings["watch_size"]), len(split))
+    order = torch.randperm(len(split), generator=seeded_generator(seed, WATCH_STREAM, "batch"))[:n]
+    x, y, _ = to_device_batch(split.__getitems__(order.tolist()), device)
+    return CollapseWatch(defense, x, y, seed=seed, keep_best=defense.settings["on_collapse"] == "stop")
 
 
 def _plain(settings: dict) -> dict:

@@ -26,7 +26,9 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
               device: torch.device, epoch: int, step: int, log: list, log_every: int = 50,
               iteration_scheduler=None, progress: bool = True, desc: str = "train",
               channels_last: bool = False, sync: dist.GradientSync | None = None,
-              scaler: torch.amp.GradScaler | None = None) -> tuple[dict, int]:
+              scaler: torch.amp.GradScaler | None = None, replays: int = 1,
+              after_backward: Callable[[], None] | None = None,
+              after_step: Callable[[int], bool] | None = None) -> tuple[dict, int]:
     """Train for one pass over ``loader``. Returns (epoch summary, global step after the epoch).
 
     ``step_fn(x, y, idx, step)`` returns a dict of loss terms whose ``"loss"`` entry is back-propagated; every
@@ -36,6 +38,11 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
     before the optimiser steps (so every rank takes the one-process step of the global batch). ``scaler`` (float16
     AMP, :func:`saat.utils.device.grad_scaler`) scales the loss before the backward pass and unscales, checks and
     steps through the optimiser.
+
+    Free adversarial training (docs/defenses.md#fast-adversarial-training): ``replays`` steps on every batch, each
+    a step of its own (optimiser, schedule, log, ``step`` count); ``after_backward()`` runs after each backward pass
+    and before the optimiser steps (the perturbation's update). ``after_step(step)`` runs after each step (the
+    catastrophic-overfitting watch); when it returns True the epoch ends there (the summary covers the steps run).
 
     No step reads a value back from the device (each read would wait for the device, utils/meters.py): the terms
     are summed on the device and read every ``log_every`` steps (that step's record, and the progress bar's
@@ -56,45 +63,59 @@ def run_epoch(model: torch.nn.Module, loader: Iterable, step_fn: StepFn, optimiz
     def backward(loss: torch.Tensor) -> None:
         (loss if scaler is None else scaler.scale(loss)).backward()
 
+    stopped = False
     for batch in loader:
         x, y, idx = to_device_batch(batch, device, channels_last)
-        if sync is None:
-            terms = step_fn(x, y, idx, step)
-            optimizer.zero_grad(set_to_none=True)
-            backward(terms["loss"])
-            n_images += x.shape[0]
-        else:
-            with dist.sharded_step():
+        for _ in range(replays):
+            if sync is None:
                 terms = step_fn(x, y, idx, step)
                 optimizer.zero_grad(set_to_none=True)
                 backward(terms["loss"])
-                n_images += dist.global_count(x.shape[0])
-            terms = sync(terms)  # the global batch's gradients and loss terms (on the device), on every rank
-        watch.observe(terms["loss"], step)
-        if scaler is None:
-            optimizer.step()
-        else:  # skips the step when the scaled gradients overflowed, then adapts the scale
-            scaler.step(optimizer)
-            scaler.update()
-        if iteration_scheduler is not None:
-            iteration_scheduler.step()
-        sums.add(terms)
-        n_batches += 1
-        step += 1
-        if log_every and step % log_every == 0:
-            stop_if_non_finite()
-            values = read_scalars(terms)
-            log.append({"kind": "step", "epoch": epoch + 1, "step": step, **values,
-                        "lr": optimizer.param_groups[0]["lr"]})
-            rate = n_images / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix({**{k: f"{v:.4f}" for k, v in values.items()}, "img/s": f"{rate:.0f}"}, refresh=False)
+                n_images += x.shape[0]
+            else:
+                with dist.sharded_step():
+                    terms = step_fn(x, y, idx, step)
+                    optimizer.zero_grad(set_to_none=True)
+                    backward(terms["loss"])
+                    n_images += dist.global_count(x.shape[0])
+                terms = sync(terms)  # the global batch's gradients and loss terms (on the device), on every rank
+            if after_backward is not None:
+                after_backward()
+            watch.observe(terms["loss"], step)
+            if scaler is None:
+                optimizer.step()
+            else:  # skips the step when the scaled gradients overflowed, then adapts the scale
+                scaler.step(optimizer)
+                scaler.update()
+            if iteration_scheduler is not None:
+                iteration_scheduler.step()
+            sums.add(terms)
+            n_batches += 1
+            step += 1
+            if log_every and step % log_every == 0:
+                stop_if_non_finite()
+                values = read_scalars(terms)
+                log.append({"kind": "step", "epoch": epoch + 1, "step": step, **values,
+                            "lr": optimizer.param_groups[0]["lr"]})
+                rate = n_images / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix({**{k: f"{v:.4f}" for k, v in values.items()}, "img/s": f"{rate:.0f}"},
+                                refresh=False)
+            if after_step is not None and after_step(step):
+                stopped = True
+                break
         bar.update(1)
+        if stopped:
+            break
     bar.close()
     stop_if_non_finite()
     seconds = time.perf_counter() - t0
     summary = {k: total / max(n_batches, 1) for k, (total, _) in sums.read().items()}
     summary.update({"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": seconds,
                     "images_per_s": n_images / max(seconds, 1e-9), "lr": optimizer.param_groups[0]["lr"]})
+    if replays > 1:
+        summary["replays"] = replays
+    if stopped:
+        summary["stopped"] = True
     if sync is not None:
         summary["world_size"] = dist.world_size()
     log.append(summary)
