@@ -5,8 +5,13 @@
     opt = defense.build_optimizer(model.parameters())
     for epoch in range(epochs):
         for it, (x, y, idx) in enumerate(loader):         # images in [0, 1], multi-hot labels, dataset indices
-            loss = defense.step(x, y, idx, it)["loss"]
-            opt.zero_grad(); loss.backward(); opt.step()
+            for _ in range(defense.replays):              # free training replays each batch (1 otherwise)
+                loss = defense.step(x, y, idx, it)["loss"]
+                opt.zero_grad(); loss.backward(); defense.after_backward(); opt.step()
+
+``inner="fgsm-rs"`` (or ``"n-fgsm"``, ``"free"`` with ``replays=M``) replaces the paper's PGD inner maximiser
+(docs/defenses.md#fast-adversarial-training); ``defense.after_backward()`` is free training's perturbation update
+and does nothing for the others.
 
 ``hashing_loss`` is one of the seven methods by name (built for the model's code length and the training set,
 its memories filled from ``train_codes``) or any callable ``(h, y, idx) -> loss``. The model is any module
