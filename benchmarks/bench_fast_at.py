@@ -161,13 +161,13 @@ def _ci(value: float | None, ci) -> str:
 def _print_table(result: dict) -> None:
     print(f"\n{result['defense']} by inner maximiser (epoch time / plain epoch: median (min, max) over interleaved "
           "rounds; mAP@1000 with 95 % intervals)")
-    print(f"{'variant':<9} {'epoch / plain':<22} {'clean':<22} {'SAAT attack':<22} {'worst case (quick)':<22} "
+    print(f"{'variant':<9} {'epoch / plain':<34} {'clean':<22} {'SAAT attack':<22} {'worst case (quick)':<22} "
           "collapses")
     for name in result["variants"]:
         rt = result.get("epoch_ratio", {}).get(name)
         time_text = Stat(rt["values"]).fmt(".2f", "x") if rt else "-"
         r = result.get("runs", {}).get(name, {})
-        print(f"{name:<9} {time_text:<22} {_ci(r.get('clean_map'), r.get('clean_map_ci')):<22} "
+        print(f"{name:<9} {time_text:<34} {_ci(r.get('clean_map'), r.get('clean_map_ci')):<22} "
               f"{_ci(r.get('saat_attack_map'), r.get('saat_attack_map_ci')):<22} "
               f"{_ci(r.get('worst_case_map'), r.get('worst_case_map_ci')):<22} {len(r.get('collapses', [])) or '-'}")
 
