@@ -183,11 +183,9 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
         return defense.step(defense.augment(x), y, idx, it)
 
     current = {"epoch": start_epoch}
-    collapse: dict | None = None
 
     def look(at_step: int) -> bool:
         """One watch point: log it; on a collapse warn, and stop (True) or fall back to PGD as asked."""
-        nonlocal collapse
         record = watch.measure(current["epoch"] + 1, at_step)
         log.append(record)
         if progress:
@@ -211,8 +209,6 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
                      "fallback": "the rest of the run trains with --inner pgd"}[action], file=sys.stderr, flush=True)
         if action == "fallback":
             defense.switch_inner("pgd")
-        if collapse is None:
-            collapse = event
         return action == "stop"
 
     every = int(settings.get("watch_every") or 0)
