@@ -54,13 +54,13 @@ def _variant(name: str) -> dict:
     raise ValueError(f"unknown variant {name!r}: pgd-N, fgsm-rs, n-fgsm or free-M")
 
 
-def _defense_config(defense: str, spec: dict, epochs: int | None, seed: int):
+def _defense_config(defense: str, spec: dict, epochs: int | None, seed: int, evaluate: bool):
     from saat.pipelines.defend import DefenseConfig
 
     settings = dict(spec)
     return DefenseConfig(method=defense, epochs=epochs, steps=settings.pop("steps", None),
                          inner=settings.pop("inner"), replays=settings.pop("replays", None), options=settings,
-                         seed=seed, device="cpu", evaluate=epochs is None)
+                         seed=seed, device="cpu", evaluate=evaluate)
 
 
 def main(argv=None) -> int:
@@ -106,8 +106,8 @@ def main(argv=None) -> int:
 
                 def go() -> float:
                     out = Path(tmp) / f"epoch-{next(counter)}"
-                    m = saat.defend(run, _defense_config(args.defense, spec, replays, args.seed), out=out,
-                                    progress=False)
+                    cfg = _defense_config(args.defense, spec, replays, args.seed, evaluate=False)
+                    m = saat.defend(run, cfg, out=out, progress=False)
                     return m["seconds_per_epoch"] / replays  # free: one epoch of M replays is M epochs of updates
 
                 return go
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
                 out = Path(tmp) / f"run-{name}"
                 t0 = time.perf_counter()
                 print(f"{name}: defense run at the demo's settings ...", flush=True)
-                m = saat.defend(run, _defense_config(args.defense, spec, None, args.seed), out=out, progress=False)
+                cfg = _defense_config(args.defense, spec, None, args.seed, evaluate=True)
+                m = saat.defend(run, cfg, out=out, progress=False)
                 seconds = time.perf_counter() - t0
                 attack = run_attack(out, AttackConfig(method="mainstay", num_queries=100, seed=args.seed, steps=50),
                                     device="cpu", progress=False, write=False)

@@ -19,7 +19,7 @@ from ..utils.codes import sign_codes
 from ..utils.device import autocast, with_amp
 from ..utils.dist import set_rows
 from ..utils.registry import Registry
-from .inner import INNER_MAXIMISERS, make_inner
+from .inner import INNER_MAXIMISERS, FreeInner, make_inner
 
 DEFENSES = Registry("defense")
 
@@ -153,7 +153,7 @@ class Defense:
     def switch_inner(self, name: str) -> None:
         """Use another inner maximiser from now on (the catastrophic-overfitting fallback to PGD)."""
         self.inner = name
-        self.crafter = self.make_crafter(eval_mode=getattr(self, "_crafter_eval_mode", True))
+        self.crafter = self.make_crafter(eval_mode=self._crafter_eval_mode)
 
     def observe(self, h_adv: torch.Tensor) -> None:
         """The step's adversarial outputs, for a crafter that follows the training (free training)."""
@@ -189,7 +189,7 @@ class Defense:
         state = {"memory": self.memory.detach().cpu(), "crafter_generator": self.crafter.rng.state_dict()}
         if "inner" in self.settings:
             state["inner"] = self.inner
-            if hasattr(self.crafter, "delta"):
+            if isinstance(self.crafter, FreeInner):
                 state["crafter_state"] = self.crafter.state_dict()
         return state
 
@@ -198,7 +198,7 @@ class Defense:
         if state.get("inner", self.inner) != self.inner:  # the run had fallen back to PGD
             self.switch_inner(state["inner"])
         self.crafter.rng.load_state_dict(state["crafter_generator"])
-        if "crafter_state" in state and hasattr(self.crafter, "load_state_dict"):
+        if "crafter_state" in state and isinstance(self.crafter, FreeInner):
             self.crafter.load_state_dict(state["crafter_state"], self.ctx.device)
 
     def settings_record(self) -> dict:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..attacks.base import frozen_eval
+from ..attacks.api import system_codes
 from ..attacks.generators import PGD
 from ..retrieval import average_precision
 from ..utils.codes import sign_codes
@@ -65,21 +65,20 @@ class CollapseWatch:
                        seed=seed)
         return make_inner(name, model, eps=s["eps"], step=s["step"], steps=s["steps"], seed=seed)
 
-    def _map(self, images: torch.Tensor) -> float:
-        model = self.defense.ctx.model
-        with frozen_eval(model), torch.no_grad():
-            codes = sign_codes(model(images).float())
-        db_codes, db_labels = self.defense.watch_database()
-        ap = average_precision(codes.cpu().numpy(), sign_codes(db_codes).cpu().numpy(), self.y.cpu().numpy(),
-                               db_labels.cpu().numpy(), topk=None)
+    def _map(self, images: torch.Tensor, db: tuple[np.ndarray, np.ndarray]) -> float:
+        """mAP of the codes of ``images`` (the labels of the watch batch) against ``db`` (codes, labels)."""
+        ap = average_precision(system_codes(self.defense.ctx.model, images), db[0], self.y.cpu().numpy(), db[1],
+                               topk=None)
         return float(np.mean(ap))
 
     def measure(self, epoch: int, step: int) -> dict:
         objective = self.defense.watch_objective(self.y, self.targets)
         training = self.defense.inner
-        values = {"clean": self._map(self.x)}
+        codes, labels = self.defense.watch_database()
+        db = (sign_codes(codes).to(torch.int8).cpu().numpy(), labels.cpu().numpy())
+        values = {"clean": self._map(self.x, db)}
         for key, name in (("train_attack", training), ("pgd10", "pgd-10")):
-            values[key] = self._map(self._attack(name)(self.x, objective))
+            values[key] = self._map(self._attack(name)(self.x, objective), db)
         self.calls += 1
         # the bests since the training attack last changed (a fallback to PGD starts the comparison over)
         same = [h for h in self.history if h["inner"] == training]

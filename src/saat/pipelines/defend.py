@@ -182,11 +182,9 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
     def step_fn(x, y, idx, it):
         return defense.step(defense.augment(x), y, idx, it)
 
-    current = {"epoch": start_epoch}
-
-    def look(at_step: int) -> bool:
+    def look(epoch_number: int, at_step: int) -> bool:
         """One watch point: log it; on a collapse warn, and stop (True) or fall back to PGD as asked."""
-        record = watch.measure(current["epoch"] + 1, at_step)
+        record = watch.measure(epoch_number, at_step)
         log.append(record)
         if progress:
             print(f"  watch (epoch {record['epoch']}, step {at_step}): clean {record['clean']:.3f}, "
@@ -211,14 +209,13 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
             defense.switch_inner("pgd")
         return action == "stop"
 
-    every = int(settings.get("watch_every") or 0)
-    after_step = (lambda at: look(at) if at % every == 0 else False) if watch is not None and every else None
+    every = int(settings.get("watch_every") or 0) if watch is not None else 0
 
     model.train()
     t0 = time.perf_counter()
     stopped = False
     for epoch in range(start_epoch, epochs):
-        current["epoch"] = epoch
+        after_step = (lambda at, e=epoch + 1: at % every == 0 and look(e, at)) if every else None
         loader = training_loader(train_split, batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers,
                                  device=device)
         dist.seed_rank_stream(cfg.seed, epoch)
@@ -233,7 +230,7 @@ def _defend(run_dir: Path, cfg: DefenseConfig, out_dir: Path, resume: bool, prog
             print(f"epoch {epoch + 1}/{epochs}: {terms}; {summary['seconds']:.1f} s")
         stopped = bool(summary.get("stopped"))
         if watch is not None and not stopped and not (every and step % every == 0):
-            stopped = look(step)  # the end of every epoch is a watch point
+            stopped = look(epoch + 1, step)  # the end of every epoch is a watch point
         if stopped:
             restored = watch.restore_best()
             log.append({"kind": "stopped", "epoch": epoch + 1, "step": step, "restored": restored})
