@@ -4,6 +4,7 @@ is bit-identical to an uninterrupted run and no temporary file is left behind.""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,20 +67,31 @@ def test_train_killed_inside_a_write_resumes_bit_identical(uninterrupted, tmp_pa
     assert [r["epoch"] for r in log if r["kind"] == "epoch"] == [1, 2]
 
 
-DEFEND = "import saat; saat.defend({run!r}, method='saat', epochs=2, train_limit=64, out={out!r}, progress=False)"
+DEFEND = ("import saat; saat.defend({run!r}, method='saat', epochs=2, train_limit=64, evaluate=False, out={out!r}, "
+          "progress=False)")
 
 
 def defend_cmd(run_dir, out):
     return [sys.executable, "-c", DEFEND.format(run=str(run_dir), out=str(out))]
 
 
+@pytest.fixture(scope="module")
+def defended(mosaic_run, tmp_path_factory):
+    """A private copy of the demo's model (defending caches its training codes in it) and its uninterrupted
+    defense, shared by the kill points."""
+    source = shutil.copytree(mosaic_run, tmp_path_factory.mktemp("defend") / "csq",
+                             ignore=lambda d, names: {n for n in names if n.endswith(".pt")} if d.endswith("cache")
+                             else set())
+    full = source.parent / "full"
+    subprocess.run(defend_cmd(source, full), env=ENV, check=True, capture_output=True)
+    return source, full
+
+
 @pytest.mark.parametrize("fault", ["checkpoint.pt:1", "model.pt:1"])
-def test_defend_killed_inside_a_write_resumes_bit_identical(mosaic_run_copy, tmp_path, fault):
-    full = tmp_path / "full"
-    subprocess.run(defend_cmd(mosaic_run_copy, full), env=ENV, check=True, capture_output=True)
+def test_defend_killed_inside_a_write_resumes_bit_identical(defended, tmp_path, fault):
+    source, full = defended
     out = tmp_path / "killed"
-    proc = subprocess.run(defend_cmd(mosaic_run_copy, out), env={**ENV, "SAAT_FAULT_INJECT": fault},
-                          capture_output=True)
+    proc = subprocess.run(defend_cmd(source, out), env={**ENV, "SAAT_FAULT_INJECT": fault}, capture_output=True)
     assert proc.returncode == -signal.SIGKILL and temps(out)
     run(["defend", "--resume", str(out)])
     same_model(full / "model.pt", out / "model.pt")
