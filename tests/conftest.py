@@ -141,6 +141,13 @@ def mosaic_run_copy(mosaic_run, tmp_path):
     return shutil.copytree(mosaic_run, tmp_path / "csq", ignore=_without_attack_networks)
 
 
+@pytest.fixture(scope="module")
+def mosaic_run_module_copy(mosaic_run, tmp_path_factory):
+    """Like :func:`mosaic_run_copy`, one copy shared by the tests of a module (for a module-scoped result computed
+    from it, e.g. an uninterrupted run the tests compare against)."""
+    return shutil.copytree(mosaic_run, tmp_path_factory.mktemp("mosaic") / "csq", ignore=_without_attack_networks)
+
+
 @pytest.fixture
 def quick_demo_copy(quick_demo, tmp_path):
     """A private copy of the whole demo directory (``(out, result)`` like :func:`quick_demo`), for tests that run

@@ -4,7 +4,6 @@ is bit-identical to an uninterrupted run and no temporary file is left behind.""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -76,15 +75,12 @@ def defend_cmd(run_dir, out):
 
 
 @pytest.fixture(scope="module")
-def defended(mosaic_run, tmp_path_factory):
-    """A private copy of the demo's model (defending caches its training codes in it) and its uninterrupted
-    defense, shared by the kill points."""
-    source = shutil.copytree(mosaic_run, tmp_path_factory.mktemp("defend") / "csq",
-                             ignore=lambda d, names: {n for n in names if n.endswith(".pt")} if d.endswith("cache")
-                             else set())
-    full = source.parent / "full"
-    subprocess.run(defend_cmd(source, full), env=ENV, check=True, capture_output=True)
-    return source, full
+def defended(mosaic_run_module_copy, tmp_path_factory):
+    """The demo's model (a private copy: defending caches its training codes in it) and its uninterrupted defense,
+    shared by the kill points."""
+    full = tmp_path_factory.mktemp("defend") / "full"
+    subprocess.run(defend_cmd(mosaic_run_module_copy, full), env=ENV, check=True, capture_output=True)
+    return mosaic_run_module_copy, full
 
 
 @pytest.mark.parametrize("fault", ["checkpoint.pt:1", "model.pt:1"])
