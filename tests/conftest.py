@@ -1,4 +1,5 @@
 import shutil
+import subprocess
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +99,100 @@ def make_planted_retrieval(model: TinyHashModel, n_classes=4, per_class=(8, 12, 
 def planted_retrieval(tiny_hash_model):
     """:class:`PlantedRetrieval` on ``tiny_hash_model``: 4 classes; 32 training, 48 database, 16 query images."""
     return make_planted_retrieval(tiny_hash_model)
+
+
+def write_prototype_dataset(root, sizes: dict, side: int, classes: int, seed: int = 0) -> None:
+    """A dataset folder in the paired list format (``{split}_img.txt`` / ``{split}_label.txt`` + PNG files): per
+    class a random prototype image, each image its class's prototype plus noise, one-hot labels. ``sizes`` maps the
+    splits (train, test, database) to their image counts."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(40, 216, size=(classes, side, side, 3))
+    (root / "img").mkdir(parents=True)
+    for split, n in sizes.items():
+        paths, labels = [], []
+        for i, c in enumerate(rng.integers(0, classes, size=n)):
+            image = np.clip(prototypes[c] + rng.integers(-40, 41, size=(side, side, 3)), 0, 255).astype(np.uint8)
+            paths.append(f"img/{split}-{i}.png")
+            Image.fromarray(image).save(root / paths[-1])
+            labels.append(" ".join("1" if k == c else "0" for k in range(classes)))
+        (root / f"{split}_img.txt").write_text("\n".join(paths) + "\n")
+        (root / f"{split}_label.txt").write_text("\n".join(labels) + "\n")
+
+
+# ------------------------------------------------------------------------ fresh processes without the import cost
+
+_FRESH: list = []  # the multiprocessing context whose fork server has saat (and torch) imported
+
+
+def _fresh_target(fn, args, kwargs, env, out, err):
+    """What a fresh process runs: the given environment, stdout and stderr into files, the thread count a new
+    interpreter would take from OMP_NUM_THREADS and its default start method (multiprocessing set the fork server's
+    for this child: the data loaders' workers would start through it, slowly), then ``fn``; an int it returns is the
+    exit status."""
+    import multiprocessing
+    import os
+    import sys
+
+    multiprocessing.set_start_method(None, force=True)
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, path in ((1, out), (2, err)):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(handle, fd)
+        os.close(handle)
+    if env.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    result = fn(*args, **kwargs)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+class FreshProcess:
+    """``fn(*args, **kwargs)`` started in a new process, like ``python -c`` would run it (its own memory, its own
+    exit status, killable), but forked from a server process that has imported saat, torch and torch._dynamo
+    already: a start costs a fork instead of the ~6 s of those imports (the kill-and-resume tests start dozens)."""
+
+    def __init__(self, fn, *args, env: dict, **kwargs):
+        import multiprocessing
+        import tempfile
+
+        if not _FRESH:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["saat", "saat.cli", "torch._dynamo", "conftest"])
+            _FRESH.append(context)
+        self.name = getattr(fn, "__name__", "fn")
+        self._tmp = tempfile.TemporaryDirectory()
+        self._out, self._err = f"{self._tmp.name}/stdout", f"{self._tmp.name}/stderr"
+        self.process = _FRESH[0].Process(target=_fresh_target,
+                                         args=(fn, args, kwargs, dict(env), self._out, self._err))
+        self.process.start()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def wait(self) -> subprocess.CompletedProcess:
+        """The exit status (negative: killed by that signal) and the captured output."""
+        self.process.join()
+        with open(self._out) as out, open(self._err) as err:
+            done = subprocess.CompletedProcess(self.name, self.process.exitcode, out.read(), err.read())
+        self._tmp.cleanup()
+        return done
+
+
+def fresh_process(fn, *args, env: dict, **kwargs) -> subprocess.CompletedProcess:
+    """:class:`FreshProcess` run to its end."""
+    return FreshProcess(fn, *args, env=env, **kwargs).wait()
+
+
+def cli_main(argv: list[str]) -> int:
+    """``saat ARGV`` as the console script runs it (for :func:`fresh_process`)."""
+    from saat.cli import main
+
+    return main(argv)
 
 
 # ------------------------------------------------------------------------------------ end-to-end (slow) fixtures

@@ -15,9 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+
+from conftest import write_prototype_dataset
 
 SIDE, CLASSES, BITS, BATCH = 16, 4, 16, 8
 SPLIT_SIZES = {"train": 80, "test": 24, "database": 100}  # 80 / 8 = 10 steps per epoch; 2 epochs = 20 steps
@@ -137,27 +138,6 @@ def _mosaic(role: str, root: Path) -> None:
         (out / "results.json").write_text(json.dumps({"train": trained["mAP"], "saat": defended["mAP"]}))
 
 
-def _write_dataset(root: Path) -> None:
-    """Four classes, each a random prototype image plus noise, as PNG files in the paired list format."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    prototypes = rng.integers(40, 216, size=(CLASSES, SIDE, SIDE, 3))
-    root.mkdir(parents=True)
-    for split, n in SPLIT_SIZES.items():
-        classes = rng.integers(0, CLASSES, size=n)
-        paths, labels = [], []
-        for i, c in enumerate(classes):
-            image = np.clip(prototypes[c] + rng.integers(-40, 41, size=(SIDE, SIDE, 3)), 0, 255).astype(np.uint8)
-            path = f"img/{split}-{i}.png"
-            (root / "img").mkdir(exist_ok=True)
-            Image.fromarray(image).save(root / path)
-            paths.append(path)
-            labels.append(" ".join("1" if k == c else "0" for k in range(CLASSES)))
-        (root / f"{split}_img.txt").write_text("\n".join(paths) + "\n")
-        (root / f"{split}_label.txt").write_text("\n".join(labels) + "\n")
-
-
 # -------------------------------------------------------------------------------------------------------- tests
 
 
@@ -176,7 +156,7 @@ def _check(proc: subprocess.CompletedProcess) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    _write_dataset(root / "data")
+    write_prototype_dataset(root / "data", SPLIT_SIZES, side=SIDE, classes=CLASSES)
     _check(subprocess.run([sys.executable, __file__, "one", str(root)], env=_env(), capture_output=True,
                           text=True, timeout=300))
     _check(subprocess.run(_torchrun(__file__, "two", str(root)), env=_env(), capture_output=True, text=True,

@@ -1,16 +1,18 @@
 """Fault injection: `saat train`, `saat defend` and `saat attack` killed with SIGKILL at several points — inside a
 checkpoint, model or result write (SAAT_FAULT_INJECT, saat/utils/io.py) and between epochs — then rerun: the result
-is bit-identical to an uninterrupted run and no temporary file is left behind."""
+is bit-identical to an uninterrupted run and no temporary file is left behind. Each run is a process of its own
+(conftest.fresh_process: forked from a server that has imported saat, so a start costs no import time)."""
 
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+
+import saat
+from conftest import cli_main, fresh_process, write_prototype_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -18,9 +20,11 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
 
 
 def run(args, fault=None, check=True):
+    """``saat ARGS`` in a process of its own (with ``fault`` as SAAT_FAULT_INJECT)."""
     env = {**ENV, **({"SAAT_FAULT_INJECT": fault} if fault else {})}
-    return subprocess.run([sys.executable, "-m", "saat", *args], env=env, capture_output=True, text=True,
-                          check=check)
+    proc = fresh_process(cli_main, list(args), env=env)
+    assert not check or proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    return proc
 
 
 def killed(args, fault):
@@ -41,22 +45,32 @@ def same_model(a, b):
             assert torch.equal(value, y[part][key]), (part, key)
 
 
-def train_args(out):
-    return ["train", "--dataset", "fashion-mnist", "--method", "dpsh", "--bits", "16", "--epochs", "2",
-            "--batch-size", "32", "--device", "cpu", "--seed", "3", "--no-evaluate", "--out", str(out)]
+def train_args(data, out):
+    return ["train", "--dataset-dir", str(data), "--backbone", "small_cnn", "--image-size", "28", "--method", "dpsh",
+            "--bits", "16", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--seed", "3", "--no-evaluate",
+            "--out", str(out)]
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def tiny_data(tmp_path_factory):
+    """A small dataset folder (4 classes, 28 px; 96 training images: 3 steps per epoch): what is killed is a file
+    write, whatever the data, so the train kill points need no more than that."""
+    root = tmp_path_factory.mktemp("faults-data") / "data"
+    write_prototype_dataset(root, {"train": 96, "test": 8, "database": 32}, side=28, classes=4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("faults") / "full"
-    run(train_args(out))
+    run(train_args(tiny_data, out))
     return out
 
 
 @pytest.mark.parametrize("fault", ["checkpoint.pt:1", "checkpoint.pt:2", "model.pt:1", "train_log.jsonl:1"])
-def test_train_killed_inside_a_write_resumes_bit_identical(uninterrupted, tmp_path, fault):
+def test_train_killed_inside_a_write_resumes_bit_identical(tiny_data, uninterrupted, tmp_path, fault):
     out = tmp_path / "run"
-    killed(train_args(out), fault)
+    killed(train_args(tiny_data, out), fault)
     assert temps(out), "the kill should have left the interrupted write's temporary file"
     assert not (out / "model.pt").exists()
     run(["train", "--resume", str(out)])
@@ -66,12 +80,11 @@ def test_train_killed_inside_a_write_resumes_bit_identical(uninterrupted, tmp_pa
     assert [r["epoch"] for r in log if r["kind"] == "epoch"] == [1, 2]
 
 
-DEFEND = ("import saat; saat.defend({run!r}, method='saat', epochs=2, train_limit=64, evaluate=False, out={out!r}, "
-          "progress=False)")
-
-
-def defend_cmd(run_dir, out):
-    return [sys.executable, "-c", DEFEND.format(run=str(run_dir), out=str(out))]
+def defend_in_process(run_dir, out, fault=None):
+    """``saat.defend`` (the Python API: a short SAAT defense) in a process of its own."""
+    env = {**ENV, **({"SAAT_FAULT_INJECT": fault} if fault else {})}
+    return fresh_process(saat.defend, str(run_dir), method="saat", epochs=2, train_limit=64, evaluate=False,
+                         out=str(out), progress=False, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +92,8 @@ def defended(mosaic_run_module_copy, tmp_path_factory):
     """The demo's model (a private copy: defending caches its training codes in it) and its uninterrupted defense,
     shared by the kill points."""
     full = tmp_path_factory.mktemp("defend") / "full"
-    subprocess.run(defend_cmd(mosaic_run_module_copy, full), env=ENV, check=True, capture_output=True)
+    proc = defend_in_process(mosaic_run_module_copy, full)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     return mosaic_run_module_copy, full
 
 
@@ -87,7 +101,7 @@ def defended(mosaic_run_module_copy, tmp_path_factory):
 def test_defend_killed_inside_a_write_resumes_bit_identical(defended, tmp_path, fault):
     source, full = defended
     out = tmp_path / "killed"
-    proc = subprocess.run(defend_cmd(source, out), env={**ENV, "SAAT_FAULT_INJECT": fault}, capture_output=True)
+    proc = defend_in_process(source, out, fault)
     assert proc.returncode == -signal.SIGKILL and temps(out)
     run(["defend", "--resume", str(out)])
     same_model(full / "model.pt", out / "model.pt")

@@ -3,14 +3,13 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
 import saat
+from conftest import FreshProcess, cli_main, fresh_process
 from saat.checkpoint import load_model_file
 from saat.cli import main
 from saat.hashing import list_methods
@@ -68,29 +67,28 @@ def test_evaluate_caches_database_codes_by_checkpoint_content(tmp_path, monkeypa
     assert changed["checkpoint"] != first["checkpoint"]
 
 
-def _train_cmd(out, epochs):
-    return [sys.executable, "-m", "saat", "train", "--dataset", "fashion-mnist", "--method", "dpsh", "--bits", "16",
-            "--epochs", str(epochs), "--batch-size", "32", "--device", "cpu", "--seed", "3", "--no-evaluate",
-            "--out", str(out)]
+def _train_args(out, epochs):
+    return ["train", "--dataset", "fashion-mnist", "--method", "dpsh", "--bits", "16", "--epochs", str(epochs),
+            "--batch-size", "32", "--device", "cpu", "--seed", "3", "--no-evaluate", "--out", str(out)]
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path):
+    # Each run a process of its own (conftest.FreshProcess), with the same thread count: float reductions then
+    # happen in the same order.
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
     full = tmp_path / "full"
-    subprocess.run(_train_cmd(full, 2), check=True, env=env, capture_output=True)
+    assert fresh_process(cli_main, _train_args(full, 2), env=env).returncode == 0
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(killed, 2), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = FreshProcess(cli_main, _train_args(killed, 2), env=env)
     deadline = time.time() + 120
     while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.kill()
+    assert proc.wait().returncode == -signal.SIGKILL
     assert (killed / "checkpoint.pt").exists() and not (killed / "model.pt").exists(), "killed too late"
-    # Same thread count as the uninterrupted run: float reductions then happen in the same order.
-    subprocess.run([sys.executable, "-m", "saat", "train", "--resume", str(killed)], check=True, env=env,
-                   capture_output=True)
+    assert fresh_process(cli_main, ["train", "--resume", str(killed)], env=env).returncode == 0
 
     a = torch.load(full / "model.pt", weights_only=True)
     b = torch.load(killed / "model.pt", weights_only=True)

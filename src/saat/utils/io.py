@@ -26,14 +26,15 @@ _UMASK = _current_umask()
 
 # Fault injection for the kill tests (tests/test_faults.py): SAAT_FAULT_INJECT="NAME:N" kills this process with
 # SIGKILL inside its N-th atomic write of a file named NAME — the data is in the temporary file, not yet renamed.
-_FAULT = os.environ.get("SAAT_FAULT_INJECT", "")
+# Read at each write, not at import: the tests start their processes forked from one that imported saat already.
 _WRITES: dict[str, int] = {}
 
 
 def _maybe_die(name: str) -> None:
-    if not _FAULT:
+    fault = os.environ.get("SAAT_FAULT_INJECT", "")
+    if not fault:
         return
-    target, _, nth = _FAULT.rpartition(":")
+    target, _, nth = fault.rpartition(":")
     if target != name:
         return
     _WRITES[name] = _WRITES.get(name, 0) + 1
