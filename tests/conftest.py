@@ -129,8 +129,9 @@ def write_prototype_dataset(root, sizes: dict, side: int, classes: int, seed: in
 _FRESH: list = []  # the multiprocessing context whose fork server has saat (and torch) imported
 
 
-def _fresh_target(fn, args, kwargs, env, out, err):
-    """What a fresh process runs: the given environment, stdout and stderr into files, the thread count a new
+def _fresh_target(fn, args, kwargs, env, cwd, out, err):
+    """What a fresh process runs: the given environment and working folder, stdout and stderr into files, the
+    thread count a new
     interpreter would take from OMP_NUM_THREADS and its default start method (multiprocessing set the fork server's
     for this child: the data loaders' workers would start through it, slowly), then ``fn``; an int it returns is the
     exit status."""
@@ -141,6 +142,8 @@ def _fresh_target(fn, args, kwargs, env, out, err):
     multiprocessing.set_start_method(None, force=True)
     os.environ.clear()
     os.environ.update(env)
+    if cwd is not None:
+        os.chdir(cwd)
     for fd, path in ((1, out), (2, err)):
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(handle, fd)
@@ -156,7 +159,7 @@ class FreshProcess:
     exit status, killable), but forked from a server process that has imported saat, torch and torch._dynamo
     already: a start costs a fork instead of the ~6 s of those imports (the kill-and-resume tests start dozens)."""
 
-    def __init__(self, fn, *args, env: dict, **kwargs):
+    def __init__(self, fn, *args, env: dict, cwd=None, **kwargs):
         import multiprocessing
         import tempfile
 
@@ -168,24 +171,42 @@ class FreshProcess:
         self._tmp = tempfile.TemporaryDirectory()
         self._out, self._err = f"{self._tmp.name}/stdout", f"{self._tmp.name}/stderr"
         self.process = _FRESH[0].Process(target=_fresh_target,
-                                         args=(fn, args, kwargs, dict(env), self._out, self._err))
+                                         args=(fn, args, kwargs, dict(env), cwd, self._out, self._err))
         self.process.start()
 
     def kill(self) -> None:
         self.process.kill()
 
-    def wait(self) -> subprocess.CompletedProcess:
-        """The exit status (negative: killed by that signal) and the captured output."""
-        self.process.join()
+    def wait(self, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """The exit status (negative: killed by that signal) and the captured output; past ``timeout`` seconds the
+        process is killed and TimeoutError raised."""
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.kill()
+            self.process.join()
+            raise TimeoutError(f"{self.name} still ran after {timeout} s: killed")
         with open(self._out) as out, open(self._err) as err:
             done = subprocess.CompletedProcess(self.name, self.process.exitcode, out.read(), err.read())
         self._tmp.cleanup()
         return done
 
 
-def fresh_process(fn, *args, env: dict, **kwargs) -> subprocess.CompletedProcess:
-    """:class:`FreshProcess` run to its end."""
-    return FreshProcess(fn, *args, env=env, **kwargs).wait()
+def fresh_process(fn, *args, env: dict, cwd=None, timeout: float | None = None,
+                  **kwargs) -> subprocess.CompletedProcess:
+    """:class:`FreshProcess` run to its end (killed past ``timeout`` seconds)."""
+    return FreshProcess(fn, *args, env=env, cwd=cwd, **kwargs).wait(timeout)
+
+
+def script_main(path, argv: list[str]) -> int:
+    """``python PATH ARGV`` (for :class:`FreshProcess`): the script as ``__main__``, its folder first on the path."""
+    import os
+    import runpy
+    import sys
+
+    sys.argv = [str(path), *argv]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    runpy.run_path(str(path), run_name="__main__")
+    return 0
 
 
 def cli_main(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_prototype_dataset
+from conftest import fresh_process, script_main, write_prototype_dataset
 
 SIDE, CLASSES, BITS, BATCH = 16, 4, 16, 8
 SPLIT_SIZES = {"train": 80, "test": 24, "database": 100}  # 80 / 8 = 10 steps per epoch; 2 epochs = 20 steps
@@ -157,8 +157,7 @@ def _check(proc: subprocess.CompletedProcess) -> None:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     write_prototype_dataset(root / "data", SPLIT_SIZES, side=SIDE, classes=CLASSES)
-    _check(subprocess.run([sys.executable, __file__, "one", str(root)], env=_env(), capture_output=True,
-                          text=True, timeout=300))
+    _check(fresh_process(script_main, __file__, ["one", str(root)], env=_env(), timeout=300))
     _check(subprocess.run(_torchrun(__file__, "two", str(root)), env=_env(), capture_output=True, text=True,
                           timeout=300))
     return root
@@ -239,8 +238,8 @@ def test_two_process_train_and_defend_on_fashion_mosaic(tmp_path):
     """`torchrun -m saat train` and `saat defend` on the shipped data, short settings: the 2-process mAPs are within
     0.02 of one process's."""
     # One after the other: two processes in lockstep slow down badly when a third one competes for two cores.
-    _check(subprocess.run([sys.executable, __file__, "mosaic-one", str(tmp_path)],
-                          env={**_env(), "OMP_NUM_THREADS": "2"}, capture_output=True, text=True, timeout=300))
+    _check(fresh_process(script_main, __file__, ["mosaic-one", str(tmp_path)], env={**_env(), "OMP_NUM_THREADS": "2"},
+                         timeout=300))
     _check(subprocess.run(_torchrun(__file__, "mosaic-two", str(tmp_path)), env=_env(), capture_output=True,
                           text=True, timeout=300))
     one, two = (json.loads((tmp_path / role / "results.json").read_text()) for role in ("mosaic-one", "mosaic-two"))

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fresh_process, script_main
+
 # (name, settings, targeted): 10 queries in batches of 3 -> batches of 3, 3, 3, 1; two processes take 2 each, so the
 # second one replays two batches (the random starts of PGD/APGD, DHTA's anchor draws) before its own.
 CASES = [("hag", {"steps": 5}, False), ("sdha", {"steps": 5}, False),
@@ -79,8 +81,7 @@ def _check(proc: subprocess.CompletedProcess) -> None:
 
 @pytest.mark.slow
 def test_two_processes_attack_like_one(tmp_path):
-    _check(subprocess.run([sys.executable, __file__, "one", str(tmp_path)], env=_env(), capture_output=True,
-                          text=True, timeout=300))
+    _check(fresh_process(script_main, __file__, ["one", str(tmp_path)], env=_env(), timeout=300))
     _check(subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            __file__, "two", str(tmp_path)], env=_env(), capture_output=True, text=True, timeout=300))
     one, two = (json.loads((tmp_path / f"{r}.json").read_text()) for r in ("one", "two"))

@@ -3,11 +3,12 @@
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import fresh_process, script_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
 
@@ -71,9 +72,9 @@ def test_the_cpu_dry_run_passes_every_step(tmp_path):
     untargeted = set(list_attacks(targeted=False))
     expected += [f"attack:{n}" + ("" if n in untargeted else " (t)") for n in list_attacks()]
     report = tmp_path / "check.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--skip-ddp", "--out",
-                           str(tmp_path / "work"), "--json", str(report)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = fresh_process(script_main, SCRIPT, ["--device", "cpu", "--skip-ddp", "--out", str(tmp_path / "work"),
+                                               "--json", str(report)], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                         cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
     rows = json.loads(report.read_text())["rows"]
     for name in expected:

@@ -5,6 +5,7 @@ the demo data runs end to end in test_demo.py.
 """
 
 import ast
+import os
 import re
 import shlex
 import subprocess
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fresh_process, script_main
 from saat.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +81,8 @@ def test_benchmark_commands_exist_and_explain_themselves():
     scripts = sorted({c[1] for c in ALL if c[0] == "python" and c[1].startswith("benchmarks/")})
     assert scripts == sorted(f"benchmarks/{p.name}" for p in (ROOT / "benchmarks").glob("bench_*.py"))
     for script in scripts:
-        res = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True)
-        assert res.returncode == 0 and "usage" in res.stdout
+        res = fresh_process(script_main, ROOT / script, ["--help"], env=dict(os.environ))
+        assert res.returncode == 0 and "usage" in res.stdout, (script, res.stderr[-1000:])
 
 
 def test_python_api_block_is_valid_and_names_exist():
