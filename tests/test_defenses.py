@@ -144,7 +144,7 @@ def test_defend_pipeline_writes_a_run_that_evaluate_and_attack_accept(mosaic_run
     from saat.pipelines.defend import DefenseConfig, defend
 
     out = tmp_path / "saat"
-    metrics = defend(mosaic_run, DefenseConfig(method="saat", epochs=1, steps=2, options={}), out=out,
+    metrics = defend(mosaic_run, DefenseConfig(method="saat", epochs=1, steps=2, train_limit=256, options={}), out=out,
                      progress=False)
     meta = load_model_file(out / "model.pt")["metadata"]
     assert meta["defense"]["method"] == "saat" and meta["defense"]["lambda_"] == 1.0 and meta["defense"]["mu"] == 1e-4
