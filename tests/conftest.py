@@ -131,10 +131,9 @@ _FRESH: list = []  # the multiprocessing context whose fork server has saat (and
 
 def _fresh_target(fn, args, kwargs, env, cwd, out, err):
     """What a fresh process runs: the given environment and working folder, stdout and stderr into files, the
-    thread count a new
-    interpreter would take from OMP_NUM_THREADS and its default start method (multiprocessing set the fork server's
-    for this child: the data loaders' workers would start through it, slowly), then ``fn``; an int it returns is the
-    exit status."""
+    thread count a new interpreter would take from OMP_NUM_THREADS and its default start method (multiprocessing set
+    the fork server's for this child: the data loaders' workers would start through it, slowly), then ``fn``; an int
+    it returns is the exit status."""
     import multiprocessing
     import os
     import sys
