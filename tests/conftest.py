@@ -1,3 +1,4 @@
+import functools
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -126,7 +127,14 @@ def write_prototype_dataset(root, sizes: dict, side: int, classes: int, seed: in
 
 # ------------------------------------------------------------------------ fresh processes without the import cost
 
-_FRESH: list = []  # the multiprocessing context whose fork server has saat (and torch) imported
+@functools.cache
+def _fork_server():
+    """The multiprocessing context whose fork server has imported saat, torch and torch._dynamo (started once)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["saat", "saat.cli", "torch._dynamo", "conftest"])
+    return context
 
 
 def _fresh_target(fn, args, kwargs, env, cwd, out, err):
@@ -159,18 +167,13 @@ class FreshProcess:
     already: a start costs a fork instead of the ~6 s of those imports (the kill-and-resume tests start dozens)."""
 
     def __init__(self, fn, *args, env: dict, cwd=None, **kwargs):
-        import multiprocessing
         import tempfile
 
-        if not _FRESH:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["saat", "saat.cli", "torch._dynamo", "conftest"])
-            _FRESH.append(context)
         self.name = getattr(fn, "__name__", "fn")
         self._tmp = tempfile.TemporaryDirectory()
         self._out, self._err = f"{self._tmp.name}/stdout", f"{self._tmp.name}/stderr"
-        self.process = _FRESH[0].Process(target=_fresh_target,
-                                         args=(fn, args, kwargs, dict(env), cwd, self._out, self._err))
+        self.process = _fork_server().Process(target=_fresh_target,
+                                              args=(fn, args, kwargs, dict(env), cwd, self._out, self._err))
         self.process.start()
 
     def kill(self) -> None:

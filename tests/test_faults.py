@@ -19,10 +19,14 @@ pytestmark = pytest.mark.slow
 ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
 
 
+def env_with(fault=None):
+    """The runs' environment, with ``fault`` as SAAT_FAULT_INJECT."""
+    return {**ENV, **({"SAAT_FAULT_INJECT": fault} if fault else {})}
+
+
 def run(args, fault=None, check=True):
-    """``saat ARGS`` in a process of its own (with ``fault`` as SAAT_FAULT_INJECT)."""
-    env = {**ENV, **({"SAAT_FAULT_INJECT": fault} if fault else {})}
-    proc = fresh_process(cli_main, list(args), env=env)
+    """``saat ARGS`` in a process of its own."""
+    proc = fresh_process(cli_main, list(args), env=env_with(fault))
     assert not check or proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     return proc
 
@@ -82,9 +86,8 @@ def test_train_killed_inside_a_write_resumes_bit_identical(tiny_data, uninterrup
 
 def defend_in_process(run_dir, out, fault=None):
     """``saat.defend`` (the Python API: a short SAAT defense) in a process of its own."""
-    env = {**ENV, **({"SAAT_FAULT_INJECT": fault} if fault else {})}
     return fresh_process(saat.defend, str(run_dir), method="saat", epochs=2, train_limit=64, evaluate=False,
-                         out=str(out), progress=False, env=env)
+                         out=str(out), progress=False, env=env_with(fault))
 
 
 @pytest.fixture(scope="module")
