@@ -1,5 +1,7 @@
 """HashModel and the backbone registry (SPEC 3)."""
 
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -115,3 +117,50 @@ def test_bad_arguments():
         HashModel("small_cnn", 0)
     with pytest.raises(ValueError, match="head_norm"):
         HashModel("small_cnn", 8, head_norm="ln")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_small_cnn_eval_folds_batchnorm_into_its_convolutions_without_changing_the_function(channels_last):
+    """In eval mode small_cnn runs each conv-BN pair as one convolution (the attacks' speed); the outputs, the input
+    gradient and the parameters' gradients are those of the layers run one by one, and train mode runs the layers."""
+    from saat.models.backbones import SmallCNN
+
+    torch.manual_seed(0)
+    net = SmallCNN()
+    with torch.no_grad():  # BatchNorm statistics and affine parameters far from their initial identity
+        for module in net.body:
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.2, 3.0)
+                module.weight.uniform_(0.5, 2.0)
+                module.bias.uniform_(-0.3, 0.3)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    x = torch.rand(5, 3, 28, 28)
+
+    def run(forward):
+        net.zero_grad()
+        xv = x.clone().requires_grad_(True)
+        out = forward(xv)
+        out.square().sum().backward()
+        return out.detach(), xv.grad, [p.grad.clone() for p in net.parameters()]
+
+    net.eval()
+    calls = []
+    norms = [m for m in net.body if isinstance(m, torch.nn.BatchNorm2d)]
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in norms]
+    folded = run(net)
+    assert calls == []  # eval mode never runs a BatchNorm module: it is folded into the convolution before it
+    layered = run(net.body)
+    assert len(calls) == 4
+    for hook in hooks:
+        hook.remove()
+    torch.testing.assert_close(folded[0], layered[0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(folded[1], layered[1], rtol=1e-3, atol=1e-6)
+    for a, b in zip(folded[2], layered[2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    # train mode runs the layers (batch statistics, running statistics updated) exactly as before
+    a, b = copy.deepcopy(net).train(), copy.deepcopy(net).train()
+    assert torch.equal(a(x), b.body(x))
+    assert torch.equal(a.body[1].running_mean, b.body[1].running_mean)
+    assert not torch.equal(a.body[1].running_mean, net.body[1].running_mean)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import load_file
@@ -120,7 +121,22 @@ class SmallCNN(nn.Module):
         self.out_dim = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        if self.training:
+            return self.body(x)
+        # Eval mode: each BatchNorm is an affine map of its convolution's output, folded into that convolution's
+        # weights and bias (the same function; on a CPU the attacks' forward+backward passes through the
+        # convolutions alone run ~1.4x faster than through convolution and BatchNorm).
+        layers = iter(self.body)
+        for layer in layers:
+            x = _conv_bn_eval(layer, next(layers), x) if isinstance(layer, nn.Conv2d) else layer(x)
+        return x
+
+
+def _conv_bn_eval(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(conv(x))`` in eval mode as one convolution (a bias-free ``conv`` followed by ``bn``)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return F.conv2d(x, conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale, conv.stride,
+                    conv.padding, conv.dilation, conv.groups)
 
 
 @BACKBONES.register("small_cnn")
