@@ -1,6 +1,7 @@
 """The robustness evaluation (docs/robustness.md): APGD, the per-query worst case over the ensemble, the sanity
 flags on a plain and on a gradient-masked model, the adaptive (BPDA) and transfer evaluations, resume."""
 
+import importlib
 import json
 
 import numpy as np
@@ -17,7 +18,8 @@ from saat.robustness.evaluate import (
     EPS_MULTIPLES,
     PRESETS,
     PROFILE_HISTORY,
-    monotone_violation,
+    monotone_raised,
+    monotone_steps,
     profile_fingerprint,
     profile_version,
 )
@@ -130,6 +132,25 @@ def test_a_plain_model_raises_no_flag(planted_retrieval):
     assert all(isinstance(f["detail"], str) and f["detail"] for f in card["flags"].values())
 
 
+def test_an_eps_attack_that_stops_short_raises_the_monotone_flag(planted_retrieval, monkeypatch):
+    ev = importlib.import_module("saat.robustness.evaluate")  # the module (the package exports its function)
+    original = ev._run_attack
+
+    def stopping_short(problem, attack, settings, eps, seed, *, key=None, **kwargs):
+        codes, info, images = original(problem, attack, settings, eps, seed, key=key, **kwargs)
+        if key == "mainstay-apgd-r0":  # the ensemble's mainstay attack leaves every query's codes as they were
+            codes = problem.encode(problem.x)
+        return codes, info, images
+
+    monkeypatch.setattr(ev, "_run_attack", stopping_short)
+    card = run(planted_retrieval)
+    curve = [point["map"] for point in card["eps_curve"]]
+    assert curve[3] == pytest.approx(card["clean_map"]) and curve[2] < curve[3] - 0.1  # eps/2 does better than eps
+    assert "monotone" in card["flags_raised"], format_card(card)
+    assert card["flags"]["monotone"]["worst_increase_ci"][0] > 0
+    assert curve[4] <= curve[3] and curve[5] <= curve[4]  # above eps a point keeps what its start found
+
+
 def test_a_masked_model_looks_robust_and_is_caught_then_broken(planted_retrieval):
     p = planted_retrieval
     plain = run(p, checks=False)
@@ -179,10 +200,27 @@ def test_targeted_worst_case_is_the_highest_t_ap(planted_retrieval, tmp_path):
         run(p, targeted=True)
 
 
-def test_monotone_check_finds_a_rise_beyond_the_tolerance():
-    assert monotone_violation([0.9, 0.5, 0.3, 0.3, 0.2, 0.1], targeted=False) == pytest.approx(0.0)
-    assert monotone_violation([0.9, 0.5, 0.3, 0.35, 0.2, 0.1], targeted=False) == pytest.approx(0.05)
-    assert monotone_violation([0.1, 0.5, 0.7, 0.65, 0.9, 0.9], targeted=True) == pytest.approx(0.05)
+def test_monotone_steps_give_each_rise_with_its_paired_interval_over_the_queries():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, 100)
+    # untargeted: mAP falls along the curve except one step where every query rises by 0.05 (decided) ...
+    curve = [base + 0.6, base + 0.2, base, base + 0.05, base - 0.1]
+    steps = monotone_steps(curve, targeted=False)
+    assert [round(st["rise"], 6) for st in steps] == [-0.4, -0.2, 0.05, -0.15]
+    assert steps[2]["ci"] == pytest.approx([0.05, 0.05])  # every query moved alike: no doubt
+    assert steps[0]["ci"][1] == pytest.approx(-0.4)
+    assert monotone_raised(steps)
+    assert not monotone_raised(monotone_steps([base + 0.6, base + 0.2, base, base + 0.005], targeted=False))
+    # ... a rise of 0.05 in the mean carried by two queries of twenty is not decided at 95 %
+    twenty = base[:20]
+    noisy = twenty.copy()
+    noisy[:2] += 0.5
+    (step,) = monotone_steps([twenty, noisy], targeted=False)
+    assert step["rise"] == pytest.approx(0.05) and step["ci"][0] <= 0 < step["ci"][1]
+    assert not monotone_raised([step])
+    # targeted: t-MAP must not fall as eps grows
+    (step,) = monotone_steps([base, base - 0.05], targeted=True)
+    assert step["rise"] == pytest.approx(0.05) and step["ci"][0] == pytest.approx(0.05) and monotone_raised([step])
 
 
 def test_the_card_is_json_and_reads_as_text(planted_retrieval):
