@@ -29,7 +29,7 @@ from ..attacks.api import HashingModel, TensorAttack, gather_codes, own_batch_st
 from ..attacks.base import frozen_eval
 from ..attacks.losses import mainstay_loss
 from ..attacks.mainstay import mainstay_codes
-from ..retrieval import average_precision, random_ranking_map
+from ..retrieval import average_precision, mean_ci, random_ranking_map
 from ..utils import dist
 from ..utils.device import precision_name
 from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
@@ -419,8 +419,6 @@ def monotone_steps(per_query: list, targeted: bool) -> list[dict]:
     """Each step of an eps curve given per query (one array of APs per eps, in eps order, the same queries in each):
     how much the mean rises (t-MAP falls, for a targeted curve) from one eps to the next larger one, ``rise``, with
     the paired 95 % bootstrap interval of that rise over the queries, ``ci``."""
-    from ..retrieval import mean_ci
-
     steps = []
     for before, after in zip(per_query, per_query[1:]):
         before, after = np.asarray(before, float), np.asarray(after, float)
