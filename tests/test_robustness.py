@@ -151,6 +151,24 @@ def test_an_eps_attack_that_stops_short_raises_the_monotone_flag(planted_retriev
     assert curve[4] <= curve[3] and curve[5] <= curve[4]  # above eps a point keeps what its start found
 
 
+def test_a_curve_point_above_eps_keeps_what_its_start_found(planted_retrieval, monkeypatch):
+    ev = importlib.import_module("saat.robustness.evaluate")
+    original = ev._run_attack
+
+    def failing_continuation(problem, attack, settings, eps, seed, *, key=None, **kwargs):
+        codes, info, images = original(problem, attack, settings, eps, seed, key=key, **kwargs)
+        if key == "curve-2":  # the continuation at 2 eps ends back at the clean codes
+            codes = problem.encode(problem.x)
+        return codes, info, images
+
+    monkeypatch.setattr(ev, "_run_attack", failing_continuation)
+    card = run(planted_retrieval)
+    curve = [point["map"] for point in card["eps_curve"]]
+    assert curve[3] < card["clean_map"] - 0.3
+    assert curve[4] == pytest.approx(curve[3])  # the eps images lie in the 2 eps ball: their result counts
+    assert "monotone" not in card["flags_raised"], format_card(card)
+
+
 def test_a_masked_model_looks_robust_and_is_caught_then_broken(planted_retrieval):
     p = planted_retrieval
     plain = run(p, checks=False)

@@ -29,7 +29,7 @@ from ..attacks.api import HashingModel, TensorAttack, gather_codes, own_batch_st
 from ..attacks.base import frozen_eval
 from ..attacks.losses import mainstay_loss
 from ..attacks.mainstay import mainstay_codes
-from ..retrieval import average_precision, mean_ci, random_ranking_map
+from ..retrieval import average_precision, paired_ci, random_ranking_map
 from ..utils import dist
 from ..utils.device import precision_name
 from ..utils.io import atomic_save_npy, atomic_write_json, json_form, load_npy
@@ -421,9 +421,9 @@ def monotone_steps(per_query: list, targeted: bool) -> list[dict]:
     the paired 95 % bootstrap interval of that rise over the queries, ``ci``."""
     steps = []
     for before, after in zip(per_query, per_query[1:]):
-        before, after = np.asarray(before, float), np.asarray(after, float)
-        moved = before - after if targeted else after - before
-        steps.append({"rise": float(moved.mean()), "ci": [float(v) for v in mean_ci(moved)]})
+        higher, lower = (before, after) if targeted else (after, before)
+        rise = float(np.mean(np.asarray(higher, float) - np.asarray(lower, float)))
+        steps.append({"rise": rise, "ci": [float(v) for v in paired_ci(higher, lower)]})
     return steps
 
 
