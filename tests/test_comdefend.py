@@ -65,7 +65,10 @@ def test_training_and_evaluation_behind_the_purifier(mosaic_run_copy):
     # crafts through its straight-through version.
     from saat.pipelines.robustness import RobustnessConfig, run_robustness
 
-    quick = dict(preset="quick", num_queries=6, batch_size=6, defense="comdefend")
+    # the quick profile at smoke-test iterations: the zero-gradient check does not depend on them
+    few = {"steps": 10}
+    quick = dict(preset="quick", num_queries=6, batch_size=6, defense="comdefend",
+                 options={"mainstay": few, "cgat": few, "hag": few, "sdha": few, "square": {"steps": 20}})
     card = run_robustness(mosaic_run, RobustnessConfig(**quick), progress=False, write=False)
     adaptive_card = run_robustness(mosaic_run, RobustnessConfig(**quick, adaptive=True, checks=False),
                                    progress=False, write=False)

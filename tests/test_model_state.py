@@ -14,12 +14,14 @@ from saat.attacks import ATTACKS, create_attack, list_attacks
 from saat.attacks.api import evaluate_attack, system_codes
 from saat.defenses import create_defense, list_defenses
 from saat.defenses.comdefend import ComDefend, PurifiedModel
-from saat.robustness import HardSign, Party, transfer_matrix
+from saat.robustness import HardSign, Party, ensemble, transfer_matrix
 from saat.robustness import evaluate as robustness_evaluate
 
 MODES = ("eval", "train", "mixed")
 # Each method's fast_settings (the test is about state, not strength), also as the robustness card's overrides.
 QUICK = {name: ATTACKS.get(name).fast_settings for name in list_attacks()}
+# the quick profile's members at their fast-test settings (a card's overrides name only attacks of its ensembles)
+CARD_QUICK = {m.attack: QUICK[m.attack] for targeted in (False, True) for m in ensemble("quick", targeted)}
 
 
 class BNDropNet(nn.Module):
@@ -126,7 +128,7 @@ def test_robustness_card(problem, mode, targeted):
     before = snapshot(model)
     k = knowledge(problem)
     del k["train_images"]
-    robustness_evaluate(model, problem["x"], problem["y"], **k, preset="quick", overrides=QUICK, topk=None,
+    robustness_evaluate(model, problem["x"], problem["y"], **k, preset="quick", overrides=CARD_QUICK, topk=None,
                         targeted=targeted, target_labels=problem["targets"] if targeted else None,
                         surrogate=(put_in_mode(BNDropNet(seed=1), "eval"), problem["train_codes"]))
     assert_unchanged(model, before, "saat.robustness.evaluate")
@@ -139,9 +141,9 @@ def test_hard_sign_and_its_adaptive_card(problem, mode):
     k = knowledge(problem)
     del k["train_images"]
     masked = HardSign(model)
-    robustness_evaluate(masked, problem["x"], problem["y"], **k, preset="quick", overrides=QUICK, topk=None)
+    robustness_evaluate(masked, problem["x"], problem["y"], **k, preset="quick", overrides=CARD_QUICK, topk=None)
     assert_unchanged(model, before, "HardSign through the card")
-    robustness_evaluate(masked, problem["x"], problem["y"], **k, preset="quick", overrides=QUICK, topk=None,
+    robustness_evaluate(masked, problem["x"], problem["y"], **k, preset="quick", overrides=CARD_QUICK, topk=None,
                         adaptive=True, checks=False)
     assert_unchanged(model, before, "HardSign.bpda() through the adaptive card")
     create_attack("hag", masked, steps=2)(problem["x"], problem["y"])

@@ -118,6 +118,14 @@ def test_the_counting_of_each_kind_of_cell(tmp_path):
     assert cw.gradient == 3 * 100 + 100 + ATTACKS.get("hag").defaults["steps"] + ATTACKS.get("sdha").defaults["steps"]
     assert cw.forward == ATTACKS.get("square").defaults["steps"]  # model evaluations only: at the encoding's cost
     assert cw.checks == 4 * 50 + 50 + 100 + 1  # eps curve and collapse at half of 100 its, converged, zero-gradient
+    # the quick grid's smoke-test card: its options over the quick profile's members, in the estimate and the config
+    quick = PRESETS["quick"]
+    qw = card_iterations(SPEC, quick)
+    assert (qw.gradient, qw.forward, qw.checks) == (10 + 10 + 15 + 15, 100, 4 * 5 + 5 + 10 + 1)
+    from saat.reproduce.cost import card_config
+
+    assert card_config(quick, _cell(cells, "dph-16bit-seed0/card/paper-standard")).options == quick.card_options
+    assert card_config(PRESETS["paper"], _cell(cells, "dph-16bit-seed0/card/paper-standard")).options is None
     card = estimate_cell(_cell(cells, "dph-16bit-seed0/card/paper-standard"), SPEC, SIZES, PROBE, encoded=encoded)
     assert card.seconds == pytest.approx(q * (cw.gradient + cw.checks) * 0.01
                                          + q * (cw.forward + len(cw.members)) * 0.001 + 2.0)

@@ -18,6 +18,7 @@ from saat.robustness.evaluate import (
     EPS_MULTIPLES,
     PRESETS,
     PROFILE_HISTORY,
+    check_overrides,
     monotone_raised,
     monotone_steps,
     profile_fingerprint,
@@ -95,6 +96,24 @@ def test_worst_case_is_the_per_query_minimum_over_every_attack_run(planted_retri
     assert card["version"] == 1 and card["queries"] == len(p.x) and card["flags"] == {}
     assert card["profile"] == {"name": "quick", "version": profile_version("quick"),
                                "fingerprint": profile_fingerprint("quick")}
+    # the overrides of the profile's settings are recorded (the targeted members' ones too: one mapping for both)
+    assert card["overrides"] == FAST and card["per_attack"]["hag"]["settings"]["steps"] == FAST["hag"]["steps"]
+
+
+def test_overrides_name_only_attacks_and_settings_of_the_profile(planted_retrieval):
+    assert check_overrides({"square": {"steps": 3}, "dhta": {"steps": 2}}, "quick") == {"square": {"steps": 3},
+                                                                                        "dhta": {"steps": 2}}
+    assert check_overrides(None, "standard") == {}
+    with pytest.raises(ValueError, match="'sqaure' is not an attack of the quick preset's ensembles; their attacks: "
+                                         "cgat, dhta, hag, mainstay, p2p, sdha, square, tha"):
+        check_overrides({"sqaure": {"steps": 3}}, "quick")
+    with pytest.raises(ValueError, match=r"attack 'square': unknown setting\(s\) stepz; its settings: eps, p_init"):
+        check_overrides({"square": {"stepz": 3}}, "quick")
+    with pytest.raises(ValueError, match="'square' needs a mapping of settings, got 3"):
+        check_overrides({"square": 3}, "quick")
+    p = planted_retrieval
+    with pytest.raises(ValueError, match="'prosgan' is not an attack"):  # before any attack runs
+        run(p, overrides={"prosgan": {"steps": 1}}, checks=False)
 
 
 def test_an_interrupted_evaluation_resumes_from_its_work_dir(planted_retrieval, tmp_path, monkeypatch):

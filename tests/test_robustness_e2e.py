@@ -44,13 +44,22 @@ def test_masked_demo_model_looks_robust_is_flagged_and_broken(mosaic_run_copy):
 def test_robustness_cli_writes_resumes_and_never_overwrites(quick_demo_copy, capsys):
     out, _ = quick_demo_copy
     run = out / "csq-saat"
-    args = ["robustness", str(run), "--preset", "quick", "--num-queries", "8", "--no-checks", "--name", "cli"]
+    args = ["robustness", str(run), "--preset", "quick", "--num-queries", "8", "--no-checks", "--option",
+            "square.steps=20", "--option", "hag.steps=30", "--name", "cli"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "worst case" in printed and "mainstay-apgd" in printed
     folder = run / "robustness" / "cli"
     card = json.loads((folder / "card.json").read_text())
     assert card["queries"] == 8 and card["eps"] == pytest.approx(32 / 255) and card["model"]["defense"] == "saat"
+    # --option over the profile's settings (and over the demo's presets): run, recorded in the card
+    assert card["settings"]["options"] == {"square": {"steps": 20}, "hag": {"steps": 30}}
+    assert card["overrides"]["square"] == {"steps": 20} and card["overrides"]["hag"]["steps"] == 30
+    assert card["per_attack"]["square"]["forwards_per_query"] == pytest.approx(20, abs=1)
+    for bad, said in ((["--option", "steps=20"], "--option expects ATTACK.KEY=VALUE"),
+                      (["--option", "sqaure.steps=20"], "'sqaure' is not an attack of the quick preset's ensembles")):
+        assert main(["robustness", str(run), "--preset", "quick", *bad, "--name", "bad"]) == 2
+        assert said in capsys.readouterr().err
     assert card["robust_map"] <= card["best_single"]["map"] and (folder / "adv_codes.npy").is_file()
     stamps = {p.name: p.stat().st_mtime_ns for p in (folder / "work").glob("*.npy")}
     assert main(args) == 0  # the same settings: every attack reused

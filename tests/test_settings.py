@@ -20,7 +20,7 @@ CONFIG_ONLY = {
     TrainConfig: {"method_hparams", "lr_milestones", "lr_gamma", "eval_batch_size", "log_every"},
     AttackConfig: {"options"},  # from repeated --option KEY=VALUE
     DefenseConfig: {"options", "train_limit"},
-    RobustnessConfig: set(),
+    RobustnessConfig: {"options"},  # from repeated --option ATTACK.KEY=VALUE
 }
 COMMANDS = {TrainConfig: "train", AttackConfig: "attack", DefenseConfig: "defend", RobustnessConfig: "robustness"}
 

@@ -22,7 +22,7 @@ def register(sub) -> None:
             "first."),
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where everything is written")
-    p.add_argument("--quick", action="store_true", help="a 3-minute version (fewer epochs, iterations, queries)")
+    p.add_argument("--quick", action="store_true", help="a 2-minute version (fewer epochs, iterations, queries)")
     p.add_argument("--plan", action="store_true",
                    help="print the steps with their estimated time and disk space, and stop (docs/reproduce.md)")
     add_device_arg(p)

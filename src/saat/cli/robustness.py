@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .attack import parse_budget
+from .attack import parse_budget, parse_option
 from .common import (
     DefaultsHelpFormatter,
     add_device_arg,
@@ -49,6 +49,10 @@ def register(sub) -> None:
                         "--defense comdefend: its binarisation)")
     p.add_argument("--no-checks", dest="checks", action="store_false",
                    help="the ensemble only, without the sanity checks (about half the time)")
+    p.add_argument("--option", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                   help="change a setting of one of the preset's attacks, e.g. square.steps=100 or hag.steps=20 for a "
+                        "quicker smoke-test card (repeatable; recorded in the card and its folder name: such a card is "
+                        "not the profile's)")
     add_query_args(p, seeds="the query subset, targets, random starts and noise", name_under="RUN_DIR/robustness")
     add_device_arg(p)
     add_precision_args(p, amp="the attacks' passes through the model")
@@ -58,9 +62,17 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipelines.robustness import RobustnessConfig, format_card, run_robustness
+    from . import CommandError
 
-    card = run_robustness(args.run_dir, RobustnessConfig(**config_values(args, RobustnessConfig)),
-                          device=args.device, num_workers=args.num_workers)
+    options: dict = {}
+    for text in args.option:
+        key, value = parse_option(text)
+        attack, _, setting = key.partition(".")
+        if not attack or not setting:
+            raise CommandError(f"--option expects ATTACK.KEY=VALUE (e.g. square.steps=100), got {text!r}")
+        options.setdefault(attack, {})[setting] = value
+    cfg = RobustnessConfig(**config_values(args, RobustnessConfig, options=options or None))
+    card = run_robustness(args.run_dir, cfg, device=args.device, num_workers=args.num_workers)
     print(format_card(card))
     print(f"card: {args.run_dir}/robustness/{card['name']}/card.json")
     return 0

@@ -10,6 +10,7 @@ per-query APs), and ``work/`` (each attack's codes, so that an interrupted evalu
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 
 from ..attacks import ATTACKS, load_or_create_targets
 from ..config import DEMO_DATASETS, check_value, check_values, default_eps
-from ..robustness import ensemble, evaluate, format_card, format_matrix
+from ..robustness import check_overrides, ensemble, evaluate, format_card, format_matrix
 from ..runs import RunDir
 from ..utils.device import configure_backends, precision_name, resolve_device
 from ..utils.dist import is_main_process
@@ -56,9 +57,13 @@ class RobustnessConfig:
     name: str | None = None
     amp: bool = False  # the attacks' passes through the model in mixed precision (docs/scaling.md#precision)
     tf32: bool | None = None  # TF32 matmuls and cuDNN autotuning: None = on for CUDA
+    # {attack: {setting: value}} over the preset's member settings (--option ATTACK.KEY=VALUE), e.g. a quicker card
+    # for a smoke test; recorded in the card, and part of its default folder name
+    options: dict | None = None
 
     def __post_init__(self):
         check_values(self)
+        check_overrides(self.options, self.preset)
 
 
 def robustness_name(cfg: RobustnessConfig, eps: float, topk: int | None, surrogate: str | None) -> str:
@@ -73,7 +78,19 @@ def robustness_name(cfg: RobustnessConfig, eps: float, topk: int | None, surroga
         parts.append("surrogate-" + hashlib.sha256(str(Path(surrogate).resolve()).encode()).hexdigest()[:8])
     if not cfg.checks:
         parts.append("nochecks")
+    if cfg.options:
+        parts.append("options-" + hashlib.sha256(json.dumps(json_form(cfg.options), sort_keys=True).encode())
+                     .hexdigest()[:8])
     return "-".join(parts)
+
+
+def card_overrides(cfg: RobustnessConfig, demo: bool) -> dict:
+    """What changes the preset's member settings: on the demo datasets each attack's demo preset for the settings the
+    profile leaves open, then the config's ``options``."""
+    out = demo_overrides(cfg.preset, cfg.targeted) if demo else {}
+    for attack, settings in (cfg.options or {}).items():
+        out[attack] = {**out.get(attack, {}), **settings}
+    return out
 
 
 def demo_overrides(preset: str, targeted: bool) -> dict:
@@ -154,7 +171,7 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
         train_codes=torch.as_tensor(train_codes, dtype=torch.float32, device=dev), train_labels=ds.train.labels,
         eps=eps, topk=k, preset=cfg.preset, targeted=cfg.targeted, target_labels=targets, surrogate=surrogate,
         adaptive=cfg.adaptive, seed=cfg.seed, batch_size=cfg.batch_size,
-        overrides=demo_overrides(cfg.preset, cfg.targeted) if demo else None, checks=cfg.checks,
+        overrides=card_overrides(cfg, demo), checks=cfg.checks,
         work_dir=out.work if write else None, progress=progress, return_codes=True, describe=describe, amp=cfg.amp)
     card = {**card, "name": name, "settings": json_form(settings)}
     if write and is_main_process():

@@ -127,7 +127,7 @@ def card_config(preset: Preset, cell: Cell):
     from ..pipelines.robustness import RobustnessConfig
 
     return RobustnessConfig(preset=preset.card_preset, num_queries=preset.queries, seed=cell.seed, name=cell.name,
-                            checks=cell.model in preset.card_checks)
+                            checks=cell.model in preset.card_checks, options=preset.card_options or None)
 
 
 def resolved_attack(spec: GridSpec, preset: Preset, cell: Cell) -> dict:
@@ -333,14 +333,16 @@ class CardWork:
 
 def card_iterations(spec: GridSpec, preset: Preset) -> CardWork:
     """What one card of ``preset`` costs per attacked query (:class:`CardWork`)."""
-    from ..pipelines.robustness import demo_overrides
+    from ..pipelines.robustness import RobustnessConfig, card_overrides
     from ..robustness.evaluate import EPS_MULTIPLES, ensemble
 
-    overrides = demo_overrides(preset.card_preset, False) if is_demo(spec) else {}
+    overrides = card_overrides(RobustnessConfig(preset=preset.card_preset, options=preset.card_options or None),
+                               is_demo(spec))
     gradient, forward, names, main_steps = 0, 0, [], None
     for m in ensemble(preset.card_preset, False):
         cls = ATTACKS.get(m.attack)
-        steps = int({**cls.defaults, **overrides.get(m.attack, {}), **m.settings}.get("steps") or 1)
+        # the settings as the card runs them: the profile's over the defaults, the overrides over both
+        steps = int({**cls.defaults, **m.settings, **overrides.get(m.attack, {})}.get("steps") or 1)
         main_steps = steps if main_steps is None else main_steps
         if cls.uses_gradients:
             gradient += m.restarts * steps

@@ -41,6 +41,7 @@ class Preset:
     card_preset: str | None = "standard"  # the robustness card's ensemble; None: no cards
     card_models: tuple = MODELS  # the models that get a card
     card_checks: tuple = MODELS  # the models whose card runs the sanity checks too (about doubles its time)
+    card_options: dict = field(default_factory=dict)  # {attack: {setting: value}} over the card preset's members
 
 
 PRESETS: dict[str, Preset] = {
@@ -56,13 +57,16 @@ PRESETS: dict[str, Preset] = {
         card_checks=("saat",)),
     "quick": Preset(
         "quick", "minutes: 3 epochs, 24 queries, 10-15 attack iterations, 1 defense epoch over 256 images, the "
-        "quick card (no sanity checks) of the undefended and SAAT models",
+        "quick card (no sanity checks) of the undefended and SAAT models at these iterations (and 100 model "
+        "evaluations of the black-box member): a smoke test, not the quick profile's figure",
         epochs=3, queries=24,
         attack_steps={"mainstay": 10, "hag": 15, "sdha": 15, "dhta": 15, "p2p": 15, "tha": 10},
         attack_options={"tha": {"proto_steps": 100},
                         "prosgan": {"proto_steps": 50, "gan_epochs": 1, "gan_steps_per_epoch": 5}},
         defense_epochs=1, defense_limit=256, eps_sweep=(8 / 255,), card_preset="quick",
-        card_models=("undefended", "saat"), card_checks=()),
+        card_models=("undefended", "saat"), card_checks=(),
+        card_options={"mainstay": {"steps": 10}, "cgat": {"steps": 10}, "hag": {"steps": 15}, "sdha": {"steps": 15},
+                      "square": {"steps": 100}}),
 }
 
 

@@ -29,6 +29,7 @@ from ..attacks.api import HashingModel, TensorAttack, gather_codes, own_batch_st
 from ..attacks.base import frozen_eval
 from ..attacks.losses import mainstay_loss
 from ..attacks.mainstay import mainstay_codes
+from ..config import check_settings
 from ..retrieval import average_precision, paired_ci, random_ranking_map
 from ..utils import dist
 from ..utils.device import precision_name
@@ -94,6 +95,28 @@ def ensemble(preset: str = "standard", targeted: bool = False) -> list[Member]:
             Member("p2p", "p2p", {"steps": 100} if quick else {}),
             Member("tha", "tha", _THA_QUICK if quick else {}),
             square]
+
+
+def check_overrides(overrides: dict | None, preset: str = "standard") -> dict:
+    """``overrides`` (``{attack: {setting: value}}`` over the preset's member settings), checked: each key an attack of
+    one of the preset's ensembles (so that one mapping serves both; an ensemble without the attack ignores it), each
+    setting one of that attack's. A ValueError names what is wrong."""
+    members = sorted({m.attack for targeted in (False, True) for m in ensemble(preset, targeted)})
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"overrides must map attacks to settings ({{attack: {{setting: value}}}}), got "
+                         f"{type(overrides).__name__}")
+    checked = {}
+    for attack, settings in overrides.items():
+        if attack not in members:
+            raise ValueError(f"overrides: {attack!r} is not an attack of the {preset} preset's ensembles; their "
+                             f"attacks: {', '.join(members)}")
+        if not isinstance(settings, dict):
+            raise ValueError(f"overrides: {attack!r} needs a mapping of settings, got {settings!r}")
+        check_settings(settings, ATTACKS.get(attack).defaults, f"the {preset} ensemble's attack {attack!r}")
+        checked[attack] = dict(settings)
+    return checked
 
 
 # Each preset is a named, versioned profile: its version goes into every card, and its fingerprint (a hash of
@@ -303,6 +326,7 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
         targets = check_labels(target_labels, "target_labels", width, batch=x.shape[0]).to(x.device)
     elif target_labels is not None:
         raise ValueError("target_labels given without targeted=True")
+    overrides = check_overrides(overrides, preset)
     knowledge = {"train_codes": train_codes, "train_labels": train_labels, "db_codes": db_codes,
                  "db_labels": db_labels}
     crafting = model
@@ -317,7 +341,7 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
     with contextlib.ExitStack() as stack:
         cache = wdir / "networks" if wdir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         problem = _Problem(model, PassCounter(crafting), x, y, targets, eps, knowledge, db, db_y, topk, int(batch_size),
-                           int(seed), progress, dict(overrides or {}), wdir, cache, bool(amp))
+                           int(seed), progress, overrides, wdir, cache, bool(amp))
         card, worst_codes = _card(problem, preset, surrogate, adaptive, checks, describe)
         if problem.amp:
             card["amp"] = precision_name(x.device, True)
@@ -383,6 +407,8 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
                          "adaptive": adaptive, "preset": preset},
         "eps": eps, "topk": problem.topk, "queries": int(x.shape[0]), "seed": int(seed), "preset": preset,
         "profile": {"name": preset, "version": profile_version(preset), "fingerprint": profile_fingerprint(preset)},
+        # the caller's changes of the profile's member settings (the demo's presets, a quicker smoke-test card)
+        "overrides": json_form(problem.overrides),
         "targeted": targeted, "metric": "t-MAP" if targeted else "mAP",
         "clean_map": _mean(clean_ap), "robust_map": robust,
         # 95 % bootstrap intervals over the queries (docs/robustness.md#confidence-intervals)
