@@ -66,6 +66,8 @@ def test_robustness_cli_writes_resumes_and_never_overwrites(quick_demo_copy, cap
     assert {p.name: p.stat().st_mtime_ns for p in (folder / "work").glob("*.npy")} == stamps
     assert main([*args[:-2], "--seed", "3", "--name", "cli"]) == 2  # other settings, same folder: refused
     assert "holds a card with other settings" in capsys.readouterr().err
+    assert main([*args[:7], "--option", "square.steps=21", "--name", "cli"]) == 2  # other options: refused too
+    assert "holds a card with other settings" in capsys.readouterr().err
     assert main([*args[:-2], "--name", "../escape"]) == 2
     assert "one folder name" in capsys.readouterr().err
 

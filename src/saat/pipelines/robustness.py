@@ -131,11 +131,12 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
         surrogate_dir = origin if origin and RunDir(origin).model.is_file() else None
     name = cfg.name or robustness_name(cfg, eps, k, surrogate_dir)
     out = RunDir(run_dir).robustness(name)
-    # amp and tf32 are named by the precision they give, and only when it is not float32's (cards of float32 runs
-    # keep the settings they always had)
+    # amp and tf32 are named by the precision they give, and only when it is not float32's, options only when given
+    # (cards without them keep the settings they always had, so they resume and are not refused)
     precision = precision_name(dev, cfg.amp)
-    settings = {**{key: v for key, v in asdict(cfg).items() if key not in ("amp", "tf32")}, "eps": eps, "topk": k,
-                "surrogate": surrogate_dir, "name": name, **({"precision": precision} if precision else {})}
+    settings = {**{key: v for key, v in asdict(cfg).items() if key not in ("amp", "tf32", "options")}, "eps": eps,
+                "topk": k, "surrogate": surrogate_dir, "name": name, **({"precision": precision} if precision else {}),
+                **({"options": cfg.options} if cfg.options else {})}
     refuse_other_settings(out.card, "settings", settings, "a card")
 
     # The evaluated system's codes (with a purifier: of the purified images), for the mainstay codes and retrieval.
