@@ -109,6 +109,8 @@ def test_overrides_name_only_attacks_and_settings_of_the_profile(planted_retriev
         check_overrides({"sqaure": {"steps": 3}}, "quick")
     with pytest.raises(ValueError, match=r"attack 'square': unknown setting\(s\) stepz; its settings: eps, p_init"):
         check_overrides({"square": {"stepz": 3}}, "quick")
+    with pytest.raises(ValueError, match="attack 'square': steps must be an integer \\(default 1000\\), got 'fast'"):
+        check_overrides({"square": {"steps": "fast"}}, "quick")
     with pytest.raises(ValueError, match="'square' needs a mapping of settings, got 3"):
         check_overrides({"square": 3}, "quick")
     p = planted_retrieval

@@ -29,7 +29,7 @@ from ..attacks.api import HashingModel, TensorAttack, gather_codes, own_batch_st
 from ..attacks.base import frozen_eval
 from ..attacks.losses import mainstay_loss
 from ..attacks.mainstay import mainstay_codes
-from ..config import check_settings
+from ..config import check_all, check_settings, type_problems
 from ..retrieval import average_precision, paired_ci, random_ranking_map
 from ..utils import dist
 from ..utils.device import precision_name
@@ -114,7 +114,9 @@ def check_overrides(overrides: dict | None, preset: str = "standard") -> dict:
                              f"attacks: {', '.join(members)}")
         if not isinstance(settings, dict):
             raise ValueError(f"overrides: {attack!r} needs a mapping of settings, got {settings!r}")
-        check_settings(settings, ATTACKS.get(attack).defaults, f"the {preset} ensemble's attack {attack!r}")
+        what = f"the {preset} ensemble's attack {attack!r}"
+        check_settings(settings, ATTACKS.get(attack).defaults, what)
+        check_all(type_problems(settings, ATTACKS.get(attack).defaults, what))
         checked[attack] = dict(settings)
     return checked
 
