@@ -590,6 +590,15 @@ def test_the_defense_claims_are_also_judged_under_the_worst_case(tmp_path):
     md = build_report([base, saat, atrdh], tmp_path / "out2", examples=False)["markdown"].read_text()
     assert claim_rows(md)["vs ATRDH"] == [HOLDS]
     assert "no robustness card of one preset on the same queries" in evidence(md, "vs ATRDH")[0]
+    # nor a card whose member settings were changed (saat robustness --option) against one of the profile's
+    changed = {**card_with_queries(theirs), "settings": {"options": {"square": {"steps": 100}}}}
+    write_json(atrdh / "robustness" / "quick" / "card.json", changed)
+    md = build_report([base, saat, atrdh], tmp_path / "out3", examples=False)["markdown"].read_text()
+    assert "no robustness card of one preset on the same queries" in evidence(md, "vs ATRDH")[0]
+    write_json(saat / "robustness" / "quick" / "card.json",  # the same options on both: compared again
+               {**card_with_queries(np.clip(theirs - 0.08, 0, 1)), "settings": {"options": {"square": {"steps": 100}}}})
+    md = build_report([base, saat, atrdh], tmp_path / "out4", examples=False)["markdown"].read_text()
+    assert claim_rows(md)["vs ATRDH"] == [FAILS]
 
 
 def test_several_seeds_of_one_model_are_judged_together_over_seeds_and_queries(tmp_path):

@@ -19,6 +19,7 @@ under the worst case of the robustness cards, when both models have a card of on
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -230,12 +231,15 @@ def _cards(run: Run, eps: float | None) -> list[dict]:
 
 
 def _card_key(card: dict) -> tuple:
-    """What two cards share when they ran one ensemble on the same queries."""
+    """What two cards share when they ran one ensemble on the same queries: the profile and its version, the options
+    that changed its member settings (``saat robustness --option``; none on cards without them), the queries."""
     profile = card["profile"] if isinstance(card.get("profile"), dict) else {}
     dataset = card["dataset"] if isinstance(card.get("dataset"), dict) else {}
+    settings = card["settings"] if isinstance(card.get("settings"), dict) else {}
+    options = json.dumps(settings.get("options"), sort_keys=True, default=str)
     eps = number(card.get("eps"))
-    return (card.get("preset"), profile.get("version"), card.get("queries"), card.get("seed"), card.get("topk"),
-            None if eps is None else round(eps * 255, 3), dataset.get("query_indices_sha256"))
+    return (card.get("preset"), profile.get("version"), options, card.get("queries"), card.get("seed"),
+            card.get("topk"), None if eps is None else round(eps * 255, 3), dataset.get("query_indices_sha256"))
 
 
 def card_pair(mine: Run, theirs: Run, eps: float | None) -> tuple[dict, dict] | None:
