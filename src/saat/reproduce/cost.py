@@ -339,10 +339,9 @@ def card_iterations(spec: GridSpec, preset: Preset) -> CardWork:
     overrides = card_overrides(RobustnessConfig(preset=preset.card_preset, options=preset.card_options or None),
                                is_demo(spec))
     gradient, forward, names, main_steps = 0, 0, [], None
-    for m in ensemble(preset.card_preset, False):
+    for m in ensemble(preset.card_preset, False, overrides):  # the members as the card runs them
         cls = ATTACKS.get(m.attack)
-        # the settings as the card runs them: the profile's over the defaults, the overrides over both
-        steps = int({**cls.defaults, **m.settings, **overrides.get(m.attack, {})}.get("steps") or 1)
+        steps = int({**cls.defaults, **m.settings}.get("steps") or 1)
         main_steps = steps if main_steps is None else main_steps
         if cls.uses_gradients:
             gradient += m.restarts * steps

@@ -74,10 +74,13 @@ class Member:
     restarts: int = 1
 
 
-def ensemble(preset: str = "standard", targeted: bool = False) -> list[Member]:
+def ensemble(preset: str = "standard", targeted: bool = False, overrides: dict | None = None) -> list[Member]:
     """The attacks of a preset (docs/robustness.md#the-ensemble). APGD runs the mainstay (and CgAT centre-code)
     objective without a hand-tuned step; HAG, SDHA, DHTA, P2P and THA keep their own procedures and defaults
-    (``quick`` caps their iterations)."""
+    (``quick`` caps their iterations). ``overrides`` ``{attack: {setting: value}}`` (checked by
+    :func:`check_overrides`) go over the profile's member settings: the members as a card runs them."""
+    if overrides:
+        return [replace(m, settings={**m.settings, **overrides.get(m.attack, {})}) for m in ensemble(preset, targeted)]
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     quick = preset == "quick"
@@ -358,9 +361,7 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
     model, x, targeted, eps, seed = problem.model, problem.x, problem.targeted, problem.eps, problem.seed
     clean_codes = problem.encode(x)
     clean_ap = problem.ap(clean_codes)
-    # The preset's settings, then the caller's overrides of them.
-    members = [replace(m, settings={**m.settings, **problem.overrides.get(m.attack, {})})
-               for m in ensemble(preset, targeted)]
+    members = ensemble(preset, targeted, problem.overrides)  # the preset's settings, then the caller's overrides
     bar = progress_bar(total=sum(m.restarts for m in members), desc="robustness ensemble", unit="attack",
                        disable=not problem.progress)
 
