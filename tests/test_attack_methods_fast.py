@@ -8,6 +8,8 @@ The cases come from the registry (``list_attacks``, each class's ``targeted`` / 
 a trained model and shipped data are the slow tests of test_baselines.py and test_attack_pipeline.py.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -96,6 +98,24 @@ def test_seeded_attacks_repeat_exactly(planted_retrieval, name, targeted):
     target = p.targets if targeted else None
     runs = [build(p, name, targeted, seed=3).attack(p.x, p.y, target) for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("name, targeted", REPEATS)
+def test_seed_free_is_what_the_seed_changes(planted_retrieval, name, targeted):
+    """An attack declared ``seed_free`` (the robustness card then reuses an earlier run of it) gives the same images
+    under two seeds; one not declared so gives other images (a declaration left out costs the card a rerun). The
+    training and database codes get a quarter of their bits flipped, so that items of one class differ and a draw
+    among them (DHTA's anchor items) shows."""
+    g = torch.Generator().manual_seed(0)
+
+    def noisy(codes):
+        return torch.where(torch.rand(codes.shape, generator=g) < 0.25, -codes, codes)
+
+    p = dataclasses.replace(planted_retrieval, train_codes=noisy(planted_retrieval.train_codes),
+                            db_codes=noisy(planted_retrieval.db_codes))
+    target = p.targets if targeted else None
+    runs = [build(p, name, targeted, seed=s).attack(p.x, p.y, target) for s in (3, 4)]
+    assert torch.equal(runs[0], runs[1]) == ATTACKS.get(name).seed_free, name
 
 
 @pytest.mark.parametrize("name, targeted", REPEATS)

@@ -26,6 +26,12 @@ def test_quick_demo_writes_every_result(quick_demo):
     for row, run in zip(table[:2], ("csq", "csq-saat"), strict=True):  # the quick robustness card's worst case
         card = json.loads((out / run / "robustness" / "quick-quick" / "card.json").read_text())
         assert row["worst"] == card["robust_map"] <= min(row["hag"], row["sdha"], row["mainstay"]) + 0.05
+        # HAG and SDHA draw no random number and ran as attack cells with the card's settings: the card took them
+        for attack in ("hag", "sdha"):
+            member = card["per_attack"][attack]
+            cell = json.loads((out / run / "attacks" / f"quick-{attack}-u-eps32" / "metrics.json").read_text())
+            assert member["reused"] == f"attacks/quick-{attack}-u-eps32" and member["forwards_per_query"] == 0
+            assert member["map"] == pytest.approx(cell["adversarial_mAP"], abs=1e-12)
     assert table[2]["worst"] is None
     meta = json.loads((out / "csq-saat" / "metrics.json").read_text())
     assert meta["defense"]["method"] == "saat" and meta["defense"]["eps"] == 32 / 255

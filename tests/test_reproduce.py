@@ -3,6 +3,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from saat.attacks import TABLE1_ATTACKS, TABLE2_ATTACKS
 from saat.cli import main
 from saat.reproduce import PRESETS, GridSpec, build_grid, estimate_cell
 from saat.reproduce import run as runner
-from saat.reproduce.cost import Probe, Sizes, card_iterations
+from saat.reproduce.cost import Probe, Sizes, card_iterations, card_reuses
 from saat.reproduce.demo import demo_spec
 from saat.runs import RunDir
 
@@ -126,9 +127,15 @@ def test_the_counting_of_each_kind_of_cell(tmp_path):
 
     assert card_config(quick, _cell(cells, "dph-16bit-seed0/card/paper-standard")).options == quick.card_options
     assert card_config(PRESETS["paper"], _cell(cells, "dph-16bit-seed0/card/paper-standard")).options is None
-    card = estimate_cell(_cell(cells, "dph-16bit-seed0/card/paper-standard"), SPEC, SIZES, PROBE, encoded=encoded)
-    assert card.seconds == pytest.approx(q * (cw.gradient + cw.checks) * 0.01
-                                         + q * (cw.forward + len(cw.members)) * 0.001 + 2.0)
+    # the card takes HAG's and SDHA's codes from the run's attack cells (seed-free, the same settings): not counted
+    card_cell = _cell(cells, "dph-16bit-seed0/card/paper-standard")
+    assert card_reuses(SPEC, PRESETS["paper"], card_cell) == {"hag", "sdha"}
+    assert card_reuses(replace(SPEC, tables=(2,)), PRESETS["paper"], card_cell) == set()  # no Table I cells
+    rw = card_iterations(SPEC, PRESETS["paper"], frozenset({"hag", "sdha"}))
+    assert (rw.gradient, rw.forward, rw.checks, rw.members) == (3 * 100 + 100, cw.forward, cw.checks, cw.members)
+    card = estimate_cell(card_cell, SPEC, SIZES, PROBE, encoded=encoded)
+    assert card.seconds == pytest.approx(q * (rw.gradient + rw.checks) * 0.01
+                                         + q * (rw.forward + len(rw.members)) * 0.001 + 2.0)
     # with the network probe: THA's PrototypeNet steps, ProS-GAN's PrototypeNet and generator steps, at their settings
     nets = Probe("cpu", 8, PROBE.per_image, params=1, setup=2.0,
                  per_step={"tha:proto": 0.003, "prosgan:proto": 0.004, "prosgan:gan": 0.9})

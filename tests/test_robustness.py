@@ -10,10 +10,20 @@ import torch
 from torch import nn
 
 from saat.attacks import ATTACKS, create_attack
+from saat.attacks.api import system_codes
 from saat.attacks.generators import APGD, PGD, apgd_checkpoints
 from saat.attacks.losses import mainstay_loss
 from saat.retrieval import average_precision
-from saat.robustness import HardSign, Party, ensemble, evaluate, format_card, format_matrix, transfer_matrix
+from saat.robustness import (
+    HardSign,
+    Party,
+    PriorRun,
+    ensemble,
+    evaluate,
+    format_card,
+    format_matrix,
+    transfer_matrix,
+)
 from saat.robustness.evaluate import (
     EPS_MULTIPLES,
     PRESETS,
@@ -98,6 +108,46 @@ def test_worst_case_is_the_per_query_minimum_over_every_attack_run(planted_retri
                                "fingerprint": profile_fingerprint("quick")}
     # the overrides of the profile's settings are recorded (the targeted members' ones too: one mapping for both)
     assert card["overrides"] == FAST and card["per_attack"]["hag"]["settings"]["steps"] == FAST["hag"]["steps"]
+
+
+def test_a_seed_free_member_takes_an_earlier_run_of_what_it_would_compute(planted_retrieval):
+    """HAG run before on the same queries with the member's settings (as `saat attack` and a grid's attack cells run
+    it) stands for the card's HAG member: the same card, no pass spent on it. A run of other settings, batch size
+    or targeting, a seeded attack's run or an adaptive card attack again."""
+    p = planted_retrieval
+    cheap = {**FAST, "mainstay": {"steps": 5}, "cgat": {"steps": 5}, "square": {"steps": 20}}  # the others: quicker
+
+    def card(model=None, **kwargs):
+        return run(p, model, checks=False, overrides=cheap, **kwargs)
+
+    base = card()
+    hag_settings = {**ATTACKS.get("hag").defaults, **FAST["hag"], "eps": EPS}
+    earlier = create_attack("hag", p.model, **hag_settings)(p.x, p.y)
+    codes = system_codes(p.model, earlier)
+
+    def prior(**change):
+        fields = {"attack": "hag", "targeted": False, "settings": hag_settings, "batch_size": 64, "codes": codes,
+                  "source": "attacks/hag-earlier", **change}
+        return [PriorRun(**fields)]
+
+    result = card(prior=prior())
+    row = result["per_attack"]["hag"]
+    assert row["reused"] == "attacks/hag-earlier" and row["forwards_per_query"] == row["seconds"] == 0
+    assert result["per_query"] == base["per_query"] and result["robust_map"] == base["robust_map"]
+    assert ({k: v["map"] for k, v in result["per_attack"].items()}
+            == {k: v["map"] for k, v in base["per_attack"].items()})
+    assert "reused: attacks/hag-earlier" in format_card(result)
+    assert result["forwards_per_query"] < base["forwards_per_query"]
+    # the codes are what the card takes (not a run of its own): other codes give another figure
+    flipped = card(prior=prior(codes=-codes))
+    assert flipped["per_attack"]["hag"]["map"] != base["per_attack"]["hag"]["map"]
+    # what computed something else is not taken
+    for other in (prior(settings={**hag_settings, "steps": 21}), prior(batch_size=8), prior(targeted=True),
+                  prior(attack="sdha")):
+        assert "reused" not in card(prior=other)["per_attack"]["hag"], other[0]
+    square = {**ATTACKS.get("square").defaults, **cheap["square"], "eps": EPS}
+    assert "reused" not in card(prior=[PriorRun("square", False, square, 64, codes, "sq")])["per_attack"]["square"]
+    assert "reused" not in card(HardSign(p.model), adaptive=True, prior=prior())["per_attack"]["hag"]
 
 
 def test_overrides_name_only_attacks_and_settings_of_the_profile(planted_retrieval):
@@ -430,3 +480,39 @@ def test_the_checks_continue_earlier_runs_instead_of_starting_over(planted_retri
     assert {k: v["raised"] for k, v in again["flags"].items()} == {k: v["raised"] for k, v in card["flags"].items()}
     assert again["flags"]["collapse"]["map"] == card["flags"]["collapse"]["map"]
     assert again["flags"]["converged"]["moved"] == card["flags"]["converged"]["moved"]
+
+
+def test_a_card_is_handed_only_the_run_results_made_on_its_checkpoint_system_and_queries(tmp_path):
+    """saat robustness passes a run's attack results as prior runs only when they attacked this checkpoint, through
+    the same evaluated system, on the card's queries in the same order (targeted: with the same seed's targets)."""
+    from saat.pipelines.robustness import RobustnessConfig, prior_runs
+
+    picked = np.array([4, 1, 7])
+    codes = np.ones((3, 8), np.int8)
+
+    def result(name, attack="hag", targeted=False, checkpoint="abc", queries=picked, **settings):
+        folder = tmp_path / "attacks" / name
+        folder.mkdir(parents=True)
+        np.save(folder / "adv_codes.npy", codes)
+        np.save(folder / "query_indices.npy", queries)
+        (folder / "metrics.json").write_text(json.dumps({
+            "attack": attack, "targeted": targeted, "checkpoint": checkpoint,
+            "settings": {"batch_size": 32, "seed": 0, "defense": None, "adaptive": False, "steps": 100,
+                         **settings}}))
+
+    result("good")
+    result("sdha-good", attack="sdha")
+    result("other-checkpoint", checkpoint="def")
+    result("other-queries", queries=picked[::-1])
+    result("purified", defense="comdefend")
+    result("adaptive", adaptive=True)
+    result("amp", precision="bf16")
+    result("seeded", attack="mainstay")
+    result("targeted", attack="sdha", targeted=True)
+    (tmp_path / "attacks" / "unfinished").mkdir()  # no metrics.json: not a result
+    found = prior_runs(tmp_path, "abc", picked, RobustnessConfig(preset="quick"), "")
+    assert sorted(p.source for p in found) == ["attacks/good", "attacks/sdha-good"]
+    assert all(p.batch_size == 32 and not p.targeted and p.codes.shape == (3, 8) for p in found)
+    targeted = prior_runs(tmp_path, "abc", picked, RobustnessConfig(preset="quick", targeted=True), "")
+    assert [p.source for p in targeted] == ["attacks/targeted"]
+    assert prior_runs(tmp_path, "abc", picked, RobustnessConfig(preset="quick", targeted=True, seed=1), "") == []

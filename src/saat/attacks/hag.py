@@ -31,6 +31,7 @@ class HAGAttack(AttackMethod):
     benign output h = f(x) (alpha = 1). Theory codes: -sign(h), every bit flipped."""
 
     targeted = False
+    seed_free = True  # starts at the query itself
     defaults: ClassVar[dict[str, Any]] = {"eps": 8 / 255, "steps": 2000, "lr": 100.0, "momentum": 0.9,
                                           "alpha_schedule": True}
     demo_defaults: ClassVar[dict[str, Any]] = {"steps": 300}

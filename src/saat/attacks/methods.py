@@ -60,6 +60,7 @@ class AttackMethod:
     - ``needs_untargeted`` / ``needs_targeted``: what it needs besides the model in each mode, among
       ``train_codes``, ``train_labels``, ``db_codes``, ``db_labels`` and ``train_images`` (``create_attack``
       refuses a call that lacks one, naming it);
+    - ``seed_free``: True when it draws no random number (same inputs, same images, whatever the seed);
     - ``defaults`` (the paper's settings, every key overridable), ``demo_defaults`` (what the demo preset changes
       besides the shared demo eps) and ``fast_settings``: the settings tests and smoke runs use, the fewest
       iterations (and the shortest training of networks of its own) that still run every part of the method — well
@@ -81,6 +82,10 @@ class AttackMethod:
     # True: attack() takes start= (images to start from instead of a random start; the robustness card's checks
     # continue an attack from another budget's result with it)
     warm_start = False
+    # True: the method draws no random number, so its result does not depend on the seed (the robustness card may
+    # then take an earlier run of it with the same settings on the same queries instead of running it again);
+    # tests/test_attack_methods_fast.py checks the claim with two seeds
+    seed_free = False
     defaults: ClassVar[dict[str, Any]] = {}
     demo_defaults: ClassVar[dict[str, Any]] = {}
     fast_settings: ClassVar[dict[str, Any]] = {}

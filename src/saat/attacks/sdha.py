@@ -68,6 +68,7 @@ class SDHAAttack(AttackMethod):
     such a training item takes its own benign code sign(f(x)) as its one positive, so it is still pushed away
     from where it is (the authors' rule). No theory codes."""
 
+    seed_free = True  # starts at the query itself
     # untargeted: a query without training positives takes its own code, so the training set is optional there
     needs_targeted: ClassVar[frozenset[str]] = frozenset({"train_codes", "train_labels"})
     defaults: ClassVar[dict[str, Any]] = {"eps": 8 / 255, "steps": 1500, "lr": 0.01, "weight": 25.0,

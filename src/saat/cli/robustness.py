@@ -29,7 +29,9 @@ def register(sub) -> None:
             "masking (monotone eps curve, collapse at eps = 1, convergence, uniform noise, zero gradients, "
             "stochastic codes, transfer, a black-box attack beating the gradient ones). Writes "
             "RUN_DIR/robustness/<name>/card.json and the worst-case adversarial codes; an interrupted evaluation "
-            "resumes from the attacks already done. See docs/robustness.md."),
+            "resumes from the attacks already done, and a HAG or SDHA result of the run (saat attack) with the "
+            "member's settings on the card's queries is taken instead of attacking again (they draw no random "
+            "number: the same card). See docs/robustness.md."),
         formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR")

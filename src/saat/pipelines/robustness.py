@@ -14,15 +14,16 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..attacks import ATTACKS, load_or_create_targets
 from ..config import DEMO_DATASETS, check_value, check_values, default_eps
-from ..robustness import check_overrides, ensemble, evaluate, format_card, format_matrix
+from ..robustness import PriorRun, check_overrides, ensemble, evaluate, format_card, format_matrix
 from ..runs import RunDir
 from ..utils.device import configure_backends, precision_name, resolve_device
 from ..utils.dist import is_main_process
-from ..utils.io import atomic_save_npy, atomic_write_json, check_writable, json_form
+from ..utils.io import atomic_save_npy, atomic_write_json, check_writable, json_form, load_npy
 from ..utils.validation import check_name
 from .attack import evaluated_system
 from .common import (
@@ -104,6 +105,35 @@ def demo_overrides(preset: str, targeted: bool) -> dict:
     return out
 
 
+def prior_runs(run_dir: str | Path, checkpoint: str, picked: np.ndarray, cfg: RobustnessConfig,
+               precision: str) -> list[PriorRun]:
+    """The run's attack results a card may take instead of running a seed-free member again (``saat attack`` and
+    the grid's attack cells write them): those of a seed-free attack on this checkpoint, through the same evaluated
+    system, not adaptive, in the card's precision, on the card's queries in the same order and, targeted, with the
+    same seed's target labels. Whether a member's settings match is :func:`saat.robustness.evaluate`'s to decide."""
+    found = []
+    for result in RunDir(run_dir).attack_dirs():
+        if not (result.is_result() and result.adv_codes.is_file() and result.query_indices.is_file()):
+            continue
+        try:
+            record = json.loads(result.metrics.read_text())
+            settings = record.get("settings") or {}
+            attack = record.get("attack")
+            if (attack not in ATTACKS or not ATTACKS.get(attack).seed_free
+                    or record.get("checkpoint") != checkpoint or bool(record.get("targeted")) != cfg.targeted
+                    or settings.get("defense") != cfg.defense or settings.get("adaptive")
+                    or (settings.get("precision") or "") != (precision or "")
+                    or (cfg.targeted and settings.get("seed") != cfg.seed)
+                    or not np.array_equal(load_npy(result.query_indices), picked)):
+                continue
+            found.append(PriorRun(ATTACKS.get(attack).name, cfg.targeted, settings,
+                                  int(settings.get("batch_size") or 0), load_npy(result.adv_codes),
+                                  f"attacks/{result.name}", amp=bool(cfg.amp)))
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue  # an unreadable or foreign result is not reused (the member runs)
+    return found
+
+
 def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, *, device: str = "auto",
                    progress: bool = True, write: bool = True, num_workers: int | None = None, **overrides) -> dict:
     """The robustness card of ``run_dir``'s model (``config`` or keyword overrides of :class:`RobustnessConfig`).
@@ -173,7 +203,8 @@ def run_robustness(run_dir: str | Path, config: RobustnessConfig | None = None, 
         eps=eps, topk=k, preset=cfg.preset, targeted=cfg.targeted, target_labels=targets, surrogate=surrogate,
         adaptive=cfg.adaptive, seed=cfg.seed, batch_size=cfg.batch_size,
         overrides=card_overrides(cfg, demo), checks=cfg.checks,
-        work_dir=out.work if write else None, progress=progress, return_codes=True, describe=describe, amp=cfg.amp)
+        work_dir=out.work if write else None, progress=progress, return_codes=True, describe=describe, amp=cfg.amp,
+        prior=prior_runs(run_dir, run.checkpoint_hash, picked, cfg, precision))
     card = {**card, "name": name, "settings": json_form(settings)}
     if write and is_main_process():
         atomic_save_npy(out.adv_codes, worst)

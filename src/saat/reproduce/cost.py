@@ -41,7 +41,7 @@ import torch
 from ..attacks import ATTACKS
 from ..config import DEMO_DATASETS, TrainConfig
 from ..defenses import DEFENSES
-from .grid import PRESETS, Cell, GridSpec, Preset
+from .grid import PRESETS, Cell, GridSpec, Preset, build_grid, main_eps
 
 
 @dataclass(frozen=True)
@@ -331,18 +331,43 @@ class CardWork:
     members: list[str]
 
 
-def card_iterations(spec: GridSpec, preset: Preset) -> CardWork:
-    """What one card of ``preset`` costs per attacked query (:class:`CardWork`)."""
+def _card_members(spec: GridSpec, preset: Preset) -> list:
+    """The untargeted card's members as the card runs them (the profile's settings, the demo presets, the options)."""
     from ..pipelines.robustness import RobustnessConfig, card_overrides
-    from ..robustness.evaluate import EPS_MULTIPLES, ensemble
+    from ..robustness.evaluate import ensemble
 
     overrides = card_overrides(RobustnessConfig(preset=preset.card_preset, options=preset.card_options or None),
                                is_demo(spec))
+    return ensemble(preset.card_preset, False, overrides)
+
+
+def card_reuses(spec: GridSpec, preset: Preset, cell: Cell) -> frozenset[str]:
+    """The members of a card cell that take the codes of an attack cell of the same run instead of attacking again:
+    a seed-free attack run at the card's budget, batch size and settings (docs/robustness.md#reused-attacks)."""
+    from ..robustness.evaluate import runs_as
+
+    eps = main_eps(spec.dataset)
+    batch = card_config(preset, cell).batch_size
+    done = [c for c in build_grid(spec, cell.run.parent) if c.kind == "attack" and c.run == cell.run
+            and not c.targeted and c.eps == eps and attack_config(preset, c).batch_size == batch]
+    return frozenset(m.name for m in _card_members(spec, preset)
+                     if any(ATTACKS.get(c.attack) is ATTACKS.get(m.attack)
+                            and runs_as(m, eps, resolved_attack(spec, preset, c)) for c in done))
+
+
+def card_iterations(spec: GridSpec, preset: Preset, reused: frozenset[str] = frozenset()) -> CardWork:
+    """What one card of ``preset`` costs per attacked query (:class:`CardWork`); ``reused``: members that take an
+    attack cell's codes (:func:`card_reuses`) and cost nothing."""
+    from ..robustness.evaluate import EPS_MULTIPLES
+
     gradient, forward, names, main_steps = 0, 0, [], None
-    for m in ensemble(preset.card_preset, False, overrides):  # the members as the card runs them
+    for m in _card_members(spec, preset):  # the members as the card runs them
         cls = ATTACKS.get(m.attack)
         steps = int({**cls.defaults, **m.settings}.get("steps") or 1)
         main_steps = steps if main_steps is None else main_steps
+        if m.name in reused:
+            names.append(m.name)
+            continue
         if cls.uses_gradients:
             gradient += m.restarts * steps
         else:
@@ -417,7 +442,7 @@ def estimate_cell(cell: Cell, spec: GridSpec, sizes: Sizes, pr: Probe, *, world_
         if cell.attack in ("tha", "prosgan"):
             disk += 4 * _net_params(cell.attack, sizes, k)
     elif cell.kind == "card":
-        cw = card_iterations(spec, preset)
+        cw = card_iterations(spec, preset, card_reuses(spec, preset, cell))
         checks = cell.model in preset.card_checks
         its = a * (cw.gradient + (cw.checks if checks else 0))
         parts = {"attack": its * t["attack"],

@@ -7,9 +7,19 @@ ensemble, sanity checks for gradient masking, transfer — summarised in a versi
 >>> card["robust_map"], card["flags_raised"]                                            # doctest: +SKIP
 """
 
-from .evaluate import CARD_VERSION, PRESETS, Member, PassCounter, check_overrides, ensemble, evaluate, format_card
+from .evaluate import (
+    CARD_VERSION,
+    PRESETS,
+    Member,
+    PassCounter,
+    PriorRun,
+    check_overrides,
+    ensemble,
+    evaluate,
+    format_card,
+)
 from .masking import HardSign
 from .transfer import Party, format_matrix, transfer_matrix
 
-__all__ = ["CARD_VERSION", "PRESETS", "HardSign", "Member", "Party", "PassCounter", "check_overrides", "ensemble",
-           "evaluate", "format_card", "format_matrix", "transfer_matrix"]
+__all__ = ["CARD_VERSION", "PRESETS", "HardSign", "Member", "Party", "PassCounter", "PriorRun", "check_overrides",
+           "ensemble", "evaluate", "format_card", "format_matrix", "transfer_matrix"]

@@ -74,6 +74,26 @@ class Member:
     restarts: int = 1
 
 
+@dataclass(frozen=True)
+class PriorRun:
+    """An attack already run on the card's queries: on the evaluated model, the same queries in the same order and
+    (targeted) the same target labels — the caller's promise — kept as the adversarial ±1 codes (Q, K) it gave.
+
+    A member whose attack is ``seed_free`` (no random draw: the same settings give the same images whatever the
+    seed) and whose settings (the attack's defaults, the overrides, the member's own, eps), targeting, batch size and
+    precision equal a prior run's takes its codes instead of attacking again; the card names ``source`` in the
+    member's ``reused`` field and counts no passes or seconds for it. ``settings``: every setting the run used, eps
+    included (what an attack record holds; other keys are ignored)."""
+
+    attack: str
+    targeted: bool
+    settings: dict
+    batch_size: int
+    codes: np.ndarray
+    source: str
+    amp: bool = False
+
+
 def ensemble(preset: str = "standard", targeted: bool = False, overrides: dict | None = None) -> list[Member]:
     """The attacks of a preset (docs/robustness.md#the-ensemble). APGD runs the mainstay (and CgAT centre-code)
     objective without a hand-tuned step; HAG, SDHA, DHTA, P2P and THA keep their own procedures and defaults
@@ -234,6 +254,31 @@ def _resume_key(problem: _Problem, settings: dict, eps: float, seed: int, warm: 
     return {**key, "amp": precision_name(problem.x.device, True)} if problem.amp else key
 
 
+def runs_as(member: Member, eps: float, settings: dict) -> bool:
+    """Whether an attack run with ``settings`` (every setting it used, eps included: an attack record's) computed
+    what ``member`` computes at ``eps`` — for the same model, queries, targets and batch size, which the caller
+    checks: the member's attack draws no random number (``seed_free``) and every setting it runs with (the attack's
+    defaults, then the member's) is the run's."""
+    cls = ATTACKS.get(member.attack)
+    if not cls.seed_free:
+        return False
+    wanted = json_form({**cls.defaults, **member.settings, "eps": eps})
+    return json_form({k: settings.get(k) for k in wanted}) == wanted
+
+
+def _prior_for(problem: _Problem, member: Member, prior: list[PriorRun], adaptive: bool) -> PriorRun | None:
+    """The prior run that computed exactly what ``member`` would (see :class:`PriorRun`), or None."""
+    if adaptive:
+        return None  # the card crafts on model.bpda(), not on the model the runs attacked
+    shape = (problem.x.shape[0], problem.db_codes.shape[1])
+    for p in prior:
+        if (ATTACKS.get(p.attack) is ATTACKS.get(member.attack) and p.targeted == problem.targeted
+                and p.batch_size == problem.batch_size and p.amp == problem.amp and tuple(p.codes.shape) == shape
+                and runs_as(member, problem.eps, p.settings)):
+            return p
+    return None
+
+
 def _run_attack(problem: _Problem, attack: str, settings: dict, eps: float, seed: int, *,
                 model=None, knowledge: dict | None = None, key: str | None = None,
                 start: tuple[str, Callable[[], torch.Tensor]] | None = None,
@@ -300,7 +345,7 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
              target_labels=None, surrogate=None, adaptive: bool = False, num_classes: int | None = None,
              seed: int = 0, batch_size: int = 64, overrides: dict | None = None, checks: bool = True,
              work_dir: str | Path | None = None, progress: bool = False, return_codes: bool = False,
-             describe: dict | None = None, amp: bool = False):
+             describe: dict | None = None, amp: bool = False, prior: list[PriorRun] | None = None):
     """The robustness card of ``model`` on the queries ``images`` (Q, 3, H, W) in [0, 1] with ``labels``
     (docs/robustness.md). Returns the card (a dict; with ``return_codes`` also the worst-case adversarial codes).
 
@@ -316,6 +361,8 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
     - ``work_dir``: where each attack's codes are kept, so an interrupted evaluation resumes.
     - ``amp``: the attacks' passes through the model in mixed precision (docs/scaling.md#precision); the codes the
       APs are computed from are float32 encodings.
+    - ``prior``: attacks already run on these queries (:class:`PriorRun`); a seed-free member that would compute the
+      same takes their codes instead of running again (``saat robustness`` passes the run's attack results).
     """
     t_start = time.perf_counter()
     x = check_images(images)
@@ -332,6 +379,9 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
     elif target_labels is not None:
         raise ValueError("target_labels given without targeted=True")
     overrides = check_overrides(overrides, preset)
+    prior = list(prior or [])
+    if not all(isinstance(p, PriorRun) for p in prior):
+        raise TypeError("prior must be a list of PriorRun")
     knowledge = {"train_codes": train_codes, "train_labels": train_labels, "db_codes": db_codes,
                  "db_labels": db_labels}
     crafting = model
@@ -347,7 +397,7 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
         cache = wdir / "networks" if wdir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         problem = _Problem(model, PassCounter(crafting), x, y, targets, eps, knowledge, db, db_y, topk, int(batch_size),
                            int(seed), progress, overrides, wdir, cache, bool(amp))
-        card, worst_codes = _card(problem, preset, surrogate, adaptive, checks, describe)
+        card, worst_codes = _card(problem, preset, surrogate, adaptive, checks, describe, prior)
         if problem.amp:
             card["amp"] = precision_name(x.device, True)
     card["seconds"] = time.perf_counter() - t_start
@@ -355,7 +405,7 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
 
 
 def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: bool,
-          describe: dict | None) -> tuple[dict, np.ndarray]:
+          describe: dict | None, prior: list[PriorRun]) -> tuple[dict, np.ndarray]:
     from ..retrieval import CI_LEVEL, CI_RESAMPLES, ci_or_none
 
     model, x, targeted, eps, seed = problem.model, problem.x, problem.targeted, problem.eps, problem.seed
@@ -374,10 +424,15 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
     for mi, member in enumerate(members):
         best_ap, seconds, forwards, backwards = None, 0.0, 0.0, 0.0
         keep = checks and ATTACKS.get(member.attack).warm_start  # the checks continue from its first run
+        reused = None if keep else _prior_for(problem, member, prior, adaptive)
         for r in range(member.restarts):
-            codes, info, images = _run_attack(problem, member.attack, member.settings, eps,
-                                              derive_seed(seed, 100 + r), key=f"{member.name}-r{r}",
-                                              keep_images=keep and r == 0)
+            if reused is not None:  # the same computation was already made: its codes (each restart's, no draws)
+                codes, images = reused.codes.astype(np.int8), None
+                info = {"seconds": 0.0, "forwards_per_query": 0.0, "backwards_per_query": 0.0}
+            else:
+                codes, info, images = _run_attack(problem, member.attack, member.settings, eps,
+                                                  derive_seed(seed, 100 + r), key=f"{member.name}-r{r}",
+                                                  keep_images=keep and r == 0)
             if images is not None:
                 problem.kept[member.name] = images
             ap = problem.ap(codes)
@@ -393,7 +448,8 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
                                    "restarts": member.restarts, "map": _mean(best_ap),
                                    "map_ci": ci_or_none(best_ap), "wins": 0,
                                    "seconds": seconds, "forwards_per_query": forwards,
-                                   "backwards_per_query": backwards}
+                                   "backwards_per_query": backwards,
+                                   **({"reused": reused.source} if reused is not None else {})}
     bar.close()
     for mi, member in enumerate(members):
         per_attack[member.name]["wins"] = int((winner == mi).sum())
@@ -698,8 +754,9 @@ def format_card(card: dict) -> str:
              f"{format_ci(card['robust_map'], card.get('robust_map_ci'))}   best single attack "
              f"{best['attack']} {format_ci(best['map'], best.get('map_ci'))}"]
     for name, row in card["per_attack"].items():
+        cost = f"reused: {row['reused']}" if row.get("reused") else f"{row['seconds']:.1f} s"
         lines.append(f"  {name:<15} {metric} {format_ci(row['map'], row.get('map_ci')):<20}  wins {row['wins']:>4}  "
-                     f"{row['seconds']:.1f} s")
+                     f"{cost}")
     if card.get("eps_curve"):
         lines.append("  eps curve: " + ", ".join(f"{c['eps_255']:.3g}/255 {c['map']:.3f}" for c in card["eps_curve"]))
     for name, flag in card.get("flags", {}).items():
