@@ -148,6 +148,8 @@ def test_a_seed_free_member_takes_an_earlier_run_of_what_it_would_compute(plante
     square = {**ATTACKS.get("square").defaults, **cheap["square"], "eps": EPS}
     assert "reused" not in card(prior=[PriorRun("square", False, square, 64, codes, "sq")])["per_attack"]["square"]
     assert "reused" not in card(HardSign(p.model), adaptive=True, prior=prior())["per_attack"]["hag"]
+    with pytest.raises(ValueError, match="attacks/hag-earlier: its codes must be ±1"):
+        card(prior=prior(codes=np.zeros_like(codes)))
 
 
 def test_overrides_name_only_attacks_and_settings_of_the_profile(planted_retrieval):

@@ -382,6 +382,9 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
     prior = list(prior or [])
     if not all(isinstance(p, PriorRun) for p in prior):
         raise TypeError("prior must be a list of PriorRun")
+    for p in prior:
+        if not np.isin(np.asarray(p.codes), (-1, 1)).all():
+            raise ValueError(f"prior run {p.source}: its codes must be ±1 (the adversarial codes of the queries)")
     knowledge = {"train_codes": train_codes, "train_labels": train_labels, "db_codes": db_codes,
                  "db_labels": db_labels}
     crafting = model
