@@ -136,6 +136,13 @@ def test_the_counting_of_each_kind_of_cell(tmp_path):
     card = estimate_cell(card_cell, SPEC, SIZES, PROBE, encoded=encoded)
     assert card.seconds == pytest.approx(q * (rw.gradient + rw.checks) * 0.01
                                          + q * (rw.forward + len(rw.members)) * 0.001 + 2.0)
+    # a defended model's card also crafts the transfer check on its surrogate (100 APGD iterations)
+    assert rw.transfer == 100
+    defended = estimate_cell(_cell(cells, "dph-16bit-seed0-saat/card/paper-standard"), SPEC, SIZES, PROBE,
+                             encoded=set())  # its first encoding of the training set too
+    assert defended.seconds == pytest.approx(q * (rw.gradient + rw.checks + 100) * 0.01
+                                             + (q * (rw.forward + len(rw.members)) + n) * 0.001 + 2.0)
+    assert "+ 100 it (transfer)" in defended.work
     # with the network probe: THA's PrototypeNet steps, ProS-GAN's PrototypeNet and generator steps, at their settings
     nets = Probe("cpu", 8, PROBE.per_image, params=1, setup=2.0,
                  per_step={"tha:proto": 0.003, "prosgan:proto": 0.004, "prosgan:gan": 0.9})

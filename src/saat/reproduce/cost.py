@@ -323,12 +323,13 @@ class CardWork:
     """Per attacked query, what one card's ensemble costs: iterations with a backward pass (the gradient members,
     restarts included), model evaluations without one (the black-box member), and what the sanity checks add in
     iterations of the main member (profile version 3: the four eps-curve points and the collapse check at half its
-    iterations, the converged check's continuation at its full count)."""
+    iterations, the converged check's continuation at its full count) and the transfer check's on the surrogate."""
 
     gradient: int
     forward: int
     checks: float
     members: list[str]
+    transfer: int = 0  # the transfer check's iterations on the surrogate (a defended model's card with checks)
 
 
 def _card_members(spec: GridSpec, preset: Preset) -> list:
@@ -358,7 +359,7 @@ def card_reuses(spec: GridSpec, preset: Preset, cell: Cell) -> frozenset[str]:
 def card_iterations(spec: GridSpec, preset: Preset, reused: frozenset[str] = frozenset()) -> CardWork:
     """What one card of ``preset`` costs per attacked query (:class:`CardWork`); ``reused``: members that take an
     attack cell's codes (:func:`card_reuses`) and cost nothing."""
-    from ..robustness.evaluate import EPS_MULTIPLES
+    from ..robustness.evaluate import EPS_MULTIPLES, TRANSFER_STEPS
 
     gradient, forward, names, main_steps = 0, 0, [], None
     for m in _card_members(spec, preset):  # the members as the card runs them
@@ -375,7 +376,7 @@ def card_iterations(spec: GridSpec, preset: Preset, reused: frozenset[str] = fro
         names.append(m.name)
     points = len([x for x in EPS_MULTIPLES if x not in (0, 1)])
     checks = (points + 1) * (main_steps // 2) + main_steps + 1  # curve + collapse, converged, zero-gradient pass
-    return CardWork(gradient, forward, checks, names)
+    return CardWork(gradient, forward, checks, names, TRANSFER_STEPS)
 
 
 def estimate_cell(cell: Cell, spec: GridSpec, sizes: Sizes, pr: Probe, *, world_size: int = 1,
@@ -444,11 +445,14 @@ def estimate_cell(cell: Cell, spec: GridSpec, sizes: Sizes, pr: Probe, *, world_
     elif cell.kind == "card":
         cw = card_iterations(spec, preset, card_reuses(spec, preset, cell))
         checks = cell.model in preset.card_checks
-        its = a * (cw.gradient + (cw.checks if checks else 0))
+        # a defended model's card crafts the transfer check on the run it was trained from (its surrogate)
+        transfer = cw.transfer if checks and cell.model != "undefended" else 0
+        its = a * (cw.gradient + (cw.checks if checks else 0) + transfer)
         parts = {"attack": its * t["attack"],
                  "encode": a * (cw.forward + len(cw.members)) * t["encode"] + first_train_encoding(cell.run)}
         work = (f"{a:,} q x {cw.gradient} it + {cw.forward} evals ({len(cw.members)} attacks)"
-                + (f" + {cw.checks:g} it (checks)" if checks else ""))
+                + (f" + {cw.checks:g} it (checks)" if checks else "")
+                + (f" + {transfer} it (transfer)" if transfer else ""))
         disk = a * k * (len(cw.members) + 2) + 8 * a + 4 * _net_params("tha", sizes, k)
     else:  # the report: a few seconds per run, a few figures
         runs = len(spec.bits) * len(spec.seeds) * (1 + 2 * (2 in spec.tables))

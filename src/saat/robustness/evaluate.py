@@ -53,6 +53,8 @@ _THA_QUICK = {"steps": 50, "step": 2 / 255, "proto_steps": 1000, "proto_lr": 1e-
 _SQUARE_QUICK_STEPS = 300
 # The black-box flag: the score-based member beating the best gradient-based member by more than this.
 BLACK_BOX_MARGIN = 0.02
+# The transfer check: the mainstay objective crafted with APGD for this many iterations on the surrogate.
+TRANSFER_STEPS = 100
 # How the checks share work (part of what a profile computes): the eps-curve points, the collapse check and the
 # converged check continue earlier runs (warm starts) instead of starting over (see _checks).
 _CHECKS_SHARE = "warm-start"
@@ -730,7 +732,7 @@ def _transfer(problem: _Problem, surrogate, eps: float, robust: float, targeted:
     model, codes = (surrogate if isinstance(surrogate, tuple) else (surrogate, None))
     if codes is not None:
         knowledge = {**problem.knowledge, "train_codes": codes}
-        attack, settings = "mainstay", {"generator": "apgd", "steps": 100}
+        attack, settings = "mainstay", {"generator": "apgd", "steps": TRANSFER_STEPS}
     elif targeted:
         return {"attack": None, "map": float("nan"), "beats_white_box": False,
                 "detail": "a targeted transfer attack needs the surrogate's training codes"}
