@@ -518,3 +518,5 @@ def test_a_card_is_handed_only_the_run_results_made_on_its_checkpoint_system_and
     targeted = prior_runs(tmp_path, "abc", picked, RobustnessConfig(preset="quick", targeted=True), "")
     assert [p.source for p in targeted] == ["attacks/targeted"]
     assert prior_runs(tmp_path, "abc", picked, RobustnessConfig(preset="quick", targeted=True, seed=1), "") == []
+    # behind an input defense nothing is reused (a record names the checkpoint, not the purifier's weights)
+    assert prior_runs(tmp_path, "abc", picked, RobustnessConfig(preset="quick", defense="comdefend"), "") == []

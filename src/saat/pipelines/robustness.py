@@ -108,9 +108,13 @@ def demo_overrides(preset: str, targeted: bool) -> dict:
 def prior_runs(run_dir: str | Path, checkpoint: str, picked: np.ndarray, cfg: RobustnessConfig,
                precision: str) -> list[PriorRun]:
     """The run's attack results a card may take instead of running a seed-free member again (``saat attack`` and
-    the grid's attack cells write them): those of a seed-free attack on this checkpoint, through the same evaluated
-    system, not adaptive, in the card's precision, on the card's queries in the same order and, targeted, with the
-    same seed's target labels. Whether a member's settings match is :func:`saat.robustness.evaluate`'s to decide."""
+    the grid's attack cells write them): those of a seed-free attack on this checkpoint, made on the model itself (no
+    input defense), not adaptive, in the card's precision, on the card's queries in the same order and, targeted,
+    with the same seed's target labels. Whether a member's settings match is :func:`saat.robustness.evaluate`'s to
+    decide. None for a card behind an input defense (``--defense``): an attack record names the checkpoint, not the
+    purifier it went through, which may have been trained again since."""
+    if cfg.defense:
+        return []
     found = []
     for result in RunDir(run_dir).attack_dirs():
         if not (result.is_result() and result.adv_codes.is_file() and result.query_indices.is_file()):
@@ -121,7 +125,7 @@ def prior_runs(run_dir: str | Path, checkpoint: str, picked: np.ndarray, cfg: Ro
             attack = record.get("attack")
             if (attack not in ATTACKS or not ATTACKS.get(attack).seed_free
                     or record.get("checkpoint") != checkpoint or bool(record.get("targeted")) != cfg.targeted
-                    or settings.get("defense") != cfg.defense or settings.get("adaptive")
+                    or settings.get("defense") or settings.get("adaptive")
                     or (settings.get("precision") or "") != (precision or "")
                     or (cfg.targeted and settings.get("seed") != cfg.seed)
                     or not np.array_equal(load_npy(result.query_indices), picked)):
