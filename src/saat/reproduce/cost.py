@@ -352,8 +352,7 @@ def card_reuses(spec: GridSpec, preset: Preset, cell: Cell) -> frozenset[str]:
     done = [c for c in build_grid(spec, cell.run.parent) if c.kind == "attack" and c.run == cell.run
             and not c.targeted and c.eps == eps and attack_config(preset, c).batch_size == batch]
     return frozenset(m.name for m in _card_members(spec, preset)
-                     if any(ATTACKS.get(c.attack) is ATTACKS.get(m.attack)
-                            and runs_as(m, eps, resolved_attack(spec, preset, c)) for c in done))
+                     if any(runs_as(m, eps, c.attack, resolved_attack(spec, preset, c)) for c in done))
 
 
 def card_iterations(spec: GridSpec, preset: Preset, reused: frozenset[str] = frozenset()) -> CardWork:

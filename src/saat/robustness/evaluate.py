@@ -256,27 +256,24 @@ def _resume_key(problem: _Problem, settings: dict, eps: float, seed: int, warm: 
     return {**key, "amp": precision_name(problem.x.device, True)} if problem.amp else key
 
 
-def runs_as(member: Member, eps: float, settings: dict) -> bool:
-    """Whether an attack run with ``settings`` (every setting it used, eps included: an attack record's) computed
-    what ``member`` computes at ``eps`` — for the same model, queries, targets and batch size, which the caller
-    checks: the member's attack draws no random number (``seed_free``) and every setting it runs with (the attack's
-    defaults, then the member's) is the run's."""
+def runs_as(member: Member, eps: float, attack: str, settings: dict) -> bool:
+    """Whether a run of ``attack`` with ``settings`` (every setting it used, eps included: an attack record's)
+    computed what ``member`` computes at ``eps`` — for the same model, queries, targets and batch size, which the
+    caller checks: the same attack, one that draws no random number (``seed_free``), and every setting the member runs
+    with (the attack's defaults, then the member's) is the run's."""
     cls = ATTACKS.get(member.attack)
-    if not cls.seed_free:
+    if ATTACKS.get(attack) is not cls or not cls.seed_free:
         return False
     wanted = json_form({**cls.defaults, **member.settings, "eps": eps})
     return json_form({k: settings.get(k) for k in wanted}) == wanted
 
 
-def _prior_for(problem: _Problem, member: Member, prior: list[PriorRun], adaptive: bool) -> PriorRun | None:
+def _prior_for(problem: _Problem, member: Member, prior: list[PriorRun]) -> PriorRun | None:
     """The prior run that computed exactly what ``member`` would (see :class:`PriorRun`), or None."""
-    if adaptive:
-        return None  # the card crafts on model.bpda(), not on the model the runs attacked
     shape = (problem.x.shape[0], problem.db_codes.shape[1])
     for p in prior:
-        if (ATTACKS.get(p.attack) is ATTACKS.get(member.attack) and p.targeted == problem.targeted
-                and p.batch_size == problem.batch_size and p.amp == problem.amp and tuple(p.codes.shape) == shape
-                and runs_as(member, problem.eps, p.settings)):
+        if (p.targeted == problem.targeted and p.batch_size == problem.batch_size and p.amp == problem.amp
+                and tuple(p.codes.shape) == shape and runs_as(member, problem.eps, p.attack, p.settings)):
             return p
     return None
 
@@ -387,6 +384,8 @@ def evaluate(model, images: torch.Tensor, labels, *, db_codes, db_labels, train_
     for p in prior:
         if not np.isin(np.asarray(p.codes), (-1, 1)).all():
             raise ValueError(f"prior run {p.source}: its codes must be ±1 (the adversarial codes of the queries)")
+    if adaptive:
+        prior = []  # the card crafts on model.bpda(), not on the model the prior runs attacked
     knowledge = {"train_codes": train_codes, "train_labels": train_labels, "db_codes": db_codes,
                  "db_labels": db_labels}
     crafting = model
@@ -429,7 +428,7 @@ def _card(problem: _Problem, preset: str, surrogate, adaptive: bool, checks: boo
     for mi, member in enumerate(members):
         best_ap, seconds, forwards, backwards = None, 0.0, 0.0, 0.0
         keep = checks and ATTACKS.get(member.attack).warm_start  # the checks continue from its first run
-        reused = None if keep else _prior_for(problem, member, prior, adaptive)
+        reused = None if keep else _prior_for(problem, member, prior)
         for r in range(member.restarts):
             if reused is not None:  # the same computation was already made: its codes (each restart's, no draws)
                 codes, images = reused.codes.astype(np.int8), None
